@@ -1,0 +1,227 @@
+//! Command-line definitions. Names of commands and flags are a contract
+//! with scripts and cron jobs: change them only with the README.
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Keep container images safe and where they are needed: pull, push and copy
+/// through registries, a verified local store, archives and scheduled jobs.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Read the config from this file (default: $FERRY_CONFIG, ./ferry.toml, then ~/.config/ferry/ferry.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Use this store directory (default: $FERRY_STORE, [store] path, then ~/.local/share/ferry).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print only what scripts need (IDs, digests), no progress.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more about what happens (repeat for debug output; secrets are never shown).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Do not draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull an image from a registry into the store.
+    Pull(PullArgs),
+    /// Push an image from the store to a registry.
+    Push(PushArgs),
+    /// Copy an image from one registry to another, keeping its digest.
+    Copy(CopyArgs),
+    /// List the tags of a registry repository.
+    Tags {
+        /// The repository, e.g. docker.io/library/nginx or host:5000/team/app.
+        repository: String,
+    },
+    /// Log in to a registry and save the credentials in docker's config.json.
+    Login(LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout {
+        /// The registry host, e.g. docker.io or host:5000.
+        registry: String,
+    },
+    /// List images in the store.
+    Images(ImagesArgs),
+    /// Show the manifest and config of images in the store as JSON.
+    Inspect {
+        /// Images by name, digest or ID.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image in the store.
+    History {
+        /// The image by name, digest or ID.
+        image: String,
+        /// Do not shorten the output.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Give an image in the store another name.
+    Tag {
+        /// The existing image.
+        source: String,
+        /// The new name, e.g. host:5000/team/app:1.0.
+        target: String,
+    },
+    /// Remove images from the store (untag; the image goes with its last name).
+    Rmi {
+        /// Images by name, digest or ID.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Remove an image ID even when several names refer to it.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Remove dangling images (or all images with -a) from the store.
+    Prune(PruneArgs),
+    /// Show how much space the store uses.
+    Df {
+        /// Show each image's shared and unique size.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Delete blobs that no image references, and abandoned partial downloads.
+    Gc {
+        /// Show what would be deleted without deleting.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the store: every image complete, every blob the right size (and content).
+    Verify {
+        /// Re-hash every blob's content too.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `ferry pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image, e.g. nginx:1.25 or host:5000/team/app@sha256:….
+    pub image: String,
+    /// Pull this platform (repeat for several; they are kept as one index).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
+    /// Pull every platform of a multi-platform image.
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Pull every tag of the repository.
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
+    /// Parallel blob transfers (default: the config's, else 6).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+/// `ferry push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The image in the store.
+    pub image: String,
+    /// Where to push it (default: the image's own name).
+    pub destination: Option<String>,
+    /// Parallel blob transfers (default: the config's, else 6).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+/// `ferry copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The source image in a registry.
+    pub source: String,
+    /// The destination: a full image name, or a repository when --all-tags is given.
+    pub destination: String,
+    /// Copy every tag of the source repository.
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
+    /// Copy only these platforms (repeat); the index is rebuilt with a new digest.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
+    /// Parallel blob transfers (default: the config's, else 6).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+/// `ferry login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host, e.g. docker.io or host:5000.
+    pub registry: String,
+    /// The username.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Read the password from standard input (passwords never go in arguments).
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `ferry images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only this repository (and tag).
+    pub repository: Option<String>,
+    /// Show dangling images too (they are shown by default, as docker does).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show manifest digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Filter: dangling=true|false, before=IMAGE, since=IMAGE, reference=PATTERN.
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+}
+
+/// `ferry prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all images, not only dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Filter: until=DURATION (e.g. 24h, 7d): only images ferry first saw longer ago.
+    #[arg(long)]
+    pub filter: Vec<String>,
+    /// Show what would be removed without removing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Print a completion script for `shell`.
+pub fn print_completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,506 @@
+//! Commands on the local store with docker's behaviour: `images`,
+//! `inspect`, `history`, `tag`, `rmi`, `prune`, `df`, `gc`, `verify`.
+
+use super::args::{ImagesArgs, PruneArgs};
+use super::output::{human_size, json, println, table};
+use super::{Context, UsageError};
+use crate::store::maintenance::Removal;
+use crate::store::{ImageSummary, IndexEntry};
+use crate::types::manifest::descriptor_digest;
+use crate::types::time::{format_rfc3339, human_age, now_unix, parse_duration};
+use crate::types::{Platform, Reference};
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+/// `(repository, tag)` columns for an image, docker style.
+fn name_columns(summary: &ImageSummary) -> (String, String) {
+    match &summary.name {
+        Some(name) => (
+            name.familiar_name(),
+            name.tag().unwrap_or("<none>").to_owned(),
+        ),
+        None => ("<none>".to_owned(), "<none>".to_owned()),
+    }
+}
+
+/// docker's `reference=` pattern: `*` and `?` globs on `name[:tag]`.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && t[0] != b'/' && go(p, &t[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// `ferry images`.
+pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let mut summaries = store.summaries()?;
+    let first_seen = |s: &ImageSummary| s.times.map_or(0, |t| t.first_seen);
+    for filter in &args.filter {
+        let (key, value) = filter
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("bad filter {filter:?}: expected KEY=VALUE")))?;
+        match key {
+            "dangling" => {
+                let want = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "bad filter {filter:?}: dangling is true or false"
+                        ))
+                        .into())
+                    }
+                };
+                summaries.retain(|s| s.name.is_none() == want);
+            }
+            "before" | "since" => {
+                let pivot = store.resolve(value)?;
+                let pivot_time = store
+                    .summaries()?
+                    .into_iter()
+                    .find(|s| s.digest == pivot.entry.digest)
+                    .map_or(0, |s| first_seen(&s));
+                summaries.retain(|s| {
+                    if key == "before" {
+                        first_seen(s) < pivot_time
+                    } else {
+                        first_seen(s) > pivot_time
+                    }
+                });
+            }
+            "reference" => summaries.retain(|s| {
+                s.name.as_ref().is_some_and(|n| {
+                    let short = format!("{}:{}", n.familiar_name(), n.tag().unwrap_or(""));
+                    glob_match(value, &n.familiar_name())
+                        || glob_match(value, &short)
+                        || glob_match(value, &n.to_string())
+                })
+            }),
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown filter {key:?}: use dangling, before, since or reference"
+                ))
+                .into())
+            }
+        }
+    }
+    if let Some(wanted) = &args.repository {
+        let reference =
+            Reference::parse_repository_or_ref(wanted).map_err(|e| UsageError(e.to_string()))?;
+        summaries.retain(|s| {
+            s.name.as_ref().is_some_and(|n| {
+                n.name() == reference.name() && reference.tag().is_none_or(|t| n.tag() == Some(t))
+            })
+        });
+    }
+    summaries.sort_by_key(|s| std::cmp::Reverse(first_seen(s)));
+    if context.json {
+        json(&summaries)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if context.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for summary in &summaries {
+            if seen.insert(summary.id.clone()) {
+                println(&summary.id.to_string())?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now_unix();
+    let rows: Vec<Vec<String>> = summaries
+        .iter()
+        .map(|s| {
+            let (repository, tag) = name_columns(s);
+            let created = s
+                .created
+                .map_or_else(|| "N/A".to_owned(), |c| human_age(c, now));
+            let mut row = vec![repository, tag];
+            if args.digests {
+                row.push(s.digest.to_string());
+            }
+            row.extend([s.id.short().to_owned(), created, human_size(s.size)]);
+            row
+        })
+        .collect();
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if args.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    table(&header, &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry inspect`: manifest, config and ferry's metadata as a JSON array.
+pub fn inspect(context: &Context, images: &[String]) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let summaries = store.summaries()?;
+    let mut out = Vec::new();
+    for text in images {
+        let image = store.resolve(text)?;
+        let id = store.image_id(&image);
+        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
+        let config = match image.manifest.image() {
+            Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
+            None => serde_json::Value::Null,
+        };
+        let repo_tags: Vec<String> = summaries
+            .iter()
+            .filter(|s| s.digest == image.entry.digest)
+            .filter_map(|s| {
+                s.name
+                    .as_ref()
+                    .filter(|n| n.tag().is_some())
+                    .map(|n| n.to_string())
+            })
+            .collect();
+        let repo_digests: Vec<String> = summaries
+            .iter()
+            .filter(|s| s.digest == image.entry.digest)
+            .filter_map(|s| {
+                s.name
+                    .as_ref()
+                    .map(|n| format!("{}@{}", n.name(), image.entry.digest))
+            })
+            .collect();
+        let summary = summaries.iter().find(|s| s.digest == image.entry.digest);
+        out.push(serde_json::json!({
+            "Id": id,
+            "Digest": image.entry.digest,
+            "MediaType": image.entry.media_type,
+            "RepoTags": repo_tags,
+            "RepoDigests": repo_digests,
+            "Size": summary.map(|s| s.size),
+            "Platforms": summary.map(|s| s.platforms.clone()),
+            "FirstSeen": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.first_seen)),
+            "LastPulled": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.last_pulled)),
+            "Manifest": manifest,
+            "Config": config,
+        }));
+    }
+    json(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry history`: the config's history with layer sizes, newest first.
+pub fn history(context: &Context, text: &str, no_trunc: bool) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let image = store.resolve(text)?;
+    let manifest = match image.manifest.image() {
+        Some(_) => image.manifest.clone(),
+        None => {
+            let host = Platform::host();
+            let child = crate::engine::platform_child(&image.manifest, &host)
+                .or_else(|| image.manifest.children().first().copied())
+                .ok_or_else(|| anyhow::anyhow!("{text} is an empty index"))?;
+            store.read_manifest(&descriptor_digest(child)?, child.media_type().as_ref())?
+        }
+    };
+    let image_manifest = manifest.image().expect("a platform manifest");
+    let config_digest = descriptor_digest(image_manifest.config())?;
+    let config = store.read_config(&config_digest)?;
+    let mut layers = image_manifest.layers().iter().map(|l| l.size());
+    let now = now_unix();
+    let mut rows = Vec::new();
+    let entries = config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for entry in &entries {
+        let empty = entry
+            .get("empty_layer")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let size = if empty { 0 } else { layers.next().unwrap_or(0) };
+        let created = entry
+            .get("created")
+            .and_then(|v| v.as_str())
+            .and_then(crate::types::time::parse_rfc3339)
+            .map_or_else(|| "N/A".to_owned(), |t| human_age(t, now));
+        let mut created_by = entry
+            .get("created_by")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        if !no_trunc && created_by.chars().count() > 45 {
+            created_by = created_by.chars().take(44).collect::<String>() + "…";
+        }
+        let comment = entry
+            .get("comment")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned();
+        rows.push(serde_json::json!({"created": created, "created_by": created_by, "size": size, "comment": comment}));
+    }
+    rows.reverse();
+    if context.json {
+        json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = if no_trunc {
+        config_digest.to_string()
+    } else {
+        config_digest.short().to_owned()
+    };
+    let table_rows: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            vec![
+                if i == 0 {
+                    id.clone()
+                } else {
+                    "<missing>".to_owned()
+                },
+                row["created"].as_str().unwrap_or("").to_owned(),
+                row["created_by"].as_str().unwrap_or("").to_owned(),
+                human_size(row["size"].as_u64().unwrap_or(0)),
+                row["comment"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &table_rows,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry tag`.
+pub fn tag(context: &Context, source: &str, target: &str) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let image = store.resolve(source)?;
+    let target = Reference::parse(target).map_err(|e| UsageError(e.to_string()))?;
+    if target.digest().is_some() {
+        return Err(UsageError(format!("{target}: a tag target cannot contain a digest")).into());
+    }
+    let entry = IndexEntry::new(
+        &image.entry.media_type,
+        image.entry.digest.clone(),
+        image.entry.size,
+    );
+    store.set_tag(&target, entry)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry rmi`.
+pub fn rmi(context: &Context, images: &[String], force: bool) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let removals = store.rmi(images, force)?;
+    if context.json {
+        json(&removals)?;
+    } else if !context.quiet {
+        for removal in removals {
+            match removal {
+                Removal::Untagged(name) => println(&format!("Untagged: {name}"))?,
+                Removal::Deleted(id) => println(&format!("Deleted: {id}"))?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            "prune asks for confirmation: run it from a terminal, or pass -f".into(),
+        )
+        .into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// `ferry prune`.
+pub fn prune(context: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let mut until = None;
+    for filter in &args.filter {
+        match filter.split_once('=') {
+            Some(("until", value)) => {
+                let duration = parse_duration(value).ok_or_else(|| {
+                    UsageError(format!("bad duration {value:?}: use e.g. 90m, 24h, 7d"))
+                })?;
+                until = Some(duration.as_secs());
+            }
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown prune filter {filter:?}: use until=DURATION"
+                ))
+                .into())
+            }
+        }
+    }
+    if !args.force && !args.dry_run {
+        let what = if args.all {
+            "all images without at least one other name"
+        } else {
+            "all dangling images"
+        };
+        let question =
+            format!("WARNING! This will remove {what}.\nAre you sure you want to continue?");
+        let question = if args.all {
+            question.replace(" without at least one other name", "")
+        } else {
+            question
+        };
+        if !confirm(&question)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let store = context.store()?;
+    let pruned = store.prune(args.all, until, args.dry_run)?;
+    if context.json {
+        json(&pruned)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reclaimed: u64 = pruned.iter().map(|p| p.reclaimed).sum();
+    if !pruned.is_empty() && !context.quiet {
+        println(if args.dry_run {
+            "Would delete images:"
+        } else {
+            "Deleted Images:"
+        })?;
+        for image in &pruned {
+            if let Some(name) = &image.name {
+                println(&format!("untagged: {name}"))?;
+            }
+            println(&format!("deleted: {}", image.digest))?;
+        }
+        println("")?;
+    }
+    let verb = if args.dry_run {
+        "Total reclaimable space"
+    } else {
+        "Total reclaimed space"
+    };
+    println(&format!("{verb}: {}", human_size(reclaimed)))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry df`.
+pub fn df(context: &Context, verbose: bool) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let usage = store.disk_usage()?;
+    if context.json {
+        json(&usage)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let percent = (usage.reclaimable_bytes * 100)
+        .checked_div(usage.total_bytes)
+        .unwrap_or(0);
+    table(
+        &["TYPE", "TOTAL", "DANGLING", "SIZE", "RECLAIMABLE"],
+        &[vec![
+            "Images".into(),
+            usage.images.to_string(),
+            usage.dangling.to_string(),
+            human_size(usage.total_bytes),
+            format!("{} ({percent}%)", human_size(usage.reclaimable_bytes)),
+        ]],
+    )?;
+    if verbose {
+        println("")?;
+        let rows: Vec<Vec<String>> = usage
+            .per_image
+            .iter()
+            .map(|image| {
+                let (repository, tag) =
+                    match image.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
+                        Some(name) => (
+                            name.familiar_name(),
+                            name.tag().unwrap_or("<none>").to_owned(),
+                        ),
+                        None => ("<none>".into(), "<none>".into()),
+                    };
+                vec![
+                    repository,
+                    tag,
+                    image.digest.short().to_owned(),
+                    human_size(image.size),
+                    human_size(image.shared),
+                    human_size(image.unique),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "REPOSITORY",
+                "TAG",
+                "DIGEST",
+                "SIZE",
+                "SHARED SIZE",
+                "UNIQUE SIZE",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry gc`.
+pub fn gc(context: &Context, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let report = store.gc(dry_run)?;
+    if context.json {
+        json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bytes: u64 = report.blobs.iter().map(|(_, size)| size).sum();
+    if !context.quiet {
+        for (digest, size) in &report.blobs {
+            println(&format!(
+                "{} {digest} ({})",
+                if dry_run { "would delete" } else { "deleted" },
+                human_size(*size)
+            ))?;
+        }
+    }
+    println(&format!(
+        "{} {} unreferenced blobs ({}) and {} partial downloads",
+        if dry_run { "Would remove" } else { "Removed" },
+        report.blobs.len(),
+        human_size(bytes),
+        report.ingest_files
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry verify`: exit 1 when anything is wrong.
+pub fn verify(context: &Context, read_data: bool) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let report = store.verify(read_data)?;
+    if context.json {
+        json(&report)?;
+    } else {
+        for problem in &report.problems {
+            println(&format!("problem: {problem}"))?;
+        }
+        if !context.quiet {
+            println(&format!(
+                "checked {} images and {} blobs{}: {} problems, {} unreferenced blobs (ferry gc removes them)",
+                report.images,
+                report.blobs,
+                if read_data { format!(" ({} read)", human_size(report.bytes_read)) } else { String::new() },
+                report.problems.len(),
+                report.unreferenced
+            ))?;
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,189 @@
+//! The command line: clap definitions, settings resolved once (flags, then
+//! environment, then config), dispatch to one function per command, and
+//! exit codes (0 ok, 1 failed, 2 usage or config error; a broken pipe is 0).
+//! This is the only module that prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod args;
+mod local;
+mod output;
+mod reporter;
+mod transfer;
+
+use crate::config::{Config, ConfigError};
+use crate::registry::Registries;
+use crate::store::Store;
+use args::{Cli, Command};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Everything a command needs, resolved once.
+pub struct Context {
+    pub config: Config,
+    pub store_path: PathBuf,
+    pub quiet: bool,
+    pub json: bool,
+    pub progress: bool,
+    pub reporter: Arc<reporter::TerminalReporter>,
+}
+
+impl Context {
+    /// Open (creating if needed) the store.
+    pub fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.store_path)?)
+    }
+
+    /// The registry client pool with the config's per-host settings.
+    pub fn registries(&self) -> Registries {
+        Registries::new(self.config.registries.clone(), self.reporter.clone())
+    }
+
+    /// Concurrency from `--concurrency`, else the config.
+    pub fn concurrency(&self, flag: Option<usize>) -> usize {
+        flag.unwrap_or(self.config.concurrency).clamp(1, 64)
+    }
+}
+
+/// Run ferry with the process arguments and return its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => report_error(&error),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "ferry=info",
+        (false, _) => "ferry=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Print an error chain and choose the exit code.
+fn report_error(error: &anyhow::Error) -> ExitCode {
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let mut text = format!("error: {error}");
+    for cause in error.chain().skip(1) {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+    }
+    eprintln!("{text}");
+    let usage = error
+        .chain()
+        .any(|cause| cause.is::<ConfigError>() || cause.is::<UsageError>());
+    ExitCode::from(if usage { 2 } else { 1 })
+}
+
+/// A mistake in how ferry was called (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn load_config(explicit: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let candidate = explicit
+        .cloned()
+        .or_else(|| std::env::var_os("FERRY_CONFIG").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("ferry.toml")).filter(|p| p.exists()))
+        .or_else(|| {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+            Some(base.join("ferry").join("ferry.toml")).filter(|p| p.exists())
+        });
+    match candidate {
+        Some(path) => Ok(Config::load(&path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+/// The store directory: `--store`, `$FERRY_STORE`, `[store] path`, then `$XDG_DATA_HOME/ferry`.
+fn store_path(flag: Option<&PathBuf>, config: &Config) -> anyhow::Result<PathBuf> {
+    if let Some(path) = flag
+        .cloned()
+        .or_else(|| std::env::var_os("FERRY_STORE").map(PathBuf::from))
+    {
+        return Ok(path);
+    }
+    if let Some(path) = &config.store_path {
+        return Ok(path.clone());
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .ok_or_else(|| {
+            UsageError("cannot choose a store directory: set --store, FERRY_STORE or HOME".into())
+        })?;
+    Ok(data.join("ferry"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Completions { shell } = &cli.command {
+        args::print_completions(*shell);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let config = load_config(cli.global.config.as_ref())?;
+    let store_path = store_path(cli.global.store.as_ref(), &config)?;
+    let progress = !cli.global.quiet && !cli.global.no_progress && !cli.global.json;
+    let context = Context {
+        config,
+        store_path,
+        quiet: cli.global.quiet,
+        json: cli.global.json,
+        progress,
+        reporter: Arc::new(reporter::TerminalReporter::new(
+            progress,
+            cli.global.verbose > 0,
+        )),
+    };
+    match cli.command {
+        Command::Pull(args) => transfer::pull(&context, args).await,
+        Command::Push(args) => transfer::push(&context, args).await,
+        Command::Copy(args) => transfer::copy(&context, args).await,
+        Command::Tags { repository } => transfer::tags(&context, &repository).await,
+        Command::Login(args) => transfer::login(&context, args).await,
+        Command::Logout { registry } => transfer::logout(&context, &registry),
+        Command::Images(args) => local::images(&context, args),
+        Command::Inspect { images } => local::inspect(&context, &images),
+        Command::History { image, no_trunc } => local::history(&context, &image, no_trunc),
+        Command::Tag { source, target } => local::tag(&context, &source, &target),
+        Command::Rmi { images, force } => local::rmi(&context, &images, force),
+        Command::Prune(args) => local::prune(&context, args),
+        Command::Df { verbose } => local::df(&context, verbose),
+        Command::Gc { dry_run } => local::gc(&context, dry_run),
+        Command::Verify { read_data } => local::verify(&context, read_data),
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,308 @@
+//! The TOML config in two stages: a strict serde mirror of the file
+//! (unknown keys rejected with file, line and column) resolved into
+//! validated settings. Secrets come from `password_env` / `password_file`
+//! (or docker's credentials); an inline `password` is accepted only when
+//! the file is readable by its owner alone.
+
+use crate::registry::RegistrySettings;
+use crate::types::{Platform, Secret};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The config version this ferry understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A config file could not be used; always a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}\n  hint: {hint}")]
+    Invalid {
+        path: String,
+        message: String,
+        hint: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub defaults: DefaultsSection,
+    #[serde(default)]
+    pub registries: HashMap<String, RegistrySection>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub path: Option<PathBuf>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSection {
+    pub concurrency: Option<usize>,
+    pub platforms: Option<Vec<String>>,
+}
+
+/// `[registries."host"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Platforms named in `[defaults] platforms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultPlatforms {
+    Host,
+    All,
+    List(Vec<Platform>),
+}
+
+/// The validated config.
+#[derive(Debug)]
+pub struct Config {
+    pub path: Option<PathBuf>,
+    pub store_path: Option<PathBuf>,
+    pub concurrency: usize,
+    pub platforms: DefaultPlatforms,
+    pub registries: HashMap<String, RegistrySettings>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            store_path: None,
+            concurrency: 6,
+            platforms: DefaultPlatforms::Host,
+            registries: HashMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Load and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` names it in errors and decides
+    /// whether an inline secret is acceptable.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let file: ConfigFile = toml::from_str(text).map_err(|error| {
+            let position = error.span().map(|span| line_column(text, span.start));
+            let message = error.message().trim().to_owned();
+            match position {
+                Some((line, column)) => ConfigError::Parse {
+                    path: format!("{shown}:{line}:{column}"),
+                    message,
+                },
+                None => ConfigError::Parse {
+                    path: shown.clone(),
+                    message,
+                },
+            }
+        })?;
+        let invalid = |message: String, hint: &str| ConfigError::Invalid {
+            path: shown.clone(),
+            message,
+            hint: hint.to_owned(),
+        };
+        match file.version {
+            Some(CONFIG_VERSION) => {}
+            Some(other) => {
+                return Err(invalid(
+                    format!("config version {other} is newer than this ferry understands"),
+                    "upgrade ferry, or write `version = 1`",
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    "missing `version`".into(),
+                    "add `version = 1` at the top",
+                ))
+            }
+        }
+        let concurrency = file.defaults.concurrency.unwrap_or(6);
+        if !(1..=64).contains(&concurrency) {
+            return Err(invalid(
+                format!("defaults.concurrency = {concurrency}"),
+                "use a number from 1 to 64",
+            ));
+        }
+        let platforms = match file.defaults.platforms.as_deref() {
+            None => DefaultPlatforms::Host,
+            Some([all]) if all == "all" => DefaultPlatforms::All,
+            Some(list) => DefaultPlatforms::List(
+                list.iter()
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|e: crate::types::platform::PlatformError| {
+                                invalid(
+                                    e.to_string(),
+                                    "write platforms = [\"linux/amd64\"] or [\"all\"]",
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let private = owner_only(path);
+        let mut registries = HashMap::new();
+        for (host, section) in file.registries {
+            let name = format!("registries.\"{host}\"");
+            let password = match (
+                &section.password,
+                &section.password_env,
+                &section.password_file,
+            ) {
+                (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!(
+                            "{name} sets more than one of password, password_env, password_file"
+                        ),
+                        "keep exactly one",
+                    ))
+                }
+                (Some(inline), None, None) => {
+                    if !private {
+                        return Err(invalid(
+                            format!("{name}.password is inline in a file others can read"),
+                            "use password_env or password_file, or `chmod 600` the config",
+                        ));
+                    }
+                    Some(Secret::new(inline.clone()))
+                }
+                (None, Some(variable), None) => {
+                    Some(Secret::new(std::env::var(variable).map_err(|_| {
+                        invalid(
+                            format!("{name}.password_env names {variable}, which is not set"),
+                            "export the variable, or remove password_env",
+                        )
+                    })?))
+                }
+                (None, None, Some(file)) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| {
+                        invalid(
+                            format!("{name}.password_file {}: {e}", file.display()),
+                            "check the path and its permissions",
+                        )
+                    })?;
+                    Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
+                }
+                (None, None, None) => None,
+            };
+            if password.is_some() && section.username.is_none() {
+                return Err(invalid(
+                    format!("{name} has a password but no username"),
+                    "add username = \"…\"",
+                ));
+            }
+            registries.insert(
+                host.clone(),
+                RegistrySettings {
+                    insecure: section.insecure,
+                    ca_file: section.ca_file,
+                    client_cert: section.client_cert,
+                    client_key: section.client_key,
+                    username: section.username,
+                    password,
+                },
+            );
+        }
+        Ok(Config {
+            path: Some(path.to_owned()),
+            store_path: file.store.path,
+            concurrency,
+            platforms,
+            registries,
+        })
+    }
+}
+
+/// Whether only the owner may read `path` (no group or other bits).
+fn owner_only(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_keys_with_position() {
+        let error = Config::parse(
+            "version = 1\n[defaults]\nconcurrensy = 3\n",
+            Path::new("f.toml"),
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("f.toml:3:1"), "{text}");
+        assert!(text.contains("concurrensy"), "{text}");
+    }
+
+    #[test]
+    fn refuses_newer_versions_and_bad_values() {
+        assert!(Config::parse("version = 2\n", Path::new("f"))
+            .unwrap_err()
+            .to_string()
+            .contains("newer"));
+        assert!(
+            Config::parse("version = 1\n[defaults]\nconcurrency = 0\n", Path::new("f")).is_err()
+        );
+        assert!(Config::parse(
+            "version = 1\n[defaults]\nplatforms = [\"linux\"]\n",
+            Path::new("f")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn refuses_inline_secret_in_readable_file() {
+        let text = "version = 1\n[registries.\"r.example\"]\nusername = \"u\"\npassword = \"p\"\n";
+        let error = Config::parse(text, Path::new("/nonexistent/f.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("password_env"), "{error}");
+        assert!(!error.contains("\"p\""), "{error}");
+    }
+}

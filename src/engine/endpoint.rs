@@ -1,0 +1,335 @@
+//! The endpoints a copy reads from and writes to: a registry repository or
+//! the local store. Each side offers the same few operations so the copy
+//! loop never knows which one it talks to.
+
+use super::EngineError;
+use crate::registry::blobs::BlobStream;
+use crate::registry::{RegistryClient, RegistryError};
+use crate::store::{IndexEntry, Store, StoreError};
+use crate::types::{Digest, Hasher, ParsedManifest, Reference};
+use bytes::Bytes;
+use futures_util::stream::StreamExt;
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+/// Blobs up to this size are uploaded from memory in one request.
+const SMALL_BLOB: u64 = 1024 * 1024;
+/// Read size for streaming store blobs.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Where images come from.
+pub enum Source {
+    /// A registry repository at a tag or digest.
+    Registry {
+        client: Arc<RegistryClient>,
+        reference: Reference,
+    },
+    /// An image in the local store.
+    Store {
+        store: Store,
+        entry: IndexEntry,
+        name: String,
+    },
+}
+
+/// Where images go.
+pub enum Destination {
+    /// A registry repository; the root is written under the reference's tag (or digest).
+    Registry {
+        client: Arc<RegistryClient>,
+        reference: Reference,
+    },
+    /// The local store; the root is tagged with `name` when given.
+    Store {
+        store: Store,
+        name: Option<Reference>,
+    },
+}
+
+impl Source {
+    /// A name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Registry { reference, .. } => reference.to_string(),
+            Source::Store { name, .. } => name.clone(),
+        }
+    }
+
+    /// The top-level manifest.
+    pub async fn root(&self) -> Result<ParsedManifest, EngineError> {
+        match self {
+            Source::Registry { client, reference } => Ok(client
+                .get_manifest(reference.repository(), &reference.manifest_reference())
+                .await?),
+            Source::Store { store, entry, .. } => {
+                Ok(store.read_manifest(&entry.digest, &entry.media_type)?)
+            }
+        }
+    }
+
+    /// A child manifest by digest.
+    pub async fn manifest(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<ParsedManifest, EngineError> {
+        let manifest = match self {
+            Source::Registry { client, reference } => {
+                client
+                    .get_manifest(reference.repository(), &digest.to_string())
+                    .await?
+            }
+            Source::Store { store, .. } => store.read_manifest(digest, media_type)?,
+        };
+        Ok(manifest)
+    }
+
+    /// The registry and repository, for cross-repository mounts.
+    pub fn registry_repository(&self) -> Option<(&str, &str)> {
+        match self {
+            Source::Registry { client, reference } => {
+                Some((client.registry(), reference.repository()))
+            }
+            Source::Store { .. } => None,
+        }
+    }
+
+    /// A verified stream of a blob's bytes.
+    pub fn blob(&self, digest: &Digest, size: u64) -> BlobStream {
+        match self {
+            Source::Registry { client, reference } => {
+                client.blob_stream(reference.repository(), digest, size)
+            }
+            Source::Store { store, .. } => {
+                store_blob_stream(store.blob_path(digest), digest.clone(), size)
+            }
+        }
+    }
+}
+
+/// Stream a stored blob, re-verifying it: a corrupt store blob is never served.
+fn store_blob_stream(path: std::path::PathBuf, digest: Digest, size: u64) -> BlobStream {
+    struct State {
+        file: Option<tokio::fs::File>,
+        path: std::path::PathBuf,
+        hasher: Option<Hasher>,
+        digest: Digest,
+        size: u64,
+        read: u64,
+    }
+    let state = State {
+        file: None,
+        path,
+        hasher: Some(digest.hasher()),
+        digest,
+        size,
+        read: 0,
+    };
+    let what = |state: &State| format!("stored blob {}", state.digest);
+    futures_util::stream::try_unfold(state, move |mut state| async move {
+        let io = |state: &State, source| RegistryError::Io {
+            what: what(state),
+            source,
+        };
+        if state.file.is_none() {
+            state.file = Some(
+                tokio::fs::File::open(&state.path)
+                    .await
+                    .map_err(|e| io(&state, e))?,
+            );
+        }
+        let mut buffer = vec![0u8; READ_CHUNK];
+        let read = state
+            .file
+            .as_mut()
+            .expect("opened")
+            .read(&mut buffer)
+            .await
+            .map_err(|e| io(&state, e))?;
+        if read == 0 {
+            let Some(hasher) = state.hasher.take() else {
+                return Ok(None);
+            };
+            if state.read != state.size {
+                return Err(RegistryError::SizeMismatch {
+                    what: what(&state),
+                    expected: state.size,
+                    actual: state.read,
+                });
+            }
+            let actual = hasher.finish();
+            if actual != state.digest {
+                return Err(RegistryError::DigestMismatch {
+                    what: what(&state),
+                    expected: state.digest.clone(),
+                    actual,
+                });
+            }
+            return Ok(None);
+        }
+        buffer.truncate(read);
+        state.read += read as u64;
+        state.hasher.as_mut().expect("open").update(&buffer);
+        Ok(Some((Bytes::from(buffer), state)))
+    })
+    .boxed()
+}
+
+impl Destination {
+    /// A name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Registry { reference, .. } => reference.to_string(),
+            Destination::Store { name, .. } => name
+                .as_ref()
+                .map_or_else(|| "the store".to_owned(), |n| n.to_string()),
+        }
+    }
+
+    /// Whether the destination already has the blob.
+    pub async fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, EngineError> {
+        match self {
+            Destination::Registry { client, reference } => Ok(client
+                .blob_size(reference.repository(), digest)
+                .await?
+                .is_some()),
+            Destination::Store { store, .. } => Ok(store.blob_size(digest) == Some(size)),
+        }
+    }
+
+    /// Try a cross-repository mount when source and destination share a registry.
+    pub async fn try_mount(&self, source: &Source, digest: &Digest) -> Result<bool, EngineError> {
+        let (Destination::Registry { client, reference }, Some((registry, from))) =
+            (self, source.registry_repository())
+        else {
+            return Ok(false);
+        };
+        if client.registry() != registry || reference.repository() == from {
+            return Ok(false);
+        }
+        match client
+            .mount_blob(reference.repository(), digest, from)
+            .await
+        {
+            Ok(mounted) => Ok(mounted),
+            // Some registries refuse mounts outright; an upload still works.
+            Err(error) if !error.is_retryable() => {
+                tracing::debug!(%digest, %error, "mount refused; uploading");
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Write a blob from a verified stream, reporting bytes as they pass.
+    pub async fn write_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        mut stream: BlobStream,
+        on_progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        match self {
+            Destination::Store { store, .. } => {
+                let mut writer = store.blob_writer(digest, Some(size)).await?;
+                while let Some(chunk) = stream.next().await {
+                    writer.write(&chunk?).await?;
+                    on_progress(writer.written());
+                }
+                writer.commit().await?;
+                Ok(())
+            }
+            Destination::Registry { client, reference } => {
+                if size <= SMALL_BLOB {
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    while let Some(chunk) = stream.next().await {
+                        bytes.extend_from_slice(&chunk?);
+                    }
+                    on_progress(bytes.len() as u64);
+                    client
+                        .upload_bytes(reference.repository(), digest, bytes.into())
+                        .await?;
+                    return Ok(());
+                }
+                let progress = Arc::new(on_progress);
+                let mut done = 0u64;
+                let counted = stream
+                    .inspect(move |chunk| {
+                        if let Ok(chunk) = chunk {
+                            done += chunk.len() as u64;
+                            progress(done);
+                        }
+                    })
+                    .boxed();
+                client
+                    .upload_stream(reference.repository(), digest, size, counted)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Write a manifest: by digest for children, under the tag for the root.
+    pub async fn write_manifest(
+        &self,
+        manifest: &ParsedManifest,
+        root: bool,
+    ) -> Result<(), EngineError> {
+        match self {
+            Destination::Registry { client, reference } => {
+                let target = if root {
+                    reference.manifest_reference()
+                } else {
+                    manifest.digest.to_string()
+                };
+                if root {
+                    if let Some(pinned) = reference.digest() {
+                        if pinned != &manifest.digest {
+                            return Err(EngineError::Invalid {
+                                image: reference.to_string(),
+                                message: format!(
+                                    "the image is {}, not the requested digest",
+                                    manifest.digest
+                                ),
+                            });
+                        }
+                    }
+                }
+                client
+                    .put_manifest(reference.repository(), &target, manifest)
+                    .await?;
+                Ok(())
+            }
+            Destination::Store { store, .. } => store
+                .put_blob_bytes(&manifest.digest, &manifest.bytes)
+                .await
+                .map_err(StoreError::into),
+        }
+    }
+
+    /// Make the copied root visible: tag it in the store (registry roots
+    /// are already tagged by `write_manifest`).
+    pub fn finish(
+        &self,
+        manifest: &ParsedManifest,
+    ) -> Result<Option<crate::store::index::TagChange>, EngineError> {
+        match self {
+            Destination::Store {
+                store,
+                name: Some(name),
+            } => {
+                let entry = IndexEntry::new(
+                    &manifest.media_type,
+                    manifest.digest.clone(),
+                    manifest.bytes.len() as u64,
+                );
+                Ok(Some(store.set_tag(name, entry)?))
+            }
+            Destination::Store { store, name: None } => {
+                store.touch(&manifest.digest)?;
+                Ok(None)
+            }
+            Destination::Registry { .. } => Ok(None),
+        }
+    }
+}

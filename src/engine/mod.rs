@@ -1,0 +1,49 @@
+//! The copy engine: every transfer (pull, push, copy) is a copy of an image
+//! graph from a source endpoint to a destination endpoint. It owns what all
+//! of them need: platform selection, children before parents, skipping what
+//! the destination has, mounts inside one registry, parallel verified blob
+//! transfers under one limit, and progress events.
+
+mod copy;
+mod endpoint;
+mod platforms;
+
+pub use copy::{copy_image, CopyOptions, CopyOutcome};
+pub use endpoint::{Destination, Source};
+pub use platforms::{pick as platform_child, PlatformChoice};
+
+use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+/// A copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform, or use --all-platforms")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{image}: {message}")]
+    Invalid { image: String, message: String },
+}
+
+impl EngineError {
+    /// Whether trying the same transfer again could succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Registry(e) => {
+                e.is_retryable()
+                    || matches!(
+                        e,
+                        RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }
+                    )
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! ferry: a config-driven registry sync and backup tool.
+//!
+//! Data flows one way: `cli → engine → {registry, store} → types`, with
+//! `config` and `progress` beside the chain. Only `cli` prints.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod progress;
+pub mod registry;
+pub mod store;
+pub mod types;

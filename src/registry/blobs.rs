@@ -1,0 +1,355 @@
+//! Blob endpoints: HEAD, a streamed GET that verifies size and digest while
+//! bytes flow and resumes broken connections with `Range`, uploads (one
+//! request for small blobs, POST + streamed PATCH + PUT for the rest) and
+//! cross-repository mounts.
+
+use super::client::{header_string, pull_scope, push_scope, RegistryClient};
+use super::error::RegistryError;
+use super::transport::status_error;
+use crate::types::{Digest, Hasher};
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::{Method, StatusCode};
+use std::sync::Arc;
+
+/// Reconnects without progress allowed while streaming one blob.
+const MAX_RESUMES: u32 = 5;
+
+/// A stream of verified blob bytes: it ends with an error instead of a
+/// clean end when size or digest do not match.
+pub type BlobStream = BoxStream<'static, Result<Bytes, RegistryError>>;
+
+struct DownloadState {
+    client: Arc<RegistryClient>,
+    repository: String,
+    digest: Digest,
+    size: u64,
+    offset: u64,
+    hasher: Option<Hasher>,
+    body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
+    resumes: u32,
+    finished: bool,
+}
+
+impl DownloadState {
+    fn what(&self) -> String {
+        format!(
+            "blob {} of {}/{}",
+            self.digest,
+            self.client.registry(),
+            self.repository
+        )
+    }
+
+    /// Open (or reopen at `offset`) the GET. A server that ignores the
+    /// `Range` and answers 200 forces a restart by the caller: bytes are
+    /// never spliced from two responses.
+    async fn open(&mut self) -> Result<(), RegistryError> {
+        let mut headers = HeaderMap::new();
+        if self.offset > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={}-", self.offset)).expect("ascii"),
+            );
+        }
+        let path = format!("v2/{}/blobs/{}", self.repository, self.digest);
+        let scopes = [pull_scope(&self.repository)];
+        let response = self
+            .client
+            .request(Method::GET, &path, &scopes, headers, None)
+            .await?;
+        let status = response.status();
+        if self.offset > 0 {
+            let range_ok = status == StatusCode::PARTIAL_CONTENT
+                && header_string(response.headers(), "content-range")
+                    .is_some_and(|range| range.starts_with(&format!("bytes {}-", self.offset)));
+            if !range_ok {
+                return Err(RegistryError::Http {
+                    registry: self.client.registry().to_owned(),
+                    method: "GET".into(),
+                    path,
+                    status: 503,
+                    detail: format!(" (resume at byte {} answered {status} without the matching range; restarting)", self.offset),
+                });
+            }
+        } else if !status.is_success() {
+            let error = status_error(self.client.registry(), "GET", &path, response).await;
+            return Err(match error {
+                RegistryError::NotFound {
+                    registry, detail, ..
+                } => RegistryError::NotFound {
+                    registry,
+                    what: self.what(),
+                    detail,
+                },
+                other => other,
+            });
+        }
+        self.body = Some(response.bytes_stream().boxed());
+        Ok(())
+    }
+
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, RegistryError> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            if self.body.is_none() {
+                self.open().await?;
+            }
+            let body = self.body.as_mut().expect("opened above");
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    self.offset += chunk.len() as u64;
+                    if self.offset > self.size {
+                        return Err(RegistryError::SizeMismatch {
+                            what: self.what(),
+                            expected: self.size,
+                            actual: self.offset,
+                        });
+                    }
+                    self.hasher
+                        .as_mut()
+                        .expect("hasher lives until the end")
+                        .update(&chunk);
+                    self.resumes = 0;
+                    return Ok(Some(chunk));
+                }
+                Some(Err(error)) => {
+                    self.resumes += 1;
+                    self.body = None;
+                    if self.resumes > MAX_RESUMES {
+                        return Err(super::transport::connect_error(
+                            self.client.registry(),
+                            &error,
+                        ));
+                    }
+                    tracing::debug!(what = %self.what(), offset = self.offset, "connection broke; resuming with Range");
+                    self.client
+                        .reporter
+                        .report(crate::progress::Event::Retrying {
+                            what: self.what(),
+                            attempt: self.resumes,
+                            reason: format!("resuming at byte {}", self.offset),
+                        });
+                }
+                None => {
+                    self.finished = true;
+                    if self.offset != self.size {
+                        return Err(RegistryError::SizeMismatch {
+                            what: self.what(),
+                            expected: self.size,
+                            actual: self.offset,
+                        });
+                    }
+                    let actual = self.hasher.take().expect("finished once").finish();
+                    if actual != self.digest {
+                        return Err(RegistryError::DigestMismatch {
+                            what: self.what(),
+                            expected: self.digest.clone(),
+                            actual,
+                        });
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+impl RegistryClient {
+    /// The blob's size when `repository` has it, `None` when it does not.
+    pub async fn blob_size(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let path = format!("v2/{repository}/blobs/{digest}");
+        let response = self
+            .request(
+                Method::HEAD,
+                &path,
+                &[pull_scope(repository)],
+                HeaderMap::new(),
+                None,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => Ok(Some(response.content_length().unwrap_or(0))),
+            _ => Err(status_error(self.registry(), "HEAD", &path, response).await),
+        }
+    }
+
+    /// Stream a blob, verifying `size` and `digest` as it flows.
+    pub fn blob_stream(
+        self: &Arc<Self>,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> BlobStream {
+        let state = DownloadState {
+            client: self.clone(),
+            repository: repository.to_owned(),
+            digest: digest.clone(),
+            size,
+            offset: 0,
+            hasher: Some(digest.hasher()),
+            body: None,
+            resumes: 0,
+            finished: false,
+        };
+        futures_util::stream::try_unfold(state, |mut state| async move {
+            Ok(state.next_chunk().await?.map(|chunk| (chunk, state)))
+        })
+        .boxed()
+    }
+
+    /// Upload a small blob held in memory: one POST where the registry
+    /// supports monolithic upload, else POST then PUT.
+    pub async fn upload_bytes(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        let scopes = [push_scope(repository)];
+        let path = format!("v2/{repository}/blobs/uploads/?digest={digest}");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        let response = self
+            .request(
+                Method::POST,
+                &path,
+                &scopes,
+                headers.clone(),
+                Some(bytes.clone()),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(()),
+            StatusCode::ACCEPTED => {
+                let location = self.location(&response, &path)?;
+                let url = with_digest(self.resolve_url(&location).await?, digest);
+                let response = self
+                    .request(Method::PUT, url.as_str(), &scopes, headers, Some(bytes))
+                    .await?;
+                if response.status() == StatusCode::CREATED {
+                    Ok(())
+                } else {
+                    Err(status_error(self.registry(), "PUT", &path, response).await)
+                }
+            }
+            _ => Err(status_error(self.registry(), "POST", &path, response).await),
+        }
+    }
+
+    /// Upload a blob from a stream: POST, one streamed PATCH, then PUT with
+    /// the digest. The stream must end with an error if its bytes are bad:
+    /// then the PATCH fails and the upload is never completed.
+    pub async fn upload_stream(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        body: BoxStream<'static, Result<Bytes, RegistryError>>,
+    ) -> Result<(), RegistryError> {
+        let scopes = [push_scope(repository)];
+        let start = format!("v2/{repository}/blobs/uploads/");
+        let response = self
+            .request(Method::POST, &start, &scopes, HeaderMap::new(), None)
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(status_error(self.registry(), "POST", &start, response).await);
+        }
+        let location = self.resolve_url(&self.location(&response, &start)?).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        let response = self
+            .request_streaming(
+                Method::PATCH,
+                &location,
+                &scopes,
+                headers,
+                reqwest::Body::wrap_stream(body),
+            )
+            .await?;
+        if response.status() != StatusCode::ACCEPTED && response.status() != StatusCode::NO_CONTENT
+        {
+            return Err(status_error(self.registry(), "PATCH", location.path(), response).await);
+        }
+        let location = match header_string(response.headers(), LOCATION.as_str()) {
+            Some(next) => self.resolve_url(&next).await?,
+            None => location,
+        };
+        let url = with_digest(location, digest);
+        let response = self
+            .request(Method::PUT, url.as_str(), &scopes, HeaderMap::new(), None)
+            .await?;
+        if response.status() == StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(status_error(self.registry(), "PUT", url.path(), response).await)
+        }
+    }
+
+    /// Ask the registry to mount `digest` from `from` into `repository`.
+    /// Returns false (and cancels the upload session) when it declines.
+    pub async fn mount_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        let scopes = [push_scope(repository), pull_scope(from)];
+        let path = format!("v2/{repository}/blobs/uploads/?mount={digest}&from={from}");
+        let response = self
+            .request(Method::POST, &path, &scopes, HeaderMap::new(), None)
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(location) = self.location(&response, &path) {
+                    if let Ok(url) = self.resolve_url(&location).await {
+                        // Best effort: an abandoned session expires on its own.
+                        let _ = self
+                            .request(
+                                Method::DELETE,
+                                url.as_str(),
+                                &scopes,
+                                HeaderMap::new(),
+                                None,
+                            )
+                            .await;
+                    }
+                }
+                Ok(false)
+            }
+            _ => Err(status_error(self.registry(), "POST", &path, response).await),
+        }
+    }
+
+    fn location(&self, response: &reqwest::Response, path: &str) -> Result<String, RegistryError> {
+        header_string(response.headers(), LOCATION.as_str()).ok_or_else(|| {
+            RegistryError::Protocol {
+                registry: self.registry().to_owned(),
+                message: format!("{path} answered without a Location header"),
+            }
+        })
+    }
+}
+
+/// Add `digest=` to an upload URL, keeping the registry's own query state.
+fn with_digest(mut url: url::Url, digest: &Digest) -> url::Url {
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
+    url
+}

@@ -1,0 +1,121 @@
+//! Typed registry errors, classified for retries and for the user: each
+//! message says what failed, on which registry or image, and what to do.
+
+use crate::types::{Digest, ManifestError};
+
+/// A registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: authentication failed{detail}; check the username and password (ferry login {registry}, or password_env / password_file in the config)")]
+    Unauthorized { registry: String, detail: String },
+    #[error(
+        "{registry}: access to {what} denied{detail}; check that your account may {action} it"
+    )]
+    Denied {
+        registry: String,
+        what: String,
+        action: String,
+        detail: String,
+    },
+    #[error("{what} not found on {registry}{detail}; check the name and tag (ferry tags {registry}/REPOSITORY lists tags)")]
+    NotFound {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+    #[error("{registry}: {method} {path} failed with HTTP {status}{detail}")]
+    Http {
+        registry: String,
+        method: String,
+        path: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{registry}: rate limited (HTTP 429) after {attempts} attempts; wait and retry, or log in to raise the limit")]
+    RateLimited { registry: String, attempts: u32 },
+    #[error("cannot reach {registry}: {message}; check the address, that the registry is running, and TLS settings (ca_file, insecure)")]
+    Connect { registry: String, message: String },
+    #[error("{what}: digest mismatch: expected {expected}, calculated {actual}; the registry served corrupt or altered data, nothing was stored")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}; nothing was stored")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what}: response larger than the {limit}-byte limit")]
+    TooLarge { what: String, limit: usize },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{registry}: unexpected response: {message}")]
+    Protocol { registry: String, message: String },
+    #[error("{registry}: {message}")]
+    Config { registry: String, message: String },
+    #[error("{what}: local I/O failed: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RegistryError {
+    /// Whether a later attempt could succeed (connection trouble, 408, 429, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } | RegistryError::RateLimited { .. } => true,
+            RegistryError::Http { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the thing asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+}
+
+/// The short error text a registry put in its JSON body, if any.
+pub fn error_detail(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Option<Vec<Item>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let Ok(Body {
+        errors: Some(items),
+    }) = serde_json::from_slice::<Body>(body)
+    else {
+        return String::new();
+    };
+    let text: Vec<String> = items
+        .iter()
+        .map(|item| {
+            let code = item.code.as_deref().unwrap_or("");
+            let message: String = item
+                .message
+                .as_deref()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            format!("{code} {message}").trim().to_owned()
+        })
+        .take(3)
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", text.join("; "))
+    }
+}

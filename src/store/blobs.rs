@@ -1,0 +1,196 @@
+//! Blob ingest and commit: bytes go to a private temp file under `ingest/`,
+//! are hashed while written, fsynced, checked against the expected size and
+//! digest, made read-only and renamed into `blobs/`. An existing blob is
+//! success; a failed or dropped writer leaves nothing behind.
+
+use super::{sync_dir, Store, StoreError};
+use crate::types::{Digest, Hasher};
+use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
+
+/// Buffer between the network and the disk: large enough to keep syscalls
+/// few, small enough to keep memory flat with several transfers.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+impl Store {
+    /// Where a blob lives (the digest is validated, so this is a safe path).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+
+    /// The blob's size when the store has it.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.blob_path(digest))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// Read a small blob (manifests, configs) whole, checking its digest:
+    /// a corrupt blob is reported, never served.
+    pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<bytes::Bytes, StoreError> {
+        let path = self.blob_path(digest);
+        let size = match std::fs::metadata(&path) {
+            Ok(metadata) => metadata.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob(digest.clone()))
+            }
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        if size > limit {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: format!("{size} bytes is over the {limit}-byte limit for metadata"),
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut hasher = digest.hasher();
+        hasher.update(&bytes);
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(StoreError::Corrupt {
+                path: path.display().to_string(),
+                message: format!("content hashes to {actual}"),
+            });
+        }
+        Ok(bytes.into())
+    }
+
+    /// Start writing a blob expected to hash to `digest` (and be `size` bytes, when known).
+    pub async fn blob_writer(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<BlobWriter, StoreError> {
+        let temp = self.root.join("ingest").join(format!(
+            "{}-{}-{:x}.partial",
+            digest.hex(),
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| StoreError::io(&temp, e))?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            temp: Some(temp),
+            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+            hasher: Some(digest.hasher()),
+            expected: digest.clone(),
+            expected_size: size,
+            written: 0,
+        })
+    }
+
+    /// Store bytes held in memory (manifests, configs) under their digest.
+    pub async fn put_blob_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.blob_size(digest) == Some(bytes.len() as u64) {
+            return Ok(());
+        }
+        let mut writer = self.blob_writer(digest, Some(bytes.len() as u64)).await?;
+        writer.write(bytes).await?;
+        writer.commit().await
+    }
+}
+
+/// A blob being written. `commit` verifies and publishes it; dropping the
+/// writer without committing deletes the temp file.
+pub struct BlobWriter {
+    store: Store,
+    temp: Option<PathBuf>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    hasher: Option<Hasher>,
+    expected: Digest,
+    expected_size: Option<u64>,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Append bytes. Writing past the expected size fails at once.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.written += chunk.len() as u64;
+        if let Some(expected) = self.expected_size {
+            if self.written > expected {
+                return Err(StoreError::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected,
+                    actual: self.written,
+                });
+            }
+        }
+        self.hasher.as_mut().expect("open writer").update(chunk);
+        let temp = self.temp.as_ref().expect("open writer");
+        self.file
+            .as_mut()
+            .expect("open writer")
+            .write_all(chunk)
+            .await
+            .map_err(|e| StoreError::io(temp, e))
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verify and publish the blob. Always consumes the writer; on any
+    /// error the temp file is removed and nothing becomes visible.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let temp = self.temp.clone().expect("open writer");
+        let mut file = self.file.take().expect("open writer");
+        file.flush().await.map_err(|e| StoreError::io(&temp, e))?;
+        let file = file.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| StoreError::io(&temp, e))?;
+        drop(file);
+        if let Some(expected) = self.expected_size {
+            if self.written != expected {
+                return Err(StoreError::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected,
+                    actual: self.written,
+                });
+            }
+        }
+        let actual = self.hasher.take().expect("open writer").finish();
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+                size: self.written,
+            });
+        }
+        let target = self.store.blob_path(&self.expected);
+        let (from, to) = (temp.clone(), target.clone());
+        let published = tokio::task::spawn_blocking(move || publish(&from, &to))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        published.map_err(|e| StoreError::io(&target, e))?;
+        self.temp = None;
+        Ok(())
+    }
+}
+
+/// Make the verified temp file read-only and move it into place.
+fn publish(temp: &std::path::Path, target: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o444))?;
+    if target.exists() {
+        // Another process committed the same content first: success.
+        return std::fs::remove_file(temp);
+    }
+    std::fs::rename(temp, target)?;
+    sync_dir(target.parent().expect("blob dir"))
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}

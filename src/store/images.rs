@@ -1,0 +1,267 @@
+//! Images as the store holds them: resolving a user's `IMAGE` (name, tag,
+//! digest, or image ID prefix) to an index entry, walking an image's graph
+//! of blobs, and summarising images for `images`, `inspect` and `df`.
+
+use super::index::{read_index, IndexEntry};
+use super::meta::{read_metadata, ImageTimes};
+use super::{Store, StoreError};
+use crate::types::manifest::{descriptor_digest, is_foreign_layer, MAX_MANIFEST_BYTES};
+use crate::types::{Digest, ParsedManifest, Reference};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Largest image config ferry reads.
+pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
+/// Deepest index nesting ferry follows.
+const MAX_DEPTH: usize = 8;
+
+/// An image in the store: its index entry and parsed top-level manifest.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub entry: IndexEntry,
+    pub manifest: ParsedManifest,
+}
+
+/// One row of `ferry images`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    /// The full reference, absent for a dangling image.
+    pub name: Option<Reference>,
+    /// The top-level manifest's digest (what a registry calls the image digest).
+    pub digest: Digest,
+    /// docker's image ID: the config digest, or the index digest for a multi-platform image.
+    pub id: Digest,
+    pub media_type: String,
+    /// The config's `created`, when it has one.
+    pub created: Option<i64>,
+    /// Bytes of every distinct blob the image references.
+    pub size: u64,
+    pub platforms: Vec<String>,
+    pub times: Option<ImageTimes>,
+}
+
+impl Store {
+    /// Read and parse a manifest blob.
+    pub fn read_manifest(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<ParsedManifest, StoreError> {
+        let bytes = self.read_blob(digest, MAX_MANIFEST_BYTES as u64)?;
+        ParsedManifest::parse(bytes, Some(media_type), &digest.to_string()).map_err(|e| {
+            StoreError::Corrupt {
+                path: self.blob_path(digest).display().to_string(),
+                message: e.to_string(),
+            }
+        })
+    }
+
+    /// Read an image config as JSON.
+    pub fn read_config(&self, digest: &Digest) -> Result<serde_json::Value, StoreError> {
+        let bytes = self.read_blob(digest, MAX_CONFIG_BYTES)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: self.blob_path(digest).display().to_string(),
+            message: format!("config is not JSON: {e}"),
+        })
+    }
+
+    /// Load the image an index entry names.
+    pub fn load_image(&self, entry: &IndexEntry) -> Result<LocalImage, StoreError> {
+        Ok(LocalImage {
+            manifest: self.read_manifest(&entry.digest, &entry.media_type)?,
+            entry: entry.clone(),
+        })
+    }
+
+    /// The image ID docker would show: config digest for one platform, index digest otherwise.
+    pub fn image_id(&self, image: &LocalImage) -> Digest {
+        match image.manifest.image() {
+            Some(manifest) => {
+                descriptor_digest(manifest.config()).unwrap_or_else(|_| image.entry.digest.clone())
+            }
+            None => image.entry.digest.clone(),
+        }
+    }
+
+    /// Resolve a user's `IMAGE`: a reference (`nginx`, `host/app:tag`,
+    /// `app@sha256:…`), a manifest digest, or an image ID (prefix).
+    pub fn resolve(&self, text: &str) -> Result<LocalImage, StoreError> {
+        let entries = read_index(self)?;
+        if let Ok(reference) = Reference::parse(text) {
+            if let Some(entry) = entries
+                .iter()
+                .find(|e| e.name().as_ref() == Some(&reference))
+            {
+                return self.load_image(entry);
+            }
+            if let Some(digest) = reference.digest() {
+                let same_repository =
+                    |e: &&IndexEntry| e.name().is_some_and(|n| n.name() == reference.name());
+                if let Some(entry) = entries
+                    .iter()
+                    .filter(same_repository)
+                    .find(|e| &e.digest == digest)
+                {
+                    return self.load_image(entry);
+                }
+            }
+        }
+        let prefix = text.strip_prefix("sha256:").unwrap_or(text);
+        let id_like = prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        if id_like {
+            let mut matches: Vec<LocalImage> = Vec::new();
+            for entry in &entries {
+                let image = self.load_image(entry)?;
+                let id = self.image_id(&image);
+                if id.hex().starts_with(prefix) || entry.digest.hex().starts_with(prefix) {
+                    matches.push(image);
+                }
+            }
+            let ids: BTreeSet<Digest> = matches.iter().map(|m| self.image_id(m)).collect();
+            match ids.len() {
+                0 => {}
+                1 => return Ok(matches.remove(0)),
+                _ => {
+                    return Err(StoreError::Conflict(format!(
+                        "{text} is ambiguous: it prefixes {} image IDs; give more digits",
+                        ids.len()
+                    )))
+                }
+            }
+        }
+        Err(StoreError::NoSuchImage(text.to_owned()))
+    }
+
+    /// Every blob (manifests included) reachable from a manifest, with sizes.
+    /// Foreign layers are skipped: registries do not serve them.
+    pub fn reachable(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<BTreeMap<Digest, u64>, StoreError> {
+        let mut seen = BTreeMap::new();
+        self.walk(digest, media_type, 0, &mut seen)?;
+        Ok(seen)
+    }
+
+    fn walk(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        depth: usize,
+        seen: &mut BTreeMap<Digest, u64>,
+    ) -> Result<(), StoreError> {
+        if seen.contains_key(digest) {
+            return Ok(());
+        }
+        if depth > MAX_DEPTH {
+            return Err(StoreError::Corrupt {
+                path: digest.to_string(),
+                message: format!("index nesting deeper than {MAX_DEPTH}"),
+            });
+        }
+        let manifest = self.read_manifest(digest, media_type)?;
+        seen.insert(digest.clone(), manifest.bytes.len() as u64);
+        if manifest.is_index() {
+            for child in manifest.children() {
+                let child_digest = descriptor_digest(child).expect("validated on parse");
+                self.walk(&child_digest, child.media_type().as_ref(), depth + 1, seen)?;
+            }
+        } else {
+            for child in manifest.children() {
+                if is_foreign_layer(child) {
+                    continue;
+                }
+                seen.insert(
+                    descriptor_digest(child).expect("validated on parse"),
+                    child.size(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Summaries of every image in the index, in index order.
+    pub fn summaries(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let metadata = read_metadata(self)?;
+        read_index(self)?
+            .iter()
+            .map(|entry| {
+                let image = self.load_image(entry)?;
+                let blobs = self.reachable(&entry.digest, &entry.media_type)?;
+                let (created, platforms) = self.describe(&image)?;
+                Ok(ImageSummary {
+                    name: entry.name(),
+                    digest: entry.digest.clone(),
+                    id: self.image_id(&image),
+                    media_type: entry.media_type.clone(),
+                    created,
+                    size: blobs.values().sum(),
+                    platforms,
+                    times: metadata.images.get(&entry.digest).copied(),
+                })
+            })
+            .collect()
+    }
+
+    /// The creation time and platforms of an image.
+    fn describe(&self, image: &LocalImage) -> Result<(Option<i64>, Vec<String>), StoreError> {
+        let platform_of = |config: &serde_json::Value| {
+            let field = |k: &str| {
+                config
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let variant = field("variant");
+            let mut text = format!("{}/{}", field("os"), field("architecture"));
+            if !variant.is_empty() {
+                text.push('/');
+                text.push_str(&variant);
+            }
+            text
+        };
+        let created_of = |config: &serde_json::Value| {
+            config
+                .get("created")
+                .and_then(|v| v.as_str())
+                .and_then(crate::types::time::parse_rfc3339)
+        };
+        match image.manifest.image() {
+            Some(manifest) => {
+                let config =
+                    self.read_config(&descriptor_digest(manifest.config()).expect("validated"))?;
+                Ok((created_of(&config), vec![platform_of(&config)]))
+            }
+            None => {
+                let mut created = None;
+                let mut platforms = Vec::new();
+                for child in image.manifest.children() {
+                    if let Some(platform) = child.platform() {
+                        let mut text = format!("{}/{}", platform.os(), platform.architecture());
+                        if let Some(variant) = platform.variant() {
+                            text.push('/');
+                            text.push_str(variant);
+                        }
+                        if text != "unknown/unknown" {
+                            platforms.push(text);
+                        }
+                    }
+                    let child_digest = descriptor_digest(child).expect("validated");
+                    if let Ok(manifest) =
+                        self.read_manifest(&child_digest, child.media_type().as_ref())
+                    {
+                        if let Some(image) = manifest.image() {
+                            if let Ok(config) = self
+                                .read_config(&descriptor_digest(image.config()).expect("validated"))
+                            {
+                                created = created.max(created_of(&config));
+                            }
+                        }
+                    }
+                }
+                Ok((created, platforms))
+            }
+        }
+    }
+}

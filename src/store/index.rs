@@ -1,0 +1,190 @@
+//! `index.json`: one descriptor per image. A tagged image carries its full
+//! reference in `org.opencontainers.image.ref.name` and
+//! `io.containerd.image.name` (so skopeo's `oci:` transport and containerd
+//! find it); an entry without a name is a dangling image, kept like docker's
+//! `<none>` until prune. Every change is a read-modify-write under the tags
+//! lock with an atomic rewrite.
+
+use super::meta::{self, Metadata};
+use super::{Store, StoreError};
+use crate::types::{media, Digest, Reference};
+use std::collections::BTreeMap;
+
+/// OCI's annotation for an image's reference name.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// containerd's annotation for an image's full name.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Largest `index.json` ferry reads.
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One descriptor in `index.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexEntry {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl IndexEntry {
+    /// An unnamed entry for a manifest.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> IndexEntry {
+        IndexEntry {
+            media_type: media_type.to_owned(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The image's reference, when tagged (or pinned by digest).
+    pub fn name(&self) -> Option<Reference> {
+        let text = self
+            .annotations
+            .get(CONTAINERD_NAME)
+            .or_else(|| self.annotations.get(REF_NAME))?;
+        Reference::parse_repository_or_ref(text)
+            .ok()
+            .filter(|r| r.tag().is_some() || r.digest().is_some())
+    }
+
+    fn named(mut self, name: &Reference) -> IndexEntry {
+        self.annotations
+            .insert(REF_NAME.to_owned(), name.to_string());
+        self.annotations
+            .insert(CONTAINERD_NAME.to_owned(), name.to_string());
+        self
+    }
+
+    fn unnamed(mut self) -> IndexEntry {
+        self.annotations.remove(REF_NAME);
+        self.annotations.remove(CONTAINERD_NAME);
+        self
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexFile {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: Option<String>,
+    manifests: Vec<IndexEntry>,
+}
+
+/// Read the store's index.
+pub fn read_index(store: &Store) -> Result<Vec<IndexEntry>, StoreError> {
+    let path = store.root().join("index.json");
+    let corrupt = |message: String| StoreError::Corrupt {
+        path: path.display().to_string(),
+        message,
+    };
+    let metadata = std::fs::metadata(&path).map_err(|e| StoreError::io(&path, e))?;
+    if metadata.len() > MAX_INDEX_BYTES {
+        return Err(corrupt(format!("larger than {MAX_INDEX_BYTES} bytes")));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+    let file: IndexFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    Ok(file.manifests)
+}
+
+/// Rewrite the store's index atomically. Callers hold the tags lock.
+pub fn write_index(store: &Store, entries: &[IndexEntry]) -> Result<(), StoreError> {
+    let file = IndexFile {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_owned()),
+        manifests: entries.to_vec(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).expect("index serialises");
+    bytes.push(b'\n');
+    store.write_atomic(&store.root().join("index.json"), &bytes)
+}
+
+/// What a tag change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagChange {
+    Created,
+    Unchanged,
+    Moved { previous: Digest },
+}
+
+impl Store {
+    /// Run `change` over the index and metadata under the tags lock, then
+    /// write both atomically (metadata first: it only ever gains entries
+    /// that the index may not reference yet, which is harmless).
+    pub fn update_index<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<IndexEntry>, &mut Metadata) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _guard = self.lock_tags()?;
+        let mut entries = read_index(self)?;
+        let mut metadata = meta::read_metadata(self)?;
+        let before_entries = entries.clone();
+        let before_metadata = metadata.clone();
+        let result = change(&mut entries, &mut metadata)?;
+        if metadata != before_metadata {
+            meta::write_metadata(self, &metadata)?;
+        }
+        if entries != before_entries {
+            write_index(self, &entries)?;
+        }
+        Ok(result)
+    }
+
+    /// Point `name` at the manifest `target`. The image the tag held before
+    /// stays as a dangling entry when nothing else references it.
+    pub fn set_tag(&self, name: &Reference, target: IndexEntry) -> Result<TagChange, StoreError> {
+        let now = crate::types::time::now_unix();
+        self.update_index(|entries, metadata| {
+            metadata.touch(&target.digest, now);
+            let current = entries.iter().position(|e| e.name().as_ref() == Some(name));
+            let change = match current {
+                Some(i) if entries[i].digest == target.digest => return Ok(TagChange::Unchanged),
+                Some(i) => {
+                    let previous = entries.remove(i);
+                    let still_used = entries.iter().any(|e| e.digest == previous.digest);
+                    if !still_used {
+                        entries.push(previous.clone().unnamed());
+                    }
+                    TagChange::Moved {
+                        previous: previous.digest,
+                    }
+                }
+                None => TagChange::Created,
+            };
+            // The new target is no longer dangling.
+            entries.retain(|e| !(e.digest == target.digest && e.name().is_none()));
+            entries.push(target.unnamed().named(name));
+            metadata.record_tag(name, &target_digest(entries, name), &change, now);
+            Ok(change)
+        })
+    }
+
+    /// Record that an already-stored image was pulled again (for `prune` ages and `images`).
+    pub fn touch(&self, digest: &Digest) -> Result<(), StoreError> {
+        let now = crate::types::time::now_unix();
+        self.update_index(|_, metadata| {
+            metadata.touch(digest, now);
+            Ok(())
+        })
+    }
+
+    /// The entry tagged `name`, if any.
+    pub fn lookup_tag(&self, name: &Reference) -> Result<Option<IndexEntry>, StoreError> {
+        Ok(read_index(self)?
+            .into_iter()
+            .find(|e| e.name().as_ref() == Some(name)))
+    }
+}
+
+fn target_digest(entries: &[IndexEntry], name: &Reference) -> Digest {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e.name().as_ref() == Some(name))
+        .map(|e| e.digest.clone())
+        .expect("just pushed")
+}

@@ -1,0 +1,133 @@
+//! The local store: a valid OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/…`) plus ferry's own state under `ferry/`. Blobs are
+//! committed atomically after verification; tags change last, under a lock,
+//! by rewriting `index.json` atomically. A crash leaves only garbage.
+
+pub mod blobs;
+pub mod images;
+pub mod index;
+pub mod lock;
+pub mod maintenance;
+pub mod meta;
+
+use std::path::{Path, PathBuf};
+
+pub use blobs::BlobWriter;
+pub use images::{ImageSummary, LocalImage};
+pub use index::{IndexEntry, CONTAINERD_NAME, REF_NAME};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}{hint}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("blob {expected} failed verification: calculated {actual} ({size} bytes); nothing was stored")]
+    DigestMismatch {
+        expected: crate::types::Digest,
+        actual: crate::types::Digest,
+        size: u64,
+    },
+    #[error("blob {digest}: expected {expected} bytes, got {actual}; nothing was stored")]
+    SizeMismatch {
+        digest: crate::types::Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{path} is corrupt: {message}; run `ferry verify` to see what is affected")]
+    Corrupt { path: String, message: String },
+    #[error("no such image: {0}; `ferry images` lists what the store holds")]
+    NoSuchImage(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("blob {0} is missing from the store; pull the image again")]
+    MissingBlob(crate::types::Digest),
+}
+
+impl StoreError {
+    /// Wrap an I/O error with the path it concerns and a hint for common causes.
+    pub fn io(path: &Path, source: std::io::Error) -> StoreError {
+        let hint = match source.raw_os_error() {
+            Some(libc::ENOSPC) => " (the disk is full: free space or move the store with --store)",
+            Some(libc::EROFS) => " (the store is on a read-only file system)",
+            Some(libc::EACCES) | Some(libc::EPERM) => {
+                " (permission denied: check the store's owner, or use --store)"
+            }
+            _ => "",
+        };
+        StoreError::Io {
+            path: path.display().to_string(),
+            source,
+            hint,
+        }
+    }
+}
+
+/// An open store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open the store at `root`, creating the layout when absent.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let store = Store { root: root.into() };
+        for dir in [
+            store.root.join("blobs/sha256"),
+            store.root.join("ingest"),
+            store.root.join("ferry"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        }
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = store.root.join("index.json");
+        if !index.exists() {
+            let _guard = store.lock_tags()?;
+            if !index.exists() {
+                index::write_index(&store, &[])?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let dir = path.parent().expect("store paths have parents");
+        let temp = dir.join(format!(
+            ".{}.{}.{:x}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let result = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)?;
+            sync_dir(dir)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result.map_err(|e| StoreError::io(path, e))
+    }
+}
+
+/// fsync a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

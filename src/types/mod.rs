@@ -1,0 +1,16 @@
+//! Pure value types shared by every layer: digests and verifying hashers,
+//! image references, platforms, manifests and media types, and redacted secrets.
+//! Nothing here does I/O beyond hashing bytes it is handed.
+
+pub mod digest;
+pub mod manifest;
+pub mod platform;
+pub mod reference;
+pub mod secret;
+pub mod time;
+
+pub use digest::{Digest, DigestError, Hasher};
+pub use manifest::{media, Manifest, ManifestError, ParsedManifest};
+pub use platform::Platform;
+pub use reference::{Reference, ReferenceError};
+pub use secret::Secret;
