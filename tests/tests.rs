@@ -1,1 +1,10 @@
-//! Integration tests.
+//! ferry's integration tests, one binary with a module per topic. They
+//! start real registries (Debian's docker-registry) and use skopeo as the
+//! interop peer; images are built in code.
+
+mod support;
+
+mod auth;
+mod bad_input;
+mod round_trip;
+mod store_commands;

@@ -290,10 +290,11 @@ pub async fn tags(context: &Context, repository: &str) -> anyhow::Result<ExitCod
     let reference =
         Reference::parse_repository_or_ref(repository).map_err(|e| UsageError(e.to_string()))?;
     let registries = context.registries();
-    let tags = registries
+    let mut tags = registries
         .client(reference.registry())?
         .list_tags(reference.repository())
         .await?;
+    tags.sort();
     if context.json {
         json(&tags)?;
     } else {
