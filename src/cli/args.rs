@@ -93,12 +93,8 @@ pub enum Command {
     },
     /// Remove dangling images (or all images with -a) from the store.
     Prune(PruneArgs),
-    /// Show how much space the store uses.
-    Df {
-        /// Show each image's shared and unique size.
-        #[arg(short, long)]
-        verbose: bool,
-    },
+    /// Show how much space the store uses (with -v, each image's shared and unique size).
+    Df,
     /// Delete blobs that no image references, and abandoned partial downloads.
     Gc {
         /// Show what would be deleted without deleting.

@@ -156,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = load_config(cli.global.config.as_ref())?;
     let store_path = store_path(cli.global.store.as_ref(), &config)?;
+    let verbose = cli.global.verbose > 0;
     let progress = !cli.global.quiet && !cli.global.no_progress && !cli.global.json;
     let context = Context {
         config,
@@ -181,7 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag { source, target } => local::tag(&context, &source, &target),
         Command::Rmi { images, force } => local::rmi(&context, &images, force),
         Command::Prune(args) => local::prune(&context, args),
-        Command::Df { verbose } => local::df(&context, verbose),
+        Command::Df => local::df(&context, verbose),
         Command::Gc { dry_run } => local::gc(&context, dry_run),
         Command::Verify { read_data } => local::verify(&context, read_data),
         Command::Completions { .. } => unreachable!("handled above"),
