@@ -15,7 +15,9 @@ fn seeded(auth: Auth, tls: bool) -> (Registry, crate::round_trip::Fixture) {
 
 fn ferry_for(registry: &Registry, password: &str) -> Ferry {
     let mut ferry = Ferry::new().with_config(&format!("version = 1\n{}", registry.ferry_config()));
-    ferry.envs.push(("TEST_REGISTRY_PASSWORD".into(), password.into()));
+    ferry
+        .envs
+        .push(("TEST_REGISTRY_PASSWORD".into(), password.into()));
     ferry
 }
 
@@ -25,8 +27,13 @@ fn basic_auth_pull_and_push_with_password_env() {
     let ferry = ferry_for(&registry, PASSWORD);
     let image = format!("{}/team/app:1.0", registry.host);
     ferry.run(&["pull", &image]).ok();
-    ferry.run(&["push", &image, &format!("{}/team/copy:1.0", registry.host)]).ok();
-    assert_eq!(sha256(&registry.skopeo_raw("team/copy:1.0")), fixture.app1.digest());
+    ferry
+        .run(&["push", &image, &format!("{}/team/copy:1.0", registry.host)])
+        .ok();
+    assert_eq!(
+        sha256(&registry.skopeo_raw("team/copy:1.0")),
+        fixture.app1.digest()
+    );
 }
 
 #[test]
@@ -35,9 +42,14 @@ fn token_auth_pull_push_and_mount() {
     let ferry = ferry_for(&registry, PASSWORD);
     let image = format!("{}/team/app:1.0", registry.host);
     ferry.run(&["pull", &image]).ok();
-    let copied = ferry.run(&["copy", &image, &format!("{}/other/app:1.0", registry.host)]).ok();
+    let copied = ferry
+        .run(&["copy", &image, &format!("{}/other/app:1.0", registry.host)])
+        .ok();
     assert!(copied.stdout.contains("mounted"), "{}", copied.stdout);
-    assert_eq!(sha256(&registry.skopeo_raw("other/app:1.0")), fixture.app1.digest());
+    assert_eq!(
+        sha256(&registry.skopeo_raw("other/app:1.0")),
+        fixture.app1.digest()
+    );
 }
 
 #[test]
@@ -50,7 +62,11 @@ fn tls_with_test_ca_works_and_without_it_fails() {
     // Without the CA the certificate is not trusted and there is no fallback to HTTP.
     let stranger = Ferry::new();
     let refused = stranger.run(&["pull", &image]).expect_code(1);
-    assert!(refused.stderr.contains(&registry.host), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&registry.host),
+        "{}",
+        refused.stderr
+    );
     assert!(!stranger.index_json().contains("team/app"));
 }
 
@@ -59,10 +75,22 @@ fn wrong_password_fails_cleanly_and_never_prints_the_secret() {
     for auth in [Auth::Basic, Auth::Token] {
         let (registry, _fixture) = seeded(auth, false);
         let ferry = ferry_for(&registry, "wrong-Secret-123");
-        let run = ferry.run(&["-vv", "pull", &format!("{}/team/app:1.0", registry.host)]).expect_code(1);
-        assert!(run.stderr.contains("authentication failed"), "{auth:?}: {}", run.stderr);
-        assert!(!run.stderr.contains("wrong-Secret-123") && !run.stdout.contains("wrong-Secret-123"));
-        assert_eq!(ferry.blob_files().len(), 0, "nothing may be stored after a failed pull");
+        let run = ferry
+            .run(&["-vv", "pull", &format!("{}/team/app:1.0", registry.host)])
+            .expect_code(1);
+        assert!(
+            run.stderr.contains("authentication failed"),
+            "{auth:?}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("wrong-Secret-123") && !run.stdout.contains("wrong-Secret-123")
+        );
+        assert_eq!(
+            ferry.blob_files().len(),
+            0,
+            "nothing may be stored after a failed pull"
+        );
     }
 }
 
@@ -70,22 +98,51 @@ fn wrong_password_fails_cleanly_and_never_prints_the_secret() {
 fn login_writes_docker_config_and_logout_removes_it() {
     let (registry, _fixture) = seeded(Auth::Basic, false);
     let ferry = Ferry::new();
-    let bad = ferry.run_with_stdin(&["login", "-u", USER, "--password-stdin", &registry.host], "nope\n").expect_code(1);
-    assert!(bad.stderr.contains("authentication failed"), "{}", bad.stderr);
-    ferry.run_with_stdin(&["login", "-u", USER, "--password-stdin", &registry.host], &format!("{PASSWORD}\n")).ok();
+    let bad = ferry
+        .run_with_stdin(
+            &["login", "-u", USER, "--password-stdin", &registry.host],
+            "nope\n",
+        )
+        .expect_code(1);
+    assert!(
+        bad.stderr.contains("authentication failed"),
+        "{}",
+        bad.stderr
+    );
+    ferry
+        .run_with_stdin(
+            &["login", "-u", USER, "--password-stdin", &registry.host],
+            &format!("{PASSWORD}\n"),
+        )
+        .ok();
     let config_path = ferry.dir.path().join("home/.docker/config.json");
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     let auth = config["auths"][&registry.host]["auth"].as_str().unwrap();
     use base64::Engine as _;
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(auth).unwrap(), format!("{USER}:{PASSWORD}").into_bytes());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .unwrap(),
+        format!("{USER}:{PASSWORD}").into_bytes()
+    );
     // The saved credentials are used by pull without any config file.
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
     let out = ferry.run(&["logout", &registry.host]).ok();
     assert!(out.stdout.contains("Removing login credentials"));
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
     assert!(config["auths"].get(&registry.host).is_none());
-    let denied = ferry.run(&["pull", &format!("{}/team/app:2.0", registry.host)]).expect_code(1);
-    assert!(denied.stderr.contains("authentication failed"), "{}", denied.stderr);
+    let denied = ferry
+        .run(&["pull", &format!("{}/team/app:2.0", registry.host)])
+        .expect_code(1);
+    assert!(
+        denied.stderr.contains("authentication failed"),
+        "{}",
+        denied.stderr
+    );
 }
 
 #[test]
@@ -99,15 +156,25 @@ fn password_file_is_read_and_inline_secret_in_readable_config_is_refused() {
         registry.host,
         secret_file.display()
     ));
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
 
     let inline = Ferry::new().with_config(&format!(
         "version = 1\n[registries.\"{}\"]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
         registry.host
     ));
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(inline.config.as_ref().unwrap(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        inline.config.as_ref().unwrap(),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let refused = inline.run(&["images"]).expect_code(2);
-    assert!(refused.stderr.contains("password_env"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("password_env"),
+        "{}",
+        refused.stderr
+    );
     assert!(!refused.stderr.contains(PASSWORD));
 }

@@ -1,1 +1,173 @@
+//! Bad input and faults: unknown images, unreachable registries, blobs
+//! whose bytes lie, concurrent pulls, and a pull killed with SIGKILL. Each
+//! fails with a clear message and exit 1, and leaves the store and its tags
+//! as they were.
 
+use crate::round_trip::{fixture, seeded};
+use crate::support::fake::{FakeRegistry, Faults};
+use crate::support::{list_files, Ferry};
+
+#[test]
+fn unknown_image_fails_with_not_found_and_changes_nothing() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    let before = ferry.index_json();
+    let run = ferry
+        .run(&["pull", &format!("{}/team/app:9.9", registry.host)])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("not found") && run.stderr.contains("team/app:9.9"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ferry.index_json(), before);
+    let missing = ferry
+        .run(&["pull", &format!("{}/team/nothing:1", registry.host)])
+        .expect_code(1);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+}
+
+#[test]
+fn invalid_references_are_usage_errors() {
+    let ferry = Ferry::new();
+    let run = ferry.run(&["pull", "Team/App"]).expect_code(2);
+    assert!(run.stderr.contains("lower-case"), "{}", run.stderr);
+    let run = ferry.run(&["pull", "app@sha256:1234"]).expect_code(2);
+    assert!(run.stderr.contains("invalid digest"), "{}", run.stderr);
+}
+
+#[test]
+fn unreachable_registry_fails_with_its_name() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ferry = Ferry::new();
+    let run = ferry
+        .run(&["pull", &format!("127.0.0.1:{port}/team/app:1")])
+        .expect_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach 127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(ferry.blob_files().is_empty());
+}
+
+#[test]
+fn blob_with_lying_bytes_is_never_stored_and_tag_keeps_old_value() {
+    let fixture = fixture();
+    let bad_layer = fixture.app2.layers[1].digest.clone();
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            corrupt: Some(bad_layer.clone()),
+            ..Faults::default()
+        },
+    );
+    let (registry, _) = seeded();
+    let ferry = Ferry::new();
+    // The name already points at app1 (pulled from the real registry, then tagged).
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    let name = format!("{}/app:1.0", fake.host);
+    ferry
+        .run(&["tag", &format!("{}/team/app:1.0", registry.host), &name])
+        .ok();
+    let before = ferry.index_json();
+    let run = ferry.run(&["pull", &name]).expect_code(1);
+    assert!(
+        run.stderr.contains("digest mismatch") && run.stderr.contains(&bad_layer),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ferry.index_json(), before, "a failed pull changed a tag");
+    let stored = ferry
+        .store
+        .join("blobs/sha256")
+        .join(bad_layer.trim_start_matches("sha256:"));
+    assert!(!stored.exists(), "corrupt blob became visible");
+    assert!(
+        list_files(&ferry.store.join("ingest")).is_empty(),
+        "temp files left behind"
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn concurrent_pulls_of_overlapping_images_store_each_blob_once() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    let mut children = Vec::new();
+    for tag in ["1.0", "2.0", "1.0", "2.0"] {
+        let child = ferry
+            .command(&["-q", "pull", &format!("{}/team/app:{tag}", registry.host)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(ferry.blob_files().len(), 7);
+    assert!(list_files(&ferry.store.join("ingest")).is_empty());
+    let images: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["--json", "images"]).ok().stdout).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 2);
+    ferry.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn pull_killed_midway_leaves_store_clean_and_next_pull_completes() {
+    let fixture = fixture();
+    let big_layer = fixture.app2.layers[1].digest.clone();
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            stall_once: Some(big_layer),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    let name = format!("{}/app:1.0", fake.host);
+    let mut child = ferry
+        .command(&["pull", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server tells us when half the layer has been sent.
+    fake.stalled
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("pull reached the big layer");
+    let before = ferry.index_json();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(ferry.index_json(), before, "a killed pull changed a tag");
+    assert!(!before.contains("app:1.0"));
+    ferry.run(&["verify", "--read-data"]).ok();
+    let pulled = ferry.run(&["pull", &name]).ok();
+    assert!(
+        pulled.stdout.contains(&fixture.app2.digest()),
+        "{}",
+        pulled.stdout
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+    ferry.run(&["gc"]).ok();
+    assert!(list_files(&ferry.store.join("ingest")).is_empty());
+}

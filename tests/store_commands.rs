@@ -19,13 +19,24 @@ fn images_lists_docker_columns_and_tag_shares_the_id() {
     ferry.run(&["tag", &image, "local/app:stable"]).ok();
     let listing = ferry.run(&["images"]).ok();
     let header = listing.stdout.lines().next().unwrap();
-    assert!(header.starts_with("REPOSITORY") && header.contains("TAG") && header.contains("IMAGE ID") && header.contains("CREATED") && header.ends_with("SIZE"), "{header}");
+    assert!(
+        header.starts_with("REPOSITORY")
+            && header.contains("TAG")
+            && header.contains("IMAGE ID")
+            && header.contains("CREATED")
+            && header.ends_with("SIZE"),
+        "{header}"
+    );
     let id = &fixture.app1.config_digest()["sha256:".len()..][..12];
     assert_eq!(listing.stdout.matches(id).count(), 2, "{}", listing.stdout);
     assert!(listing.stdout.contains("local/app") && listing.stdout.contains("stable"));
     let ids = ferry.run(&["images", "-q"]).ok();
     assert_eq!(ids.stdout.trim(), fixture.app1.config_digest());
-    let filtered = json(&ferry.run(&["--json", "images", "--filter", "reference=local/*"]).ok());
+    let filtered = json(
+        &ferry
+            .run(&["--json", "images", "--filter", "reference=local/*"])
+            .ok(),
+    );
     assert_eq!(filtered.as_array().unwrap().len(), 1);
 }
 
@@ -40,10 +51,19 @@ fn rmi_of_shared_id_needs_force_and_shared_layers_stay() {
     ferry.run(&["tag", &one, "local/app:one"]).ok();
     let id = fixture.app1.config_digest()["sha256:".len()..][..12].to_owned();
     let refused = ferry.run(&["rmi", &id]).expect_code(1);
-    assert!(refused.stderr.contains("must be forced"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("must be forced"),
+        "{}",
+        refused.stderr
+    );
     // Untagging one name keeps the image and its blobs.
     let untag = ferry.run(&["rmi", "local/app:one"]).ok();
-    assert!(untag.stdout.contains("Untagged: docker.io/local/app:one") && !untag.stdout.contains("Deleted"), "{}", untag.stdout);
+    assert!(
+        untag.stdout.contains("Untagged: docker.io/local/app:one")
+            && !untag.stdout.contains("Deleted"),
+        "{}",
+        untag.stdout
+    );
     let blobs_before = ferry.blob_files().len();
     let removed = ferry.run(&["rmi", &one]).ok();
     assert!(removed.stdout.contains("Deleted:"), "{}", removed.stdout);
@@ -65,27 +85,80 @@ fn rmi_of_shared_id_needs_force_and_shared_layers_stay() {
 fn moved_tag_leaves_dangling_image_that_prune_removes() {
     let (registry, fixture) = seeded();
     let ferry = Ferry::new();
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
-    ferry.run(&["tag", &format!("{}/team/app:1.0", registry.host), "local/app:latest"]).ok();
-    ferry.run(&["pull", &format!("{}/team/app:2.0", registry.host)]).ok();
-    ferry.run(&["tag", &format!("{}/team/app:2.0", registry.host), "local/app:latest"]).ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    ferry
+        .run(&[
+            "tag",
+            &format!("{}/team/app:1.0", registry.host),
+            "local/app:latest",
+        ])
+        .ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:2.0", registry.host)])
+        .ok();
+    ferry
+        .run(&[
+            "tag",
+            &format!("{}/team/app:2.0", registry.host),
+            "local/app:latest",
+        ])
+        .ok();
     // app1 is still tagged as team/app:1.0, so not dangling yet.
-    assert!(json(&ferry.run(&["--json", "images", "--filter", "dangling=true"]).ok()).as_array().unwrap().is_empty());
-    ferry.run(&["rmi", &format!("{}/team/app:1.0", registry.host)]).ok();
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
-    ferry.run(&["tag", &format!("{}/team/app:2.0", registry.host), &format!("{}/team/app:1.0", registry.host)]).ok();
-    let dangling = json(&ferry.run(&["--json", "images", "--filter", "dangling=true"]).ok());
+    assert!(json(
+        &ferry
+            .run(&["--json", "images", "--filter", "dangling=true"])
+            .ok()
+    )
+    .as_array()
+    .unwrap()
+    .is_empty());
+    ferry
+        .run(&["rmi", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    ferry
+        .run(&[
+            "tag",
+            &format!("{}/team/app:2.0", registry.host),
+            &format!("{}/team/app:1.0", registry.host),
+        ])
+        .ok();
+    let dangling = json(
+        &ferry
+            .run(&["--json", "images", "--filter", "dangling=true"])
+            .ok(),
+    );
     assert_eq!(dangling.as_array().unwrap().len(), 1);
     assert_eq!(dangling[0]["digest"], fixture.app1.digest());
     let table = ferry.run(&["images"]).ok();
-    assert!(table.stdout.lines().any(|l| l.starts_with("<none>")), "{}", table.stdout);
+    assert!(
+        table.stdout.lines().any(|l| l.starts_with("<none>")),
+        "{}",
+        table.stdout
+    );
     // A dry run removes nothing; the real prune removes only the dangling image.
     let dry = ferry.run(&["prune", "--dry-run"]).ok();
     assert!(dry.stdout.contains(&fixture.app1.digest()));
     // Three names on app2 plus the dangling app1.
-    assert_eq!(json(&ferry.run(&["--json", "images"]).ok()).as_array().unwrap().len(), 4);
+    assert_eq!(
+        json(&ferry.run(&["--json", "images"]).ok())
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     ferry.run(&["prune", "-f"]).ok();
-    assert_eq!(json(&ferry.run(&["--json", "images"]).ok()).as_array().unwrap().len(), 3);
+    assert_eq!(
+        json(&ferry.run(&["--json", "images"]).ok())
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     ferry.run(&["verify", "--read-data"]).ok();
 }
 
@@ -93,25 +166,52 @@ fn moved_tag_leaves_dangling_image_that_prune_removes() {
 fn prune_until_uses_first_seen_time_not_created() {
     let (registry, _fixture) = seeded();
     let ferry = Ferry::new();
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
-    ferry.run(&["pull", &format!("{}/team/app:2.0", registry.host)]).ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:2.0", registry.host)])
+        .ok();
     // The configs say "created 2026-01-01", long ago; ferry saw them just now.
-    let kept = ferry.run(&["prune", "-a", "-f", "--filter", "until=1h"]).ok();
-    assert!(kept.stdout.contains("Total reclaimed space: 0B"), "{}", kept.stdout);
-    assert_eq!(json(&ferry.run(&["--json", "images"]).ok()).as_array().unwrap().len(), 2);
+    let kept = ferry
+        .run(&["prune", "-a", "-f", "--filter", "until=1h"])
+        .ok();
+    assert!(
+        kept.stdout.contains("Total reclaimed space: 0B"),
+        "{}",
+        kept.stdout
+    );
+    assert_eq!(
+        json(&ferry.run(&["--json", "images"]).ok())
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     // Age the 1.0 image's first-seen time by editing ferry's metadata.
     let path = ferry.store.join("ferry/images.json");
-    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let one = ferry.run(&["--json", "inspect", &format!("{}/team/app:1.0", registry.host)]).ok();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let one = ferry
+        .run(&[
+            "--json",
+            "inspect",
+            &format!("{}/team/app:1.0", registry.host),
+        ])
+        .ok();
     let digest = json(&one)[0]["Digest"].as_str().unwrap().to_owned();
     meta["images"][&digest]["first_seen"] = serde_json::json!(1_000);
     std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let pruned = ferry.run(&["prune", "-a", "-f", "--filter", "until=24h"]).ok();
+    let pruned = ferry
+        .run(&["prune", "-a", "-f", "--filter", "until=24h"])
+        .ok();
     assert!(pruned.stdout.contains(&digest), "{}", pruned.stdout);
     let left = json(&ferry.run(&["--json", "images"]).ok());
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert!(left[0]["name"].as_str().unwrap().ends_with(":2.0"));
-    let refused = ferry.run(&["prune", "--filter", "until=soon"]).expect_code(2);
+    let refused = ferry
+        .run(&["prune", "--filter", "until=soon"])
+        .expect_code(2);
     assert!(refused.stderr.contains("bad duration"));
 }
 
@@ -119,8 +219,12 @@ fn prune_until_uses_first_seen_time_not_created() {
 fn df_inspect_history_gc_and_verify() {
     let (registry, fixture) = seeded();
     let ferry = Ferry::new();
-    ferry.run(&["pull", &format!("{}/team/app:1.0", registry.host)]).ok();
-    ferry.run(&["pull", &format!("{}/team/app:2.0", registry.host)]).ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    ferry
+        .run(&["pull", &format!("{}/team/app:2.0", registry.host)])
+        .ok();
     let usage = json(&ferry.run(&["--json", "df"]).ok());
     let base_size = fixture.app1.layers[0].gzip.len() as u64;
     for image in usage["per_image"].as_array().unwrap() {
@@ -129,11 +233,21 @@ fn df_inspect_history_gc_and_verify() {
     let table = ferry.run(&["df", "-v"]).ok();
     assert!(table.stdout.contains("SHARED SIZE") && table.stdout.contains("UNIQUE SIZE"));
 
-    let inspect = json(&ferry.run(&["inspect", &format!("{}/team/app:1.0", registry.host)]).ok());
+    let inspect = json(
+        &ferry
+            .run(&["inspect", &format!("{}/team/app:1.0", registry.host)])
+            .ok(),
+    );
     assert_eq!(inspect[0]["Id"], fixture.app1.config_digest());
     assert_eq!(inspect[0]["Config"]["config"]["Labels"]["test"], "app1");
-    let history = ferry.run(&["history", &format!("{}/team/app:2.0", registry.host)]).ok();
-    assert!(history.stdout.contains("layer 1 of app2") && history.stdout.contains("CMD [\"sh\"]"), "{}", history.stdout);
+    let history = ferry
+        .run(&["history", &format!("{}/team/app:2.0", registry.host)])
+        .ok();
+    assert!(
+        history.stdout.contains("layer 1 of app2") && history.stdout.contains("CMD [\"sh\"]"),
+        "{}",
+        history.stdout
+    );
 
     // An orphan blob is garbage: verify reports it, gc removes it.
     let orphan = ferry.store.join("blobs/sha256").join("0".repeat(64));
@@ -141,7 +255,11 @@ fn df_inspect_history_gc_and_verify() {
     let report = json(&ferry.run(&["--json", "verify"]).ok());
     assert_eq!(report["unreferenced"], 1);
     let gc = ferry.run(&["gc"]).ok();
-    assert!(gc.stdout.contains("Removed 1 unreferenced blobs"), "{}", gc.stdout);
+    assert!(
+        gc.stdout.contains("Removed 1 unreferenced blobs"),
+        "{}",
+        gc.stdout
+    );
     assert!(!orphan.exists());
 
     // A flipped byte in a referenced blob is found by --read-data.
