@@ -6,5 +6,6 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod config_files;
 mod round_trip;
 mod store_commands;

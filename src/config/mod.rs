@@ -181,6 +181,7 @@ impl Config {
         let mut registries = HashMap::new();
         for (host, section) in file.registries {
             let name = format!("registries.\"{host}\"");
+            let mut password_error = None;
             let password = match (
                 &section.password,
                 &section.password_env,
@@ -203,26 +204,31 @@ impl Config {
                     }
                     Some(Secret::new(inline.clone()))
                 }
-                (None, Some(variable), None) => {
-                    Some(Secret::new(std::env::var(variable).map_err(|_| {
-                        invalid(
-                            format!("{name}.password_env names {variable}, which is not set"),
-                            "export the variable, or remove password_env",
-                        )
-                    })?))
-                }
-                (None, None, Some(file)) => {
-                    let text = std::fs::read_to_string(file).map_err(|e| {
-                        invalid(
-                            format!("{name}.password_file {}: {e}", file.display()),
-                            "check the path and its permissions",
-                        )
-                    })?;
-                    Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned()))
-                }
+                // A missing secret only matters when that registry is used:
+                // the error is kept and raised then (and by `config check`).
+                (None, Some(variable), None) => match std::env::var(variable) {
+                    Ok(value) => Some(Secret::new(value)),
+                    Err(_) => {
+                        password_error = Some(format!(
+                            "{shown}: {name}.password_env names {variable}, which is not set; export it, or remove password_env"
+                        ));
+                        None
+                    }
+                },
+                (None, None, Some(file)) => match std::fs::read_to_string(file) {
+                    Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
+                    Err(e) => {
+                        password_error = Some(format!(
+                            "{shown}: {name}.password_file {}: {e}; check the path and its permissions",
+                            file.display()
+                        ));
+                        None
+                    }
+                },
                 (None, None, None) => None,
             };
-            if password.is_some() && section.username.is_none() {
+            let has_password = password.is_some() || password_error.is_some();
+            if has_password && section.username.is_none() {
                 return Err(invalid(
                     format!("{name} has a password but no username"),
                     "add username = \"…\"",
@@ -237,6 +243,7 @@ impl Config {
                     client_key: section.client_key,
                     username: section.username,
                     password,
+                    password_error,
                 },
             );
         }

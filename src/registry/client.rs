@@ -57,6 +57,9 @@ impl Registries {
             return Ok(client.clone());
         }
         let settings = self.settings.get(registry).cloned().unwrap_or_default();
+        if let Some(message) = &settings.password_error {
+            return Err(RegistryError::Config { registry: registry.to_owned(), message: message.clone() });
+        }
         let client = Arc::new(RegistryClient {
             registry: registry.to_owned(),
             http: build_http_client(registry, &settings)?,

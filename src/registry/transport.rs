@@ -27,6 +27,8 @@ pub struct RegistrySettings {
     pub username: Option<String>,
     /// Password or token, resolved from `password_env` / `password_file`.
     pub password: Option<Secret>,
+    /// Why the configured password could not be read (raised when the registry is used).
+    pub password_error: Option<String>,
 }
 
 /// How often and how patiently to retry.

@@ -1,0 +1,37 @@
+//! The commented examples in `config/` load, and config mistakes are usage
+//! errors (exit 2) that name the file, line and column.
+
+use crate::support::Ferry;
+use std::path::Path;
+
+#[test]
+fn example_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let full = ferry::config::Config::load(&root.join("ferry.toml")).unwrap();
+    assert_eq!(full.concurrency, 6);
+    assert_eq!(full.store_path.as_deref(), Some(Path::new("/var/lib/ferry")));
+    assert!(full.registries["registry.internal:5000"].ca_file.is_some());
+    let minimal = ferry::config::Config::load(&root.join("minimal.toml")).unwrap();
+    assert_eq!(minimal.concurrency, 6);
+    assert!(minimal.registries.is_empty());
+}
+
+#[test]
+fn config_errors_name_line_and_column_and_exit_2() {
+    let ferry = Ferry::new().with_config("version = 1\n\n[defaults]\nconcurency = 4\n");
+    let run = ferry.run(&["images"]).expect_code(2);
+    assert!(run.stderr.contains("ferry.toml:4:1"), "{}", run.stderr);
+    assert!(run.stderr.contains("concurency"), "{}", run.stderr);
+    let newer = Ferry::new().with_config("version = 7\n");
+    assert!(newer.run(&["images"]).expect_code(2).stderr.contains("upgrade ferry"));
+}
+
+#[test]
+fn missing_password_env_fails_only_when_that_registry_is_used() {
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[registries.\"127.0.0.1:9\"]\nusername = \"u\"\npassword_env = \"FERRY_TEST_UNSET_VARIABLE\"\n",
+    );
+    ferry.run(&["images"]).ok();
+    let run = ferry.run(&["pull", "127.0.0.1:9/app:1"]).expect_code(1);
+    assert!(run.stderr.contains("FERRY_TEST_UNSET_VARIABLE"), "{}", run.stderr);
+}
