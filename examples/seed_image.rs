@@ -24,15 +24,25 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut options = Options { store: String::new(), name: String::new(), layers: 3, layer_size: 1 << 20, seed: 1 };
+    let mut options = Options {
+        store: String::new(),
+        name: String::new(),
+        layers: 3,
+        layer_size: 1 << 20,
+        seed: 1,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--store" => options.store = value()?,
             "--name" => options.name = value()?,
-            "--layers" => options.layers = value()?.parse().map_err(|e| format!("--layers: {e}"))?,
-            "--layer-size" => options.layer_size = value()?.parse().map_err(|e| format!("--layer-size: {e}"))?,
+            "--layers" => {
+                options.layers = value()?.parse().map_err(|e| format!("--layers: {e}"))?
+            }
+            "--layer-size" => {
+                options.layer_size = value()?.parse().map_err(|e| format!("--layer-size: {e}"))?
+            }
             "--seed" => options.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             other => return Err(format!("unknown flag {other}")),
         }
@@ -94,10 +104,23 @@ fn sha256() -> ferry::types::Hasher {
 }
 
 /// Write one layer into the store; returns (digest, size, diffID).
-fn write_layer(store: &Store, build: impl FnOnce(&mut tar::Builder<&mut LayerWriter>) -> std::io::Result<()>) -> std::io::Result<(Digest, u64, Digest)> {
-    let temp = store.root().join("ingest").join(format!("seed-{}.tmp", std::process::id()));
-    let file = HashingFile { file: std::io::BufWriter::new(std::fs::File::create(&temp)?), hasher: sha256(), size: 0 };
-    let mut writer = LayerWriter { gzip: GzEncoder::new(file, flate2::Compression::fast()), diff_hasher: sha256() };
+fn write_layer(
+    store: &Store,
+    build: impl FnOnce(&mut tar::Builder<&mut LayerWriter>) -> std::io::Result<()>,
+) -> std::io::Result<(Digest, u64, Digest)> {
+    let temp = store
+        .root()
+        .join("ingest")
+        .join(format!("seed-{}.tmp", std::process::id()));
+    let file = HashingFile {
+        file: std::io::BufWriter::new(std::fs::File::create(&temp)?),
+        hasher: sha256(),
+        size: 0,
+    };
+    let mut writer = LayerWriter {
+        gzip: GzEncoder::new(file, flate2::Compression::fast()),
+        diff_hasher: sha256(),
+    };
     {
         let mut builder = tar::Builder::new(&mut writer);
         build(&mut builder)?;
@@ -128,13 +151,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut state = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut layers = Vec::new();
     layers.push(write_layer(&store, |tar| {
-        tar.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), "etc", std::io::empty())?;
+        tar.append_data(
+            &mut header(tar::EntryType::Directory, 0o755, 0),
+            "etc",
+            std::io::empty(),
+        )?;
         let release = b"NAME=\"ferry demo\"\n";
-        tar.append_data(&mut header(tar::EntryType::Regular, 0o644, release.len() as u64), "etc/os-release", &release[..])?;
-        tar.append_link(&mut header(tar::EntryType::Symlink, 0o777, 0), "etc/localtime", "/usr/share/zoneinfo/UTC")?;
+        tar.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, release.len() as u64),
+            "etc/os-release",
+            &release[..],
+        )?;
+        tar.append_link(
+            &mut header(tar::EntryType::Symlink, 0o777, 0),
+            "etc/localtime",
+            "/usr/share/zoneinfo/UTC",
+        )?;
         let tool = b"#!/bin/sh\necho ferry demo\n";
-        tar.append_data(&mut header(tar::EntryType::Regular, 0o755, tool.len() as u64), "bin/demo", &tool[..])?;
-        tar.append_link(&mut header(tar::EntryType::Link, 0o755, 0), "bin/demo-link", "bin/demo")
+        tar.append_data(
+            &mut header(tar::EntryType::Regular, 0o755, tool.len() as u64),
+            "bin/demo",
+            &tool[..],
+        )?;
+        tar.append_link(
+            &mut header(tar::EntryType::Link, 0o755, 0),
+            "bin/demo-link",
+            "bin/demo",
+        )
     })?);
     for index in 0..options.layers {
         let size = options.layer_size;
@@ -143,7 +186,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut data_header = header(tar::EntryType::Regular, 0o644, size as u64);
             data_header.set_path(format!("data/layer-{index}.bin"))?;
             data_header.set_cksum();
-            tar.append(&data_header, RandomReader { remaining: size, chunk: &mut chunk, state: &mut state, offset: usize::MAX })
+            tar.append(
+                &data_header,
+                RandomReader {
+                    remaining: size,
+                    chunk: &mut chunk,
+                    state: &mut state,
+                    offset: usize::MAX,
+                },
+            )
         })?);
     }
     let diff_ids: Vec<String> = layers.iter().map(|(_, _, diff)| diff.to_string()).collect();
@@ -165,7 +216,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     let manifest_digest = Digest::sha256_of(&manifest);
     std::fs::write(store.blob_path(&manifest_digest), &manifest)?;
-    store.set_tag(&name, IndexEntry::new(media::OCI_MANIFEST, manifest_digest.clone(), manifest.len() as u64))?;
+    store.set_tag(
+        &name,
+        IndexEntry::new(
+            media::OCI_MANIFEST,
+            manifest_digest.clone(),
+            manifest.len() as u64,
+        ),
+    )?;
     println!("{name}@{manifest_digest}");
     Ok(())
 }
@@ -187,7 +245,10 @@ impl std::io::Read for RandomReader<'_> {
             fill_random(self.chunk, self.state);
             self.offset = 0;
         }
-        let count = out.len().min(self.remaining).min(self.chunk.len() - self.offset);
+        let count = out
+            .len()
+            .min(self.remaining)
+            .min(self.chunk.len() - self.offset);
         out[..count].copy_from_slice(&self.chunk[self.offset..self.offset + count]);
         self.offset += count;
         self.remaining -= count;

@@ -41,7 +41,10 @@ fn token_auth_pull_push_and_mount() {
     let (registry, fixture) = seeded(Auth::Token, false);
     let ferry = ferry_for(&registry, PASSWORD);
     let image = format!("{}/team/app:1.0", registry.host);
+    let before = registry.token_requests();
     ferry.run(&["pull", &image]).ok();
+    // One token for the repository's pull scope, reused for every blob.
+    assert_eq!(registry.token_requests() - before, 1);
     let copied = ferry
         .run(&["copy", &image, &format!("{}/other/app:1.0", registry.host)])
         .ok();

@@ -9,7 +9,10 @@ fn example_configs_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let full = ferry::config::Config::load(&root.join("ferry.toml")).unwrap();
     assert_eq!(full.concurrency, 6);
-    assert_eq!(full.store_path.as_deref(), Some(Path::new("/var/lib/ferry")));
+    assert_eq!(
+        full.store_path.as_deref(),
+        Some(Path::new("/var/lib/ferry"))
+    );
     assert!(full.registries["registry.internal:5000"].ca_file.is_some());
     let minimal = ferry::config::Config::load(&root.join("minimal.toml")).unwrap();
     assert_eq!(minimal.concurrency, 6);
@@ -23,7 +26,11 @@ fn config_errors_name_line_and_column_and_exit_2() {
     assert!(run.stderr.contains("ferry.toml:4:1"), "{}", run.stderr);
     assert!(run.stderr.contains("concurency"), "{}", run.stderr);
     let newer = Ferry::new().with_config("version = 7\n");
-    assert!(newer.run(&["images"]).expect_code(2).stderr.contains("upgrade ferry"));
+    assert!(newer
+        .run(&["images"])
+        .expect_code(2)
+        .stderr
+        .contains("upgrade ferry"));
 }
 
 #[test]
@@ -33,5 +40,9 @@ fn missing_password_env_fails_only_when_that_registry_is_used() {
     );
     ferry.run(&["images"]).ok();
     let run = ferry.run(&["pull", "127.0.0.1:9/app:1"]).expect_code(1);
-    assert!(run.stderr.contains("FERRY_TEST_UNSET_VARIABLE"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("FERRY_TEST_UNSET_VARIABLE"),
+        "{}",
+        run.stderr
+    );
 }

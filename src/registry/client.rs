@@ -58,7 +58,10 @@ impl Registries {
         }
         let settings = self.settings.get(registry).cloned().unwrap_or_default();
         if let Some(message) = &settings.password_error {
-            return Err(RegistryError::Config { registry: registry.to_owned(), message: message.clone() });
+            return Err(RegistryError::Config {
+                registry: registry.to_owned(),
+                message: message.clone(),
+            });
         }
         let client = Arc::new(RegistryClient {
             registry: registry.to_owned(),

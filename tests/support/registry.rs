@@ -196,6 +196,13 @@ impl Registry {
             .count()
     }
 
+    /// How many token requests the test issuer has answered.
+    pub fn token_requests(&self) -> usize {
+        self._token_server
+            .as_ref()
+            .map_or(0, |server| *server.requests.lock().unwrap())
+    }
+
     /// Forget logged requests so far.
     pub fn clear_log(&self) {
         self.log.lock().unwrap().clear();

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# ferry vs skopeo in one run, on fresh local registries (no internet):
+#   copy  registry -> registry : ferry copy  vs skopeo copy docker:// docker://
+#   pull  registry -> disk     : ferry pull  vs skopeo copy docker:// dir:
+# plus the floors: the same blobs uploaded from disk by parallel curl, and
+# downloaded + hashed by parallel curl. Prints each ratio and ferry's peak RSS.
+#
+#   benches/compare.sh                  # 4 layers x 256 MiB (1 GiB)
+#   LAYERS=6 LAYER_MB=200 benches/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAYERS=${LAYERS:-4}
+LAYER_MB=${LAYER_MB:-256}
+for tool in docker-registry skopeo curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+cargo build --release --quiet --bin ferry --example seed_image
+ferry=$PWD/target/release/ferry
+measure="python3 $PWD/benches/measure.py"
+work=$(mktemp -d /var/tmp/ferry-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_registry() { # name -> prints host
+  local name=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/$name"
+  printf 'version: 0.1\nlog: {level: info, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+    "$work/$name/data" "$port" > "$work/$name/config.yml"
+  docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q "listening on" "$work/$name/log" && break; sleep 0.05; done
+  echo "127.0.0.1:$port"
+}
+
+echo "== building a $LAYERS x $LAYER_MB MiB image"
+src=$(start_registry source)
+name="$src/bench/app:1"
+target/release/examples/seed_image --store "$work/seed" --name "$name" --layers "$LAYERS" --layer-size $((LAYER_MB * 1024 * 1024)) >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$work/seed:$name" "docker://$name"
+blobs=$(python3 - "$work/seed" "$name" <<'PY'
+import json, sys
+store, name = sys.argv[1], sys.argv[2]
+index = json.load(open(f"{store}/index.json"))
+entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == name)
+manifest = json.load(open(f"{store}/blobs/sha256/{entry['digest'][7:]}"))
+print(" ".join(d["digest"] for d in [manifest["config"]] + manifest["layers"]))
+PY
+)
+echo "   $(du -sh "$work/seed/blobs" | cut -f1) of blobs"
+
+run() { # label, command... -> prints "label seconds rss"
+  local label=$1; shift
+  local result
+  result=$($measure "$@" | tail -1)
+  echo "$label $result"
+}
+
+echo "== copy: registry -> registry"
+d1=$(start_registry ferry-copy); d2=$(start_registry skopeo-copy); d3=$(start_registry curl-copy)
+read -r _ ferry_copy ferry_copy_rss < <(run ferry "$ferry" --store "$work/unused" -q copy "$name" "$d1/bench/app:1")
+read -r _ skopeo_copy _ < <(run skopeo skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$name" "docker://$d2/bench/app:1")
+upload_all() {
+  for digest in $blobs; do
+    (
+      location=$(curl -s -D - -o /dev/null -X POST "http://$d3/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+      case "$location" in http*) ;; *) location="http://$d3$location";; esac
+      sep='?'; case "$location" in *\?*) sep='&';; esac
+      curl -s -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$work/seed/blobs/sha256/${digest#sha256:}" "$location${sep}digest=$digest"
+    ) &
+  done
+  wait
+}
+export -f upload_all; export blobs d3 work
+read -r _ curl_copy _ < <(run curl bash -c upload_all)
+
+echo "== pull: registry -> disk"
+read -r _ ferry_pull ferry_pull_rss < <(run ferry "$ferry" --store "$work/ferry-store" -q pull "$name")
+read -r _ skopeo_pull _ < <(run skopeo skopeo copy -q --src-tls-verify=false "docker://$name" "dir:$work/skopeo-dir")
+download_all() {
+  for digest in $blobs; do
+    (curl -s "http://$src/v2/bench/app/blobs/$digest" | sha256sum > /dev/null) &
+  done
+  wait
+}
+export -f download_all; export src
+read -r _ curl_pull _ < <(run curl bash -c download_all)
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo
+printf '%-34s %8s %8s %8s %10s\n' "" ferry skopeo curl "ferry/skopeo"
+printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "copy registry->registry" "$ferry_copy" "$skopeo_copy" "$curl_copy" "$(ratio "$ferry_copy" "$skopeo_copy")"
+printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "pull registry->disk" "$ferry_pull" "$skopeo_pull" "$curl_pull" "$(ratio "$ferry_pull" "$skopeo_pull")"
+echo "floor/skopeo: copy $(ratio "$curl_copy" "$skopeo_copy"), pull $(ratio "$curl_pull" "$skopeo_pull")"
+echo "ferry peak RSS: copy ${ferry_copy_rss} MB, pull ${ferry_pull_rss} MB"
