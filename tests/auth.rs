@@ -181,3 +181,28 @@ fn password_file_is_read_and_inline_secret_in_readable_config_is_refused() {
     );
     assert!(!refused.stderr.contains(PASSWORD));
 }
+
+#[test]
+fn anonymous_bearer_token_pulls_but_cannot_push() {
+    let (registry, fixture) = seeded(Auth::Token, false);
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    let pulled = ferry.run(&["pull", &image]).ok();
+    assert!(
+        pulled.stdout.contains(&fixture.app1.digest()),
+        "{}",
+        pulled.stdout
+    );
+    let push = ferry
+        .run(&[
+            "push",
+            &image,
+            &format!("{}/team/pushed:1.0", registry.host),
+        ])
+        .expect_code(1);
+    assert!(
+        push.stderr.contains("authentication failed") || push.stderr.contains("denied"),
+        "{}",
+        push.stderr
+    );
+}

@@ -252,3 +252,38 @@ fn copy_all_tags_and_tags_listing() {
         .ok();
     assert!(mounted.stdout.contains("3 mounted"), "{}", mounted.stdout);
 }
+
+#[test]
+fn pull_all_tags_stores_every_tag() {
+    let (source, fixture) = seeded();
+    let ferry = Ferry::new();
+    let run = ferry
+        .run(&[
+            "-q",
+            "pull",
+            "--all-tags",
+            &format!("{}/team/app", source.host),
+        ])
+        .ok();
+    assert_eq!(run.stdout.lines().count(), 3, "{}", run.stdout);
+    let images: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["--json", "images"]).ok().stdout).unwrap();
+    let digests: Vec<&str> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["digest"].as_str().unwrap())
+        .collect();
+    assert!(
+        digests.contains(&fixture.app1.digest().as_str())
+            && digests.contains(&fixture.app2.digest().as_str())
+    );
+    let refused = ferry
+        .run(&[
+            "pull",
+            "--all-tags",
+            &format!("{}/team/app:1.0", source.host),
+        ])
+        .expect_code(2);
+    assert!(refused.stderr.contains("without tag"), "{}", refused.stderr);
+}

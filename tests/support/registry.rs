@@ -329,7 +329,10 @@ fn serve_token(mut stream: std::net::TcpStream, key: &Path, x5c: &str) -> std::i
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    // Like Docker Hub: no credentials gets an anonymous pull-only token;
+    // wrong credentials get 401.
     let mut authorized = false;
+    let mut anonymous = true;
     loop {
         let mut line = String::new();
         reader.read_line(&mut line)?;
@@ -343,10 +346,11 @@ fn serve_token(mut stream: std::net::TcpStream, key: &Path, x5c: &str) -> std::i
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(value.trim())
                 .unwrap_or_default();
+            anonymous = false;
             authorized = decoded == format!("{USER}:{PASSWORD}").into_bytes();
         }
     }
-    if !authorized {
+    if !authorized && !anonymous {
         let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
         write!(stream, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
         return Ok(());
@@ -361,7 +365,10 @@ fn serve_token(mut stream: std::net::TcpStream, key: &Path, x5c: &str) -> std::i
         for scope in value.split(' ') {
             let parts: Vec<&str> = scope.split(':').collect();
             if parts.len() == 3 {
-                let actions: Vec<&str> = parts[2].split(',').collect();
+                let actions: Vec<&str> = parts[2]
+                    .split(',')
+                    .filter(|a| authorized || *a == "pull")
+                    .collect();
                 access.push(
                     serde_json::json!({"type": parts[0], "name": parts[1], "actions": actions}),
                 );
