@@ -4,7 +4,7 @@
 //! as they were.
 
 use crate::round_trip::{fixture, seeded};
-use crate::support::fake::{FakeRegistry, Faults};
+use crate::support::fake::{FakeRegistry, Faults, Transient};
 use crate::support::{list_files, Ferry};
 
 #[test]
@@ -170,4 +170,79 @@ fn pull_killed_midway_leaves_store_clean_and_next_pull_completes() {
     ferry.run(&["verify", "--read-data"]).ok();
     ferry.run(&["gc"]).ok();
     assert!(list_files(&ferry.store.join("ingest")).is_empty());
+}
+
+fn transient(
+    fragment: &str,
+    status: &'static str,
+    times: usize,
+    retry_after: Option<&str>,
+) -> Faults {
+    Faults {
+        transient: Some(Transient {
+            path_fragment: fragment.into(),
+            status,
+            times,
+            retry_after: retry_after.map(Into::into),
+        }),
+        ..Faults::default()
+    }
+}
+
+#[test]
+fn transient_503_and_429_are_retried_and_404_is_not() {
+    let fixture = fixture();
+    let layer = fixture.app1.layers[1].digest.clone();
+    // 503 twice on a blob, then success.
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient(&layer, "503 Service Unavailable", 2, None),
+    );
+    let ferry = Ferry::new();
+    ferry.run(&["pull", &format!("{}/app:1.0", fake.host)]).ok();
+    assert_eq!(fake.count("GET", &layer), 3);
+
+    // 429 with Retry-After (seconds, then an HTTP date in the past), then success.
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient("/manifests/1.0", "429 Too Many Requests", 1, Some("1")),
+    );
+    Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .ok();
+    assert_eq!(fake.count("GET", "/manifests/1.0"), 2);
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient(
+            "/manifests/1.0",
+            "429 Too Many Requests",
+            1,
+            Some("Sun, 06 Nov 1994 08:49:37 GMT"),
+        ),
+    );
+    Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .ok();
+
+    // A registry that keeps answering 429 makes ferry give up with a clear message.
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient("/manifests/1.0", "429 Too Many Requests", 100, Some("0")),
+    );
+    let run = Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .expect_code(1);
+    assert!(run.stderr.contains("rate limited"), "{}", run.stderr);
+    assert_eq!(fake.count("GET", "/manifests/1.0"), 5, "bounded attempts");
+
+    // 404 is final: one request.
+    let fake = FakeRegistry::start(&fixture.app1, "1.0", Faults::default());
+    Ferry::new()
+        .run(&["pull", &format!("{}/app:2.0", fake.host)])
+        .expect_code(1);
+    assert_eq!(fake.count("GET", "/manifests/2.0"), 1);
 }

@@ -14,12 +14,36 @@ pub struct Faults {
     pub corrupt: Option<String>,
     /// Send half of this blob, report on `stalled`, then hang until the connection drops.
     pub stall_once: Option<String>,
+    /// Answer requests whose path contains the fragment with this status (and
+    /// `Retry-After`, when given) this many times before serving them.
+    pub transient: Option<Transient>,
+}
+
+/// A fault that goes away after a few answers.
+pub struct Transient {
+    pub path_fragment: String,
+    pub status: &'static str,
+    pub times: usize,
+    pub retry_after: Option<String>,
 }
 
 /// A running fake registry serving one repository.
 pub struct FakeRegistry {
     pub host: String,
     pub stalled: mpsc::Receiver<()>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeRegistry {
+    /// How many requests had `method` and a path containing `fragment`.
+    pub fn count(&self, method: &str, fragment: &str) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with(method) && r.contains(fragment))
+            .count()
+    }
 }
 
 struct State {
@@ -27,6 +51,7 @@ struct State {
     blobs: HashMap<String, Vec<u8>>,
     faults: Mutex<Faults>,
     stalled: Mutex<mpsc::Sender<()>>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeRegistry {
@@ -42,11 +67,13 @@ impl FakeRegistry {
             blobs.insert(layer.digest.clone(), layer.gzip.clone());
         }
         let (tx, rx) = mpsc::channel();
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let state = Arc::new(State {
             manifests,
             blobs,
             faults: Mutex::new(faults),
             stalled: Mutex::new(tx),
+            requests: requests.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -58,7 +85,11 @@ impl FakeRegistry {
                 });
             }
         });
-        FakeRegistry { host, stalled: rx }
+        FakeRegistry {
+            host,
+            stalled: rx,
+            requests,
+        }
     }
 }
 
@@ -98,6 +129,35 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("");
     let head = method == "HEAD";
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("{method} {path}"));
+    {
+        let mut faults = state.faults.lock().unwrap();
+        if let Some(transient) = faults
+            .transient
+            .as_mut()
+            .filter(|t| t.times > 0 && path.contains(&t.path_fragment))
+        {
+            transient.times -= 1;
+            let headers: Vec<(&str, String)> = transient
+                .retry_after
+                .iter()
+                .map(|v| ("Retry-After", v.clone()))
+                .collect();
+            let status = transient.status;
+            drop(faults);
+            return respond(
+                &mut stream,
+                status,
+                &headers,
+                br#"{"errors":[{"code":"TOOMANYREQUESTS"}]}"#,
+                head,
+            );
+        }
+    }
     if path == "/v2/" {
         return respond(&mut stream, "200 OK", &[], b"{}", head);
     }
