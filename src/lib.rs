@@ -3,6 +3,7 @@
 //! Data flows one way: `cli → engine → {registry, store} → types`, with
 //! `config` and `progress` beside the chain. Only `cli` prints.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod archives;
 mod auth;
 mod bad_input;
 mod config_files;

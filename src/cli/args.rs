@@ -101,12 +101,18 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check the store: every image complete, every blob the right size (and content).
+    /// Check the store (every image complete, every blob the right size), or an archive without loading it.
     Verify {
-        /// Re-hash every blob's content too.
+        /// An archive to check instead of the store.
+        archive: Option<PathBuf>,
+        /// Re-hash every blob's content too (archives are always fully read).
         #[arg(long)]
         read_data: bool,
     },
+    /// Write images to one tar that docker load, podman load and skopeo accept.
+    Save(SaveArgs),
+    /// Load images from an archive (ferry, docker save, podman, skopeo, crane) into the store.
+    Load(LoadArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -190,6 +196,48 @@ pub struct ImagesArgs {
     /// Filter: dangling=true|false, before=IMAGE, since=IMAGE, reference=PATTERN.
     #[arg(short, long)]
     pub filter: Vec<String>,
+}
+
+/// `ferry save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images in the store, by name, digest or ID.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Write to this file (default: standard output when it is not a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep only these platforms of multi-platform images (repeat); the first is listed in manifest.json.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Vec<String>,
+    /// Compress the whole archive (docker load reads all three; podman and containerd need none).
+    #[arg(long, value_enum, default_value = "none")]
+    pub compress: CompressArg,
+    /// Write a delta: leave out blobs that this older archive (or store image) already has.
+    #[arg(long, value_name = "ARCHIVE|IMAGE")]
+    pub since: Option<String>,
+    /// List what the archive would hold instead of writing it.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Archive compression choices.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompressArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// `ferry load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read this file (default: standard input).
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Check the archive and list its images without adding anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `ferry prune`.

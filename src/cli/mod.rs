@@ -4,6 +4,7 @@
 //! This is the only module that prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod archive;
 mod args;
 mod local;
 mod output;
@@ -184,7 +185,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => local::prune(&context, args),
         Command::Df => local::df(&context, verbose),
         Command::Gc { dry_run } => local::gc(&context, dry_run),
-        Command::Verify { read_data } => local::verify(&context, read_data),
+        Command::Verify {
+            archive: Some(path),
+            ..
+        } => archive::verify_archive(&context, &path),
+        Command::Verify {
+            archive: None,
+            read_data,
+        } => local::verify(&context, read_data),
+        Command::Save(args) => archive::save(&context, args),
+        Command::Load(args) => archive::load(&context, args),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

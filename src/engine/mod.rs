@@ -10,7 +10,7 @@ mod platforms;
 
 pub use copy::{copy_image, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
-pub use platforms::{pick as platform_child, PlatformChoice};
+pub use platforms::{pick as platform_child, subset as subset_index, PlatformChoice};
 
 use crate::registry::RegistryError;
 use crate::store::StoreError;

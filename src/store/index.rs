@@ -66,6 +66,12 @@ impl IndexEntry {
     }
 }
 
+/// `index.json` as another tool wrote it (archives): only the descriptors.
+#[derive(serde::Deserialize)]
+pub struct IndexFileView {
+    pub manifests: Vec<IndexEntry>,
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexFile {
@@ -160,6 +166,18 @@ impl Store {
             entries.push(target.unnamed().named(name));
             metadata.record_tag(name, &target_digest(entries, name), &change, now);
             Ok(change)
+        })
+    }
+
+    /// Add an image without a name (docker's `<none>`), unless the store has it already.
+    pub fn add_untagged(&self, entry: IndexEntry) -> Result<(), StoreError> {
+        let now = crate::types::time::now_unix();
+        self.update_index(|entries, metadata| {
+            metadata.touch(&entry.digest, now);
+            if !entries.iter().any(|e| e.digest == entry.digest) {
+                entries.push(entry.unnamed());
+            }
+            Ok(())
         })
     }
 

@@ -9,6 +9,7 @@ pub mod index;
 pub mod lock;
 pub mod maintenance;
 pub mod meta;
+pub mod staging;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,112 @@
+//! Archives: one tar that is at once an OCI image layout and a
+//! `docker load` archive (`save`), and a reader for what ferry, `docker
+//! save` (legacy and 25+), podman, skopeo and crane write (`load`). Archive
+//! entries are never extracted by name: bytes go into the store under their
+//! verified digest, and tags are applied only when everything verified.
+
+pub mod load;
+pub mod names;
+pub mod save;
+
+use crate::store::StoreError;
+
+/// An archive could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{archive}: {message}")]
+    Invalid { archive: String, message: String },
+    #[error("{archive}: {source}")]
+    Io {
+        archive: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{archive} leaves out blobs this store does not have: {missing}; load the archive it was made against first (ferry save --since)")]
+    MissingBlobs { archive: String, missing: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Outer compression of an archive or layer, recognised by magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    /// Recognise compression from the first bytes of a stream.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+            || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
+        {
+            // A zstd frame, or a skippable frame that precedes one.
+            Compression::Zstd
+        } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
+            Compression::Xz
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else {
+            Compression::None
+        }
+    }
+
+    /// A reader that decompresses `reader`.
+    pub fn decoder<'a>(
+        self,
+        reader: impl std::io::BufRead + 'a,
+    ) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(reader),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader)?),
+            Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(reader)),
+            Compression::Bzip2 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "bzip2 is not supported; decompress with bunzip2 first",
+                ))
+            }
+        })
+    }
+}
+
+/// A reader that fails once more than `limit` bytes came through: the
+/// guard against decompression bombs.
+pub struct LimitedReader<R> {
+    inner: R,
+    remaining: u64,
+    what: &'static str,
+}
+
+impl<R> LimitedReader<R> {
+    /// Allow at most `limit` bytes.
+    pub fn new(inner: R, limit: u64, what: &'static str) -> LimitedReader<R> {
+        LimitedReader {
+            inner,
+            remaining: limit,
+            what,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LimitedReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        if read as u64 > self.remaining {
+            return Err(std::io::Error::other(format!(
+                "{} expands beyond its size limit (a decompression bomb?)",
+                self.what
+            )));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
+    }
+}

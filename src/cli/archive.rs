@@ -1,0 +1,207 @@
+//! Archive commands: `save` (atomic file or stdout), `load` (file or
+//! stdin; `--dry-run` lists), and `verify FILE`.
+
+use super::args::{CompressArg, LoadArgs, SaveArgs};
+use super::output::{human_size, json, println};
+use super::{Context, UsageError};
+use crate::archive::load::LoadedImage;
+use crate::archive::save::{self, SaveRequest};
+use crate::archive::{load as loader, Compression};
+use crate::types::Platform;
+use anyhow::Context as _;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `ferry save`.
+pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let platforms = args
+        .platform
+        .iter()
+        .map(|p| p.parse::<Platform>().map_err(|e| UsageError(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exclude = match &args.since {
+        None => Default::default(),
+        Some(since) if Path::new(since).is_file() => save::archive_blobs(Path::new(since))?,
+        Some(since) => save::image_blobs(&store, since).with_context(|| {
+            format!("--since {since}: neither an archive file nor an image in the store")
+        })?,
+    };
+    let request = SaveRequest {
+        images: args.images.clone(),
+        platforms,
+        exclude,
+    };
+    let plan = save::plan(&store, &request)?;
+    if args.list {
+        if context.json {
+            json(&plan.images)?;
+        } else {
+            for image in &plan.images {
+                println(&format!(
+                    "{} {}",
+                    image.name.as_deref().unwrap_or("<none>"),
+                    image.digest
+                ))?;
+            }
+            println(&format!(
+                "{} blobs, {} ({} left out as already there)",
+                plan.blob_count(),
+                human_size(plan.blob_bytes()),
+                plan.excluded.len()
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let compression = match args.compress {
+        CompressArg::None => Compression::None,
+        CompressArg::Gzip => Compression::Gzip,
+        CompressArg::Zstd => Compression::Zstd,
+    };
+    match &args.output {
+        Some(path) if path.as_os_str() != "-" => {
+            write_atomically(path, |file| {
+                Ok(save::write(&store, &plan, file, compression)?)
+            })?;
+            if !context.quiet && !context.json {
+                eprintln!(
+                    "Saved {} images, {} blobs ({}) to {}",
+                    plan.images.len(),
+                    plan.blob_count(),
+                    human_size(plan.blob_bytes()),
+                    path.display()
+                );
+            }
+        }
+        _ => {
+            if std::io::stdout().is_terminal() {
+                return Err(UsageError("refusing to write an archive to a terminal: use -o FILE or redirect standard output".into()).into());
+            }
+            let mut stdout = std::io::stdout().lock();
+            save::write(&store, &plan, &mut stdout, compression)?;
+            stdout.flush()?;
+        }
+    }
+    if context.json {
+        json(&plan.images)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write `path` so it appears only complete: temp file beside it, fsync, rename.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| UsageError(format!("{} is not a file name", path.display())))?;
+    let temp = dir.join(format!(
+        ".{}.{}.partial",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        write(&mut file)?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).ok();
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn read_archive(
+    context: &Context,
+    input: Option<&Path>,
+    dry_run: bool,
+) -> anyhow::Result<Vec<LoadedImage>> {
+    let store = context.store()?;
+    match input {
+        Some(path) if path.as_os_str() != "-" => {
+            let mut file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(loader::load(
+                &store,
+                &mut file,
+                &path.display().to_string(),
+                dry_run,
+            )?)
+        }
+        _ => {
+            if std::io::stdin().is_terminal() {
+                return Err(UsageError(
+                    "no archive given: use -i FILE or pipe one to standard input".into(),
+                )
+                .into());
+            }
+            let mut stdin = std::io::stdin().lock();
+            Ok(loader::load(&store, &mut stdin, "standard input", dry_run)?)
+        }
+    }
+}
+
+fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {
+    for image in images {
+        let names = if image.names.is_empty() {
+            "<none>".to_owned()
+        } else {
+            image.names.join(", ")
+        };
+        println(&format!(
+            "{names}  {}  {}  {}",
+            image.digest,
+            image.platforms.join(","),
+            human_size(image.size)
+        ))?;
+    }
+    Ok(())
+}
+
+/// `ferry load`.
+pub fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let images = read_archive(context, args.input.as_deref(), args.dry_run)?;
+    if context.json {
+        json(&images)?;
+    } else if args.dry_run {
+        list_images(&images)?;
+    } else if !context.quiet {
+        for image in &images {
+            if image.names.is_empty() {
+                println(&format!("Loaded image ID: {}", image.id))?;
+            }
+            for name in &image.names {
+                println(&format!("Loaded image: {name}"))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry verify FILE`: read and check the whole archive, add nothing.
+pub fn verify_archive(context: &Context, path: &Path) -> anyhow::Result<ExitCode> {
+    let images = read_archive(context, Some(path), true)?;
+    if context.json {
+        json(&images)?;
+    } else {
+        list_images(&images)?;
+        println(&format!(
+            "{}: {} images verified",
+            path.display(),
+            images.len()
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

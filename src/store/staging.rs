@@ -1,0 +1,119 @@
+//! Staged blobs for all-or-nothing imports (archives): bytes are hashed
+//! into a private file under `ingest/` while they stream past, and become
+//! visible only through [`StagedBlob::commit`] after the caller has checked
+//! the whole import. Dropping a staged blob deletes it.
+
+use super::{sync_dir, Store, StoreError};
+use crate::types::digest::Algorithm;
+use crate::types::{Digest, Hasher};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// A blob written and hashed, not yet visible in the store.
+#[derive(Debug)]
+pub struct StagedBlob {
+    path: Option<PathBuf>,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Why staging stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading the input failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("more than {0} bytes")]
+    TooLarge(u64),
+}
+
+impl Store {
+    /// Copy `reader` into a staged blob (sha256), failing past `limit` bytes.
+    pub fn stage(&self, reader: &mut dyn Read, limit: u64) -> Result<StagedBlob, StageError> {
+        let path = self.root().join("ingest").join(format!(
+            "stage-{}-{:x}.partial",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut staged = StagedBlob {
+            path: Some(path.clone()),
+            digest: Digest::sha256_of(b""),
+            size: 0,
+        };
+        let file = std::fs::File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Hasher::new(Algorithm::Sha256);
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let read = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StageError::Read(e)),
+            };
+            staged.size += read as u64;
+            if staged.size > limit {
+                return Err(StageError::TooLarge(limit));
+            }
+            hasher.update(&buffer[..read]);
+            file.write_all(&buffer[..read])
+                .map_err(|e| StoreError::io(&path, e))?;
+        }
+        let file = file
+            .into_inner()
+            .map_err(|e| StoreError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+        staged.digest = hasher.finish();
+        Ok(staged)
+    }
+
+    /// Stage bytes held in memory.
+    pub fn stage_bytes(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
+        match self.stage(&mut &bytes[..], u64::MAX) {
+            Ok(staged) => Ok(staged),
+            Err(StageError::Store(e)) => Err(e),
+            Err(other) => Err(StoreError::Io {
+                path: self.root().join("ingest").display().to_string(),
+                source: std::io::Error::other(other.to_string()),
+                hint: "",
+            }),
+        }
+    }
+}
+
+impl StagedBlob {
+    /// Where the staged bytes are, for reading them back before commit.
+    pub fn path(&self) -> &std::path::Path {
+        self.path
+            .as_deref()
+            .expect("staged blob is live until commit")
+    }
+
+    /// Publish the blob under its digest (an existing blob is success).
+    pub fn commit(mut self, store: &Store) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.take().expect("committed once");
+        let target = store.blob_path(&self.digest);
+        let result = (|| {
+            if target.exists() {
+                return std::fs::remove_file(&path);
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+            std::fs::rename(&path, &target)?;
+            sync_dir(target.parent().expect("blob dir"))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        result.map_err(|e| StoreError::io(&target, e))
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Archives: `ferry save` output read by skopeo as both `oci-archive:` and
+//! `docker-archive:`; archives written by skopeo (docker-archive and
+//! oci-archive) loaded by ferry; digests surviving registry → save → load →
+//! push; delta archives; and bad archives that must change nothing.
+
+use crate::round_trip::{fixture, seeded};
+use crate::support::image::{self, Entry};
+use crate::support::{run_ok, sha256, Ferry};
+use std::path::Path;
+use std::process::Command;
+
+fn skopeo(args: &[&str]) -> String {
+    run_ok(Command::new("skopeo").args(args))
+}
+
+fn loaded_names(run: &crate::support::Run) -> Vec<String> {
+    run.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn save_is_read_by_skopeo_as_oci_and_docker_archive() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let one = format!("{}/team/app:1.0", registry.host);
+    let two = format!("{}/team/app:2.0", registry.host);
+    ferry.run(&["pull", &one]).ok();
+    ferry.run(&["pull", &two]).ok();
+    let archive = ferry.dir.path().join("out.tar");
+    ferry
+        .run(&["save", "-o", archive.to_str().unwrap(), &one, &two])
+        .ok();
+    // The shared base layer is in the archive once.
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&archive));
+    let base = fixture.app1.layers[0].digest.trim_start_matches("sha256:");
+    assert_eq!(
+        listing.lines().filter(|l| l.contains(base)).count(),
+        1,
+        "{listing}"
+    );
+    assert!(
+        listing.starts_with("oci-layout\nindex.json\nmanifest.json\nrepositories\n"),
+        "{listing}"
+    );
+    // skopeo's OCI reader finds each image by its ref.name (the tag, as Docker 25+ writes) and keeps the digest.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("oci-dir");
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci-archive:{}:1.0", archive.display()),
+        &format!("dir:{}", dir.display()),
+    ]);
+    assert_eq!(
+        sha256(&std::fs::read(dir.join("manifest.json")).unwrap()),
+        fixture.app1.digest()
+    );
+    // skopeo's docker-archive reader takes manifest.json's second item.
+    let docker = out.path().join("docker-dir");
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("docker-archive:{}:@1", archive.display()),
+        &format!("dir:{}", docker.display()),
+    ]);
+    let config = sha256(
+        &std::fs::read(docker.join(fixture.app2.config_digest().trim_start_matches("sha256:")))
+            .unwrap(),
+    );
+    assert_eq!(config, fixture.app2.config_digest());
+}
+
+#[test]
+fn registry_pull_save_load_push_keeps_manifest_digest() {
+    let (source, fixture) = seeded();
+    let target = crate::support::registry::Registry::start();
+    let first = Ferry::new();
+    let image = format!("{}/team/app:multi", source.host);
+    first.run(&["pull", "--all-platforms", &image]).ok();
+    let archive = first.dir.path().join("multi.tar");
+    first
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .ok();
+
+    let second = Ferry::new();
+    let loaded = second.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    assert_eq!(loaded_names(&loaded), vec![format!("{image}")]);
+    second.run(&["verify", "--read-data"]).ok();
+    second
+        .run(&[
+            "push",
+            &image,
+            &format!("{}/restored/app:multi", target.host),
+        ])
+        .ok();
+    assert_eq!(
+        sha256(&target.skopeo_raw("restored/app:multi")),
+        fixture.multi.digest()
+    );
+}
+
+#[test]
+fn save_to_stdout_pipes_into_load_and_compressed_archives_load() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    for compress in ["none", "gzip", "zstd"] {
+        let saved = ferry
+            .command(&["save", "--compress", compress, &image])
+            .output()
+            .unwrap();
+        assert!(
+            saved.status.success(),
+            "{}",
+            String::from_utf8_lossy(&saved.stderr)
+        );
+        let other = Ferry::new();
+        let mut child = other
+            .command(&["load"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&saved.stdout)
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{compress}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("Loaded image: {image}")));
+        let inspect: serde_json::Value =
+            serde_json::from_str(&other.run(&["inspect", &image]).ok().stdout).unwrap();
+        assert_eq!(inspect[0]["Digest"], fixture.app1.digest());
+    }
+}
+
+#[test]
+fn loads_skopeo_docker_archive_and_oci_archive() {
+    let fixture = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let docker_archive = work.path().join("docker.tar");
+    let oci_archive = work.path().join("oci.tar");
+    let layout = fixture.layout.path().display().to_string();
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci:{layout}:2.0"),
+        &format!(
+            "docker-archive:{}:example.com/team/app:2.0",
+            docker_archive.display()
+        ),
+    ]);
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci:{layout}:1.0"),
+        &format!(
+            "oci-archive:{}:example.com/team/app:1.0",
+            oci_archive.display()
+        ),
+    ]);
+    let ferry = Ferry::new();
+    let loaded = ferry
+        .run(&["load", "-i", docker_archive.to_str().unwrap()])
+        .ok();
+    assert_eq!(loaded_names(&loaded), vec!["example.com/team/app:2.0"]);
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ferry
+            .run(&["inspect", "example.com/team/app:2.0"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    // docker-archive keeps the config (the image ID) but not the manifest.
+    assert_eq!(inspect[0]["Id"], fixture.app2.config_digest());
+    let loaded = ferry
+        .run(&["load", "-i", oci_archive.to_str().unwrap()])
+        .ok();
+    assert_eq!(loaded_names(&loaded), vec!["example.com/team/app:1.0"]);
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ferry
+            .run(&["inspect", "example.com/team/app:1.0"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspect[0]["Digest"], fixture.app1.digest());
+    ferry.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn delta_archive_needs_the_older_blobs() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let one = format!("{}/team/app:1.0", registry.host);
+    let two = format!("{}/team/app:2.0", registry.host);
+    ferry.run(&["pull", &one]).ok();
+    ferry.run(&["pull", &two]).ok();
+    let full = ferry.dir.path().join("full.tar");
+    let delta = ferry.dir.path().join("delta.tar");
+    ferry
+        .run(&["save", "-o", full.to_str().unwrap(), &one])
+        .ok();
+    ferry
+        .run(&[
+            "save",
+            "--since",
+            full.to_str().unwrap(),
+            "-o",
+            delta.to_str().unwrap(),
+            &two,
+        ])
+        .ok();
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&delta));
+    let base = fixture.app1.layers[0].digest.trim_start_matches("sha256:");
+    assert!(
+        !listing.contains(base),
+        "the shared base layer should be left out"
+    );
+    // Into an empty store: a clear error naming the missing blob, nothing added.
+    let empty = Ferry::new();
+    let refused = empty
+        .run(&["load", "-i", delta.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        refused.stderr.contains(&fixture.app1.layers[0].digest),
+        "{}",
+        refused.stderr
+    );
+    assert!(empty.blob_files().is_empty());
+    // After the full archive, the delta loads.
+    empty.run(&["load", "-i", full.to_str().unwrap()]).ok();
+    empty.run(&["load", "-i", delta.to_str().unwrap()]).ok();
+    empty.run(&["verify", "--read-data"]).ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&empty.run(&["--json", "images"]).ok().stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// Write a tar of raw entries (name, bytes) without any name checks.
+fn raw_tar(path: &Path, entries: &[(&str, &[u8])]) {
+    let mut out = Vec::new();
+    for (name, data) in entries {
+        let mut header = [0u8; 512];
+        header[..name.len()].copy_from_slice(name.as_bytes());
+        header[100..108].copy_from_slice(b"0000644\0");
+        header[108..116].copy_from_slice(b"0000000\0");
+        header[116..124].copy_from_slice(b"0000000\0");
+        header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        header[136..148].copy_from_slice(b"00000000000\0");
+        header[156] = b'0';
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        header[148..156].copy_from_slice(b"        ");
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    std::fs::write(path, out).unwrap();
+}
+
+/// A bad-archive case: label, raw entries, expected words in the error.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
+
+#[test]
+fn bad_archives_change_nothing() {
+    let ferry = Ferry::new();
+    ferry.run(&["images"]).ok();
+    let before = ferry.index_json();
+    let dir = ferry.dir.path();
+    let layer = image::layer(&[Entry::File("a", b"hello".to_vec())]);
+    let good = image::image(vec![layer.clone()], "amd64", "bad");
+    let manifest_json = format!(
+        r#"[{{"Config":"config.json","RepoTags":["evil/app:1"],"Layers":["{}.tar.gz"]}}]"#,
+        layer.digest.trim_start_matches("sha256:")
+    );
+    let layer_name = format!("{}.tar.gz", layer.digest.trim_start_matches("sha256:"));
+    let mut corrupt_layer = layer.gzip.clone();
+    let last = corrupt_layer.len() - 12;
+    corrupt_layer[last] ^= 0xff;
+    let wrong_blob_name = format!("blobs/sha256/{}", "a".repeat(64));
+    let two_layers = format!(
+        r#"[{{"Config":"config.json","RepoTags":["evil/app:1"],"Layers":["{layer_name}","{layer_name}"]}}]"#
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "count mismatch",
+            vec![
+                ("manifest.json", two_layers.as_bytes()),
+                ("config.json", &good.config),
+                (&layer_name, &layer.gzip),
+            ],
+            "2 layers but its config lists 1",
+        ),
+        ("dotdot", vec![("../escape", b"x")], ".."),
+        ("absolute", vec![("/etc/passwd", b"x")], "absolute"),
+        ("traversal", vec![("blobs/sha256/../../x", b"x")], ".."),
+        (
+            "duplicate",
+            vec![("./manifest.json", b"[]"), ("manifest.json", b"[]")],
+            "twice",
+        ),
+        (
+            "wrong digest name",
+            vec![(&wrong_blob_name, b"not that")],
+            "does not match its name",
+        ),
+        (
+            "not an image",
+            vec![("hello.txt", b"hi")],
+            "not an image archive",
+        ),
+        (
+            "corrupt layer",
+            vec![
+                ("manifest.json", manifest_json.as_bytes()),
+                ("config.json", &good.config),
+                (&layer_name, &corrupt_layer),
+            ],
+            "layer 1",
+        ),
+    ];
+    for (label, entries, expected) in cases {
+        let path = dir.join(format!("{}.tar", label.replace(' ', "-")));
+        raw_tar(&path, &entries);
+        let run = ferry
+            .run(&["load", "-i", path.to_str().unwrap()])
+            .expect_code(1);
+        assert!(run.stderr.contains(expected), "{label}: {}", run.stderr);
+        assert_eq!(ferry.index_json(), before, "{label} changed the index");
+        assert!(ferry.blob_files().is_empty(), "{label} added blobs");
+        assert!(
+            crate::support::list_files(&ferry.store.join("ingest")).is_empty(),
+            "{label} left temp files"
+        );
+    }
+    assert!(
+        !dir.join("escape").exists() && !ferry.dir.path().parent().unwrap().join("escape").exists()
+    );
+    // A symlinked manifest.json that points outside the archive.
+    let link = dir.join("link.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&link).unwrap());
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    builder
+        .append_link(&mut header, "manifest.json", "../../etc/shadow")
+        .unwrap();
+    builder.finish().unwrap();
+    drop(builder);
+    let run = ferry
+        .run(&["load", "-i", link.to_str().unwrap()])
+        .expect_code(1);
+    assert!(run.stderr.contains("links outside"), "{}", run.stderr);
+    // A truncated archive.
+    let (registry, _) = seeded();
+    let source = Ferry::new();
+    let image = format!("{}/team/app:2.0", registry.host);
+    source.run(&["pull", &image]).ok();
+    let full = source.dir.path().join("full.tar");
+    source
+        .run(&["save", "-o", full.to_str().unwrap(), &image])
+        .ok();
+    let bytes = std::fs::read(&full).unwrap();
+    let truncated = dir.join("truncated.tar");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let run = ferry
+        .run(&["load", "-i", truncated.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("truncated") || run.stderr.contains("not in the archive"),
+        "{}",
+        run.stderr
+    );
+    assert!(ferry.blob_files().is_empty());
+    // A gzip bomb: a small compressed archive that expands far beyond 200×.
+    let bomb = dir.join("bomb.tar.gz");
+    {
+        // gzip members concatenate: one member for the tar header, then the
+        // same 1 MiB-of-zeros member 768 times (about 1 KiB each).
+        use std::io::Write;
+        let gzip = |bytes: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            encoder.write_all(bytes).unwrap();
+            encoder.finish().unwrap()
+        };
+        let mut header = tar::Header::new_ustar();
+        header.set_path("zeros").unwrap();
+        header.set_size(768 << 20);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let mut file = std::fs::File::create(&bomb).unwrap();
+        file.write_all(&gzip(header.as_bytes())).unwrap();
+        let zeros = gzip(&vec![0u8; 1 << 20]);
+        for _ in 0..768 {
+            file.write_all(&zeros).unwrap();
+        }
+    }
+    let run = ferry
+        .run(&["load", "-i", bomb.to_str().unwrap()])
+        .expect_code(1);
+    assert!(run.stderr.contains("bomb"), "{}", run.stderr);
+    assert!(ferry.blob_files().is_empty());
+    assert!(crate::support::list_files(&ferry.store.join("ingest")).is_empty());
+    assert_eq!(ferry.index_json(), before);
+}
+
+#[test]
+fn load_dry_run_and_verify_file_list_without_adding() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:multi", registry.host);
+    ferry.run(&["pull", "--all-platforms", &image]).ok();
+    let archive = ferry.dir.path().join("multi.tar");
+    ferry
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .ok();
+    let other = Ferry::new();
+    let listed = other
+        .run(&["load", "--dry-run", "-i", archive.to_str().unwrap()])
+        .ok();
+    assert!(
+        listed.stdout.contains(&fixture.multi.digest()) && listed.stdout.contains("linux/arm64"),
+        "{}",
+        listed.stdout
+    );
+    let verified = other.run(&["verify", archive.to_str().unwrap()]).ok();
+    assert!(
+        verified.stdout.contains("1 images verified"),
+        "{}",
+        verified.stdout
+    );
+    assert!(other.blob_files().is_empty());
+}
