@@ -8,5 +8,6 @@ mod archives;
 mod auth;
 mod bad_input;
 mod config_files;
+mod rootfs;
 mod round_trip;
 mod store_commands;

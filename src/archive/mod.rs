@@ -6,6 +6,7 @@
 
 pub mod load;
 pub mod names;
+pub mod rootfs;
 pub mod save;
 
 use crate::store::StoreError;

@@ -6,7 +6,7 @@ use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::load::LoadedImage;
 use crate::archive::save::{self, SaveRequest};
-use crate::archive::{load as loader, Compression};
+use crate::archive::{load as loader, rootfs, Compression};
 use crate::types::Platform;
 use anyhow::Context as _;
 use std::io::{IsTerminal, Write};
@@ -86,6 +86,63 @@ pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
     if context.json {
         json(&plan.images)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write to `-o FILE` atomically, or to standard output when it is not a
+/// terminal. Returns the file written, if any.
+fn write_output<'a>(
+    output: Option<&'a Path>,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<&'a Path>> {
+    match output {
+        Some(path) if path.as_os_str() != "-" => {
+            write_atomically(path, |file| write(file))?;
+            Ok(Some(path))
+        }
+        _ => {
+            if std::io::stdout().is_terminal() {
+                return Err(UsageError(
+                    "refusing to write a tar to a terminal: use -o FILE or redirect standard output".into(),
+                )
+                .into());
+            }
+            let mut stdout = std::io::stdout().lock();
+            write(&mut stdout)?;
+            stdout.flush()?;
+            Ok(None)
+        }
+    }
+}
+
+/// `ferry import`.
+pub fn import(
+    context: &Context,
+    file: &str,
+    image: &str,
+    changes: &[String],
+) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let name = crate::types::Reference::parse(image).map_err(|e| UsageError(e.to_string()))?;
+    let id = if file == "-" {
+        let mut stdin = std::io::stdin().lock();
+        rootfs::import(&store, &mut stdin, "standard input", &name, changes)?
+    } else {
+        let mut input = std::fs::File::open(file).with_context(|| format!("cannot open {file}"))?;
+        rootfs::import(&store, &mut input, file, &name, changes)?
+    };
+    if context.json {
+        json(&serde_json::json!({"name": name, "id": id}))?;
+    } else {
+        println(&id.to_string())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry export`.
+pub fn export(context: &Context, image: &str, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    write_output(output, |out| Ok(rootfs::export(&store, image, out)?))?;
     Ok(ExitCode::SUCCESS)
 }
 

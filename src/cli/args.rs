@@ -113,6 +113,24 @@ pub enum Command {
     Save(SaveArgs),
     /// Load images from an archive (ferry, docker save, podman, skopeo, crane) into the store.
     Load(LoadArgs),
+    /// Make a one-layer image from a root filesystem tarball, like docker import.
+    Import {
+        /// The tarball (plain, gzip, zstd or xz), or - for standard input.
+        file: String,
+        /// The new image's name.
+        image: String,
+        /// A Dockerfile instruction for the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL); repeatable.
+        #[arg(short, long)]
+        change: Vec<String>,
+    },
+    /// Write an image's flattened filesystem as one tar, like docker export.
+    Export {
+        /// The image in the store.
+        image: String,
+        /// Write to this file (default: standard output when it is not a terminal).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.

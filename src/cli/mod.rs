@@ -102,9 +102,14 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("{text}");
-    let usage = error
-        .chain()
-        .any(|cause| cause.is::<ConfigError>() || cause.is::<UsageError>());
+    let usage = error.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || cause.is::<UsageError>()
+            || matches!(
+                cause.downcast_ref::<crate::archive::ArchiveError>(),
+                Some(crate::archive::ArchiveError::Usage(_))
+            )
+    });
     ExitCode::from(if usage { 2 } else { 1 })
 }
 
@@ -195,6 +200,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => local::verify(&context, read_data),
         Command::Save(args) => archive::save(&context, args),
         Command::Load(args) => archive::load(&context, args),
+        Command::Import {
+            file,
+            image,
+            change,
+        } => archive::import(&context, &file, &image, &change),
+        Command::Export { image, output } => archive::export(&context, &image, output.as_deref()),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

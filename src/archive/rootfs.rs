@@ -1,0 +1,303 @@
+//! Root filesystems as single tars: `ferry import` turns one into a
+//! one-layer image (gzip layer, diffID, config, like `docker import`), and
+//! `ferry export` flattens an image's layers into one, honouring whiteouts
+//! (`.wh.name`, `.wh..wh..opq`) and removing them. Work is tar to tar: no
+//! file is ever created, and no link followed, on the host.
+
+use super::names::clean;
+use super::{ArchiveError, Compression, LimitedReader};
+use crate::store::{IndexEntry, Store};
+use crate::types::manifest::descriptor_digest;
+use crate::types::time::{format_rfc3339, now_unix};
+use crate::types::{media, Digest, Hasher, ParsedManifest, Platform, Reference};
+use std::collections::HashSet;
+use std::io::{BufRead, Read, Write};
+
+/// Hashes the uncompressed bytes (the diffID) as they pass.
+struct DiffIdReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for DiffIdReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+/// Apply one `--change` instruction (Dockerfile syntax) to a config's `config` object.
+pub fn apply_change(config: &mut serde_json::Value, change: &str) -> Result<(), String> {
+    let (instruction, rest) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or(format!("--change {change:?} has no value"))?;
+    let rest = rest.trim();
+    let list = |text: &str, shell: bool| -> serde_json::Value {
+        match serde_json::from_str::<Vec<String>>(text) {
+            Ok(items) => items.into(),
+            Err(_) if shell => serde_json::json!(["/bin/sh", "-c", text]),
+            Err(_) => text.split_whitespace().collect::<Vec<_>>().into(),
+        }
+    };
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        if text.contains('=') {
+            text.split_whitespace()
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect()
+        } else {
+            text.split_once(char::is_whitespace)
+                .map(|(k, v)| vec![(k.to_owned(), v.trim().to_owned())])
+                .unwrap_or_default()
+        }
+    };
+    match instruction.to_ascii_uppercase().as_str() {
+        "CMD" => config["Cmd"] = list(rest, true),
+        "ENTRYPOINT" => config["Entrypoint"] = list(rest, true),
+        "USER" => config["User"] = rest.into(),
+        "WORKDIR" => config["WorkingDir"] = rest.into(),
+        "STOPSIGNAL" => config["StopSignal"] = rest.into(),
+        "ENV" => {
+            let env = config["Env"].as_array().cloned().unwrap_or_default();
+            let mut env: Vec<serde_json::Value> = env;
+            for (key, value) in pairs(rest) {
+                env.retain(|e| e.as_str().is_some_and(|e| !e.starts_with(&format!("{key}="))));
+                env.push(format!("{key}={value}").into());
+            }
+            config["Env"] = env.into();
+        }
+        "LABEL" => {
+            for (key, value) in pairs(rest) {
+                if !config["Labels"].is_object() {
+                    config["Labels"] = serde_json::json!({});
+                }
+                config["Labels"][key] = value.into();
+            }
+        }
+        "EXPOSE" => {
+            for port in rest.split_whitespace() {
+                let port = if port.contains('/') { port.to_owned() } else { format!("{port}/tcp") };
+                if !config["ExposedPorts"].is_object() {
+                    config["ExposedPorts"] = serde_json::json!({});
+                }
+                config["ExposedPorts"][port] = serde_json::json!({});
+            }
+        }
+        "VOLUME" => {
+            for volume in list(rest, false).as_array().cloned().unwrap_or_default() {
+                if !config["Volumes"].is_object() {
+                    config["Volumes"] = serde_json::json!({});
+                }
+                config["Volumes"][volume.as_str().unwrap_or_default()] = serde_json::json!({});
+            }
+        }
+        other => return Err(format!("--change {other} is not supported; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR or STOPSIGNAL")),
+    }
+    Ok(())
+}
+
+/// Import a root filesystem tar (optionally compressed) as a one-layer image named `name`.
+pub fn import(
+    store: &Store,
+    input: &mut dyn Read,
+    source: &str,
+    name: &Reference,
+    changes: &[String],
+) -> Result<Digest, ArchiveError> {
+    let io = |source_error| ArchiveError::Io {
+        archive: source.to_owned(),
+        source: source_error,
+    };
+    let _writer = store.lock_writer()?;
+    let mut buffered = std::io::BufReader::with_capacity(1 << 20, input);
+    let compression = Compression::detect(buffered.fill_buf().map_err(io)?);
+    let plain = compression.decoder(buffered).map_err(io)?;
+    let mut diff = DiffIdReader {
+        inner: plain,
+        hasher: Hasher::new(crate::types::digest::Algorithm::Sha256),
+    };
+    let layer = {
+        let mut gzip = flate2::read::GzEncoder::new(&mut diff, flate2::Compression::fast());
+        store
+            .stage(&mut gzip, u64::MAX)
+            .map_err(|e| ArchiveError::Invalid {
+                archive: source.to_owned(),
+                message: e.to_string(),
+            })?
+    };
+    let diff_id = diff.hasher.finish();
+    let mut container = serde_json::json!({});
+    for change in changes {
+        apply_change(&mut container, change).map_err(ArchiveError::Usage)?;
+    }
+    let now = format_rfc3339(now_unix());
+    let host = Platform::host();
+    let mut config = serde_json::json!({
+        "architecture": host.architecture,
+        "os": host.os,
+        "created": now,
+        "config": container,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": now, "created_by": "ferry import", "comment": format!("Imported from {source}")}],
+    });
+    if let Some(variant) = host.variant {
+        config["variant"] = variant.into();
+    }
+    let config_bytes = serde_json::to_vec(&config).expect("JSON serialises");
+    let config_digest = Digest::sha256_of(&config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
+        "layers": [{"mediaType": media::OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON serialises");
+    let manifest_digest = Digest::sha256_of(&manifest_bytes);
+    layer.commit(store)?;
+    store.stage_bytes(&config_bytes)?.commit(store)?;
+    store.stage_bytes(&manifest_bytes)?.commit(store)?;
+    store.set_tag(
+        name,
+        IndexEntry::new(
+            media::OCI_MANIFEST,
+            manifest_digest,
+            manifest_bytes.len() as u64,
+        ),
+    )?;
+    Ok(config_digest)
+}
+
+/// The single-platform manifest to export: the image itself, or its host (else first) platform.
+fn platform_manifest(store: &Store, image: &str) -> Result<ParsedManifest, ArchiveError> {
+    let local = store.resolve(image)?;
+    if local.manifest.image().is_some() {
+        return Ok(local.manifest);
+    }
+    let host = Platform::host();
+    let child = crate::engine::platform_child(&local.manifest, &host)
+        .or_else(|| local.manifest.children().first().copied())
+        .ok_or_else(|| ArchiveError::Invalid {
+            archive: image.to_owned(),
+            message: "the index is empty".into(),
+        })?;
+    Ok(store.read_manifest(
+        &descriptor_digest(child).expect("validated"),
+        child.media_type().as_ref(),
+    )?)
+}
+
+fn open_layer(store: &Store, digest: &Digest, size: u64) -> std::io::Result<Box<dyn Read>> {
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(store.blob_path(digest))?);
+    let compression = Compression::detect(reader.fill_buf()?);
+    let limit = size.saturating_mul(1000) + (1 << 30);
+    Ok(Box::new(LimitedReader::new(
+        compression.decoder(reader)?,
+        limit,
+        "a layer",
+    )))
+}
+
+/// Whether `path` is `dir` or lies beneath it.
+fn under(path: &str, dir: &str) -> bool {
+    path == dir
+        || (path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/')
+}
+
+/// Flatten the image's layers into one tar on `out`.
+pub fn export(store: &Store, image: &str, out: &mut dyn Write) -> Result<(), ArchiveError> {
+    let manifest = platform_manifest(store, image)?;
+    let layers: Vec<(Digest, u64)> = manifest
+        .image()
+        .expect("platform manifest")
+        .layers()
+        .iter()
+        .map(|l| (descriptor_digest(l).expect("validated"), l.size()))
+        .collect();
+    let io = |source| ArchiveError::Io {
+        archive: image.to_owned(),
+        source,
+    };
+    let bad = |message: String| ArchiveError::Invalid {
+        archive: image.to_owned(),
+        message,
+    };
+    // Pass 1, top layer down: decide which entries survive. A whiteout or
+    // opaque marker hides only what lies in lower layers.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut removed: Vec<String> = Vec::new();
+    let mut opaque: Vec<String> = Vec::new();
+    let mut keep: Vec<Vec<bool>> = vec![Vec::new(); layers.len()];
+    for (index, (digest, size)) in layers.iter().enumerate().rev() {
+        let mut layer_removed = Vec::new();
+        let mut layer_opaque = Vec::new();
+        let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
+        for entry in tar.entries().map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = clean(&entry.path_bytes())
+                .map_err(|why| bad(format!("layer {digest} holds {why}")))?;
+            let (parent, file) = match path.rsplit_once('/') {
+                Some((parent, file)) => (parent.to_owned(), file),
+                None => (String::new(), path.as_str()),
+            };
+            let hidden = removed.iter().any(|r| under(&path, r))
+                || opaque
+                    .iter()
+                    .any(|o| o.is_empty() || (path != *o && under(&path, o)));
+            if file == ".wh..wh..opq" {
+                layer_opaque.push(parent);
+                keep[index].push(false);
+            } else if let Some(target) = file.strip_prefix(".wh.") {
+                if !target.is_empty() {
+                    layer_removed.push(if parent.is_empty() {
+                        target.to_owned()
+                    } else {
+                        format!("{parent}/{target}")
+                    });
+                }
+                keep[index].push(false);
+            } else if path.is_empty() || hidden || seen.contains(&path) {
+                keep[index].push(false);
+            } else {
+                seen.insert(path);
+                keep[index].push(true);
+            }
+        }
+        removed.extend(layer_removed);
+        opaque.extend(layer_opaque);
+    }
+    // Pass 2, bottom layer up: write the survivors, so link targets come
+    // before the links that name them.
+    let mut builder = tar::Builder::new(out);
+    for (index, (digest, size)) in layers.iter().enumerate() {
+        let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
+        for (position, entry) in tar.entries().map_err(io)?.enumerate() {
+            let mut entry = entry.map_err(io)?;
+            if !keep[index].get(position).copied().unwrap_or(false) {
+                continue;
+            }
+            let path = clean(&entry.path_bytes())
+                .map_err(|why| bad(format!("layer {digest} holds {why}")))?;
+            let mut header = entry.header().clone();
+            match header.entry_type() {
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default();
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    builder
+                        .append_link(&mut header, &path, &target)
+                        .map_err(io)?;
+                }
+                _ => builder
+                    .append_data(&mut header, &path, &mut entry)
+                    .map_err(io)?,
+            }
+        }
+    }
+    builder.finish().map_err(io)?;
+    Ok(())
+}
