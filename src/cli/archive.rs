@@ -91,10 +91,10 @@ pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
 
 /// Write to `-o FILE` atomically, or to standard output when it is not a
 /// terminal. Returns the file written, if any.
-fn write_output<'a>(
-    output: Option<&'a Path>,
+fn write_output(
+    output: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<Option<&'a Path>> {
+) -> anyhow::Result<Option<&Path>> {
     match output {
         Some(path) if path.as_os_str() != "-" => {
             write_atomically(path, |file| write(file))?;
