@@ -8,6 +8,7 @@ mod archives;
 mod auth;
 mod bad_input;
 mod config_files;
+mod peers;
 mod rootfs;
 mod round_trip;
 mod store_commands;

@@ -1,6 +1,7 @@
 //! Test support: real registries on loopback, images built in code, and a
 //! runner for the ferry binary with an isolated store and docker config.
 
+pub mod engines;
 pub mod fake;
 pub mod image;
 pub mod registry;
