@@ -11,7 +11,7 @@ use std::sync::mpsc;
 /// A running dockerd; killed (with its containerd) on drop.
 pub struct Docker {
     child: Child,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     socket: PathBuf,
 }
 
@@ -51,7 +51,7 @@ impl Docker {
         ready_rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("dockerd started");
-        Docker { child, dir, socket }
+        Docker { child, _dir: dir, socket }
     }
 
     /// Run the docker CLI against this daemon.
