@@ -87,10 +87,31 @@ download_all() {
 export -f download_all; export src
 read -r _ curl_pull _ < <(run curl bash -c download_all)
 
+echo "== archives: save, and archive -> registry"
+read -r _ ferry_save ferry_save_rss < <(run ferry "$ferry" --store "$work/ferry-store" -q save -o "$work/ferry.tar" "$name")
+read -r _ skopeo_save _ < <(run skopeo skopeo copy -q "oci:$work/ferry-store:$name" "docker-archive:$work/skopeo.tar:$name")
+docker_save=n/a
+if command -v dockerd >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  mkdir -p "$work/docker"
+  dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs --data-root "$work/docker/root" \
+    --exec-root "$work/docker/exec" --pidfile "$work/docker/pid" -H "unix://$work/docker/sock" > "$work/docker/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q "API listen on" "$work/docker/log" && break; sleep 0.05; done
+  DOCKER_HOST="unix://$work/docker/sock" docker load -q -i "$work/ferry.tar" > /dev/null
+  read -r _ docker_save _ < <(run docker env DOCKER_HOST="unix://$work/docker/sock" docker save -o "$work/docker.tar" "$name")
+fi
+d4=$(start_registry ferry-restore); d5=$(start_registry skopeo-restore)
+restore() { "$ferry" --store "$work/restore-store" -q load -i "$work/ferry.tar" && "$ferry" --store "$work/restore-store" -q push "$name" "$d4/bench/app:1"; }
+export -f restore; export ferry name d4
+read -r _ ferry_restore ferry_restore_rss < <(run ferry bash -c restore)
+read -r _ skopeo_restore _ < <(run skopeo skopeo copy -q --dest-tls-verify=false "docker-archive:$work/skopeo.tar" "docker://$d5/bench/app:1")
+
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo
 printf '%-34s %8s %8s %8s %10s\n' "" ferry skopeo curl "ferry/skopeo"
 printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "copy registry->registry" "$ferry_copy" "$skopeo_copy" "$curl_copy" "$(ratio "$ferry_copy" "$skopeo_copy")"
 printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "pull registry->disk" "$ferry_pull" "$skopeo_pull" "$curl_pull" "$(ratio "$ferry_pull" "$skopeo_pull")"
 echo "floor/skopeo: copy $(ratio "$curl_copy" "$skopeo_copy"), pull $(ratio "$curl_pull" "$skopeo_pull")"
-echo "ferry peak RSS: copy ${ferry_copy_rss} MB, pull ${ferry_pull_rss} MB"
+printf '%-34s %7.2fs %7.2fs %8s %10s\n' "save store->archive" "$ferry_save" "$skopeo_save" "docker $docker_save" "$(ratio "$ferry_save" "$skopeo_save")"
+printf '%-34s %7.2fs %7.2fs %8s %10s\n' "archive->registry (load+push)" "$ferry_restore" "$skopeo_restore" "" "$(ratio "$ferry_restore" "$skopeo_restore")"
+echo "ferry peak RSS: copy ${ferry_copy_rss} MB, pull ${ferry_pull_rss} MB, save ${ferry_save_rss} MB, load+push ${ferry_restore_rss} MB"

@@ -232,14 +232,16 @@ pub fn write(
         archive: "archive".into(),
         source,
     };
+    // tar writes in small pieces; batch them into large writes.
+    let mut buffered = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
     let mut sink: Box<dyn Write + '_> = match compression {
-        Compression::None => Box::new(&mut *out),
+        Compression::None => Box::new(&mut buffered),
         Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
-            &mut *out,
+            &mut buffered,
             flate2::Compression::fast(),
         )),
         Compression::Zstd => Box::new(
-            zstd::stream::write::Encoder::new(&mut *out, 3)
+            zstd::stream::write::Encoder::new(&mut buffered, 3)
                 .map_err(io)?
                 .auto_finish(),
         ),
@@ -305,6 +307,8 @@ pub fn write(
     }
     sink.flush().map_err(io)?;
     drop(sink);
+    buffered.flush().map_err(io)?;
+    drop(buffered);
     out.flush().map_err(io)
 }
 

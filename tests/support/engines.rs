@@ -51,7 +51,11 @@ impl Docker {
         ready_rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("dockerd started");
-        Docker { child, _dir: dir, socket }
+        Docker {
+            child,
+            _dir: dir,
+            socket,
+        }
     }
 
     /// Run the docker CLI against this daemon.
