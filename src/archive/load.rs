@@ -16,7 +16,7 @@ use crate::types::{media, Digest, ParsedManifest, Reference};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 /// Largest metadata file (manifest.json, index.json, configs) read into memory.
 const MAX_METADATA: u64 = 16 * 1024 * 1024;
@@ -178,6 +178,7 @@ fn read_entries(
     store: &Store,
     input: &mut dyn Read,
     archive: &str,
+    diff_ids: &DiffIds,
 ) -> Result<Contents, ArchiveError> {
     let io = |source: std::io::Error| ArchiveError::Io {
         archive: archive.to_owned(),
@@ -269,6 +270,7 @@ fn read_entries(
                         .by_digest
                         .entry(staged.digest.clone())
                         .or_insert(index);
+                    diff_ids.offer(&staged);
                     contents.staged.push(staged);
                     Item::Staged(index)
                 }
@@ -299,16 +301,15 @@ fn read_entries(
 
 /// The diffID of a staged layer: its own digest when uncompressed, else
 /// the digest of its decompressed bytes (capped against bombs).
-fn diff_id(staged: &StagedBlob) -> std::io::Result<Digest> {
-    let mut reader =
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(staged.path())?);
+fn diff_id(path: &std::path::Path, digest: &Digest, size: u64) -> std::io::Result<Digest> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
     let compression = Compression::detect(reader.fill_buf()?);
     if compression == Compression::None {
-        return Ok(staged.digest.clone());
+        return Ok(digest.clone());
     }
-    let limit = staged.size.saturating_mul(MAX_RATIO * 5) + RATIO_SLACK;
+    let limit = size.saturating_mul(MAX_RATIO * 5) + RATIO_SLACK;
     let mut decoder = LimitedReader::new(compression.decoder(reader)?, limit, "a layer");
-    let mut hasher = staged.digest.hasher();
+    let mut hasher = digest.hasher();
     let mut buffer = vec![0u8; 256 * 1024];
     loop {
         let read = decoder.read(&mut buffer)?;
@@ -316,6 +317,83 @@ fn diff_id(staged: &StagedBlob) -> std::io::Result<Digest> {
             return Ok(hasher.finish());
         }
         hasher.update(&buffer[..read]);
+    }
+}
+
+/// diffIDs computed so far, by compressed digest.
+type DiffResults = Arc<std::sync::Mutex<HashMap<Digest, Result<Digest, String>>>>;
+/// Staged compressed layers waiting for their diffID.
+type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, std::path::PathBuf, u64)>>>;
+
+/// Take jobs from the queue until it is closed and empty.
+fn diff_worker(queue: DiffQueue, results: DiffResults) {
+    loop {
+        let job = queue.lock().expect("queue lock").recv();
+        let Ok((digest, path, size)) = job else {
+            return;
+        };
+        let outcome = diff_id(&path, &digest, size).map_err(|e| e.to_string());
+        results
+            .lock()
+            .expect("results lock")
+            .insert(digest, outcome);
+    }
+}
+
+/// Computes diffIDs on another core while the archive is still being read.
+struct DiffIds {
+    sender: Option<mpsc::Sender<(Digest, std::path::PathBuf, u64)>>,
+    queue: DiffQueue,
+    results: DiffResults,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DiffIds {
+    fn start() -> DiffIds {
+        let (sender, receiver) = mpsc::channel();
+        let queue: DiffQueue = Arc::new(std::sync::Mutex::new(receiver));
+        let results: DiffResults = Arc::default();
+        let worker = {
+            let (queue, results) = (queue.clone(), results.clone());
+            std::thread::spawn(move || diff_worker(queue, results))
+        };
+        DiffIds {
+            sender: Some(sender),
+            queue,
+            results,
+            worker: Some(worker),
+        }
+    }
+
+    /// Queue a staged blob whose first bytes show compression.
+    fn offer(&self, staged: &StagedBlob) {
+        let mut head = [0u8; 8];
+        let read = std::fs::File::open(staged.path())
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        if Compression::detect(&head[..read]) != Compression::None {
+            if let Some(sender) = &self.sender {
+                let _ = sender.send((staged.digest.clone(), staged.path().to_owned(), staged.size));
+            }
+        }
+    }
+
+    /// Close the queue, drain it with every core, and return the results.
+    fn finish(mut self) -> HashMap<Digest, Result<Digest, String>> {
+        self.sender = None;
+        let helpers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .saturating_sub(1);
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                let (queue, results) = (self.queue.clone(), self.results.clone());
+                scope.spawn(move || diff_worker(queue, results));
+            }
+        });
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        std::mem::take(&mut *self.results.lock().expect("results lock"))
     }
 }
 
@@ -654,7 +732,11 @@ struct DockerItem {
 }
 
 /// Check every queued diffID, using the machine's cores.
-fn check_diff_ids(contents: &Contents, checks: &DiffChecks) -> Result<(), ArchiveError> {
+fn check_diff_ids(
+    contents: &Contents,
+    checks: &DiffChecks,
+    precomputed: &HashMap<Digest, Result<Digest, String>>,
+) -> Result<(), ArchiveError> {
     let mut unique: Vec<&(usize, Digest, String)> = Vec::new();
     for check in checks {
         if !unique.iter().any(|c| c.0 == check.0 && c.1 == check.1) {
@@ -675,7 +757,12 @@ fn check_diff_ids(contents: &Contents, checks: &DiffChecks) -> Result<(), Archiv
                 else {
                     break;
                 };
-                let outcome = match diff_id(staged) {
+                let actual = match precomputed.get(&staged.digest) {
+                    Some(done) => done.clone(),
+                    None => diff_id(staged.path(), &staged.digest, staged.size)
+                        .map_err(|e| e.to_string()),
+                };
+                let outcome = match actual {
                     Ok(actual) if &actual == expected => continue,
                     Ok(actual) => format!(
                         "{what} does not match its config: diffID {actual}, expected {expected}"
@@ -701,7 +788,8 @@ pub fn load(
     dry_run: bool,
 ) -> Result<Vec<LoadedImage>, ArchiveError> {
     let _writer = store.lock_writer()?;
-    let contents = read_entries(store, input, archive)?;
+    let diff_ids = DiffIds::start();
+    let contents = read_entries(store, input, archive, &diff_ids)?;
     let docker_items: Option<Vec<DockerItem>> = match contents.files.contains_key("manifest.json") {
         true => {
             let bytes = contents.bytes("manifest.json")?;
@@ -751,7 +839,8 @@ pub fn load(
             missing: missing.join(", "),
         });
     }
-    check_diff_ids(&loader.contents, &loader.checks)?;
+    let precomputed = diff_ids.finish();
+    check_diff_ids(&loader.contents, &loader.checks, &precomputed)?;
     let images: Vec<LoadedImage> = found
         .iter()
         .map(|f| LoadedImage {
