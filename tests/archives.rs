@@ -453,3 +453,128 @@ fn load_dry_run_and_verify_file_list_without_adding() {
     );
     assert!(other.blob_files().is_empty());
 }
+
+/// Build a tar from (name, bytes) entries with the tar crate.
+fn tar_of(path: &Path, entries: &[(String, Vec<u8>)]) {
+    let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, bytes) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .unwrap();
+    }
+    builder.finish().unwrap();
+}
+
+#[test]
+fn loads_docker_25_and_crane_layouts() {
+    // Docker 25+: uncompressed layers under blobs/ with an OCI manifest,
+    // index.json naming the image, manifest.json with a short RepoTag.
+    let tar_layer = {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(3);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "hi", &b"hi\n"[..])
+            .unwrap();
+        builder.into_inner().unwrap()
+    };
+    let diff_id = sha256(&tar_layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diff_id, "size": tar_layer.len()}],
+    }))
+    .unwrap();
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/busybox:latest", "org.opencontainers.image.ref.name": "latest"},
+    }]});
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", hex(&sha256(&config))), "RepoTags": ["busybox:latest"],
+        "Layers": [format!("blobs/sha256/{}", hex(&diff_id))],
+    }]);
+    let work = tempfile::tempdir().unwrap();
+    let docker25 = work.path().join("docker25.tar");
+    tar_of(
+        &docker25,
+        &[
+            (
+                "blobs/sha256/".to_owned() + &hex(&sha256(&config)),
+                config.clone(),
+            ),
+            (
+                "blobs/sha256/".to_owned() + &hex(&diff_id),
+                tar_layer.clone(),
+            ),
+            (
+                "blobs/sha256/".to_owned() + &hex(&sha256(&manifest)),
+                manifest.clone(),
+            ),
+            ("index.json".to_owned(), serde_json::to_vec(&index).unwrap()),
+            (
+                "manifest.json".to_owned(),
+                serde_json::to_vec(&docker_manifest).unwrap(),
+            ),
+            (
+                "oci-layout".to_owned(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+        ],
+    );
+    let ferry = Ferry::new();
+    let run = ferry.run(&["load", "-i", docker25.to_str().unwrap()]).ok();
+    assert_eq!(loaded_names(&run), vec!["docker.io/library/busybox:latest"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["inspect", "busybox"]).ok().stdout).unwrap();
+    assert_eq!(
+        inspect[0]["Digest"],
+        sha256(&manifest),
+        "the manifest digest survives"
+    );
+
+    // crane: config named sha256:<hex>, gzip layers named <hex>.tar.gz.
+    let layer = image::layer(&[Entry::File("a", b"crane".to_vec())]);
+    let crane_config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "arm64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    }))
+    .unwrap();
+    let crane_manifest = serde_json::json!([{
+        "Config": sha256(&crane_config), "RepoTags": ["example.com/crane/app:v1"],
+        "Layers": [format!("{}.tar.gz", hex(&layer.digest))],
+    }]);
+    let crane = work.path().join("crane.tar");
+    tar_of(
+        &crane,
+        &[
+            (
+                "manifest.json".to_owned(),
+                serde_json::to_vec(&crane_manifest).unwrap(),
+            ),
+            (sha256(&crane_config), crane_config.clone()),
+            (format!("{}.tar.gz", hex(&layer.digest)), layer.gzip.clone()),
+        ],
+    );
+    let run = ferry.run(&["load", "-i", crane.to_str().unwrap()]).ok();
+    assert_eq!(loaded_names(&run), vec!["example.com/crane/app:v1"]);
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ferry
+            .run(&["inspect", "example.com/crane/app:v1"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspect[0]["Id"], sha256(&crane_config));
+    assert_eq!(inspect[0]["Manifest"]["layers"][0]["digest"], layer.digest);
+    ferry.run(&["verify", "--read-data"]).ok();
+}
