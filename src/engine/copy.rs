@@ -252,7 +252,12 @@ async fn transfer_blob(
             })
         };
         match destination
-            .write_blob(digest, size, source.blob(digest, size), on_progress)
+            .write_blob(
+                digest,
+                size,
+                source.blob(digest, size, !destination.verifies_writes()),
+                on_progress,
+            )
             .await
         {
             Ok(()) => {

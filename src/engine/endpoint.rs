@@ -95,10 +95,12 @@ impl Source {
     }
 
     /// A verified stream of a blob's bytes.
-    pub fn blob(&self, digest: &Digest, size: u64) -> BlobStream {
+    /// `verify`: whether the stream must check the digest itself (false
+    /// when the destination verifies while writing, as the store does).
+    pub fn blob(&self, digest: &Digest, size: u64, verify: bool) -> BlobStream {
         match self {
             Source::Registry { client, reference } => {
-                client.blob_stream(reference.repository(), digest, size)
+                client.blob_stream(reference.repository(), digest, size, verify)
             }
             Source::Store { store, .. } => {
                 store_blob_stream(store.blob_path(digest), digest.clone(), size)
@@ -184,6 +186,11 @@ impl Destination {
                 .as_ref()
                 .map_or_else(|| "the store".to_owned(), |n| n.to_string()),
         }
+    }
+
+    /// Whether the destination checks digests itself while writing.
+    pub fn verifies_writes(&self) -> bool {
+        matches!(self, Destination::Store { .. })
     }
 
     /// Whether the destination already has the blob.

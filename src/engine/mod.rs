@@ -36,6 +36,10 @@ impl EngineError {
     /// Whether trying the same transfer again could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
+            // Bad bytes from the network may be good on the next try.
+            EngineError::Store(
+                StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. },
+            ) => true,
             EngineError::Registry(e) => {
                 e.is_retryable()
                     || matches!(

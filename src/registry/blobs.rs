@@ -109,10 +109,9 @@ impl DownloadState {
                             actual: self.offset,
                         });
                     }
-                    self.hasher
-                        .as_mut()
-                        .expect("hasher lives until the end")
-                        .update(&chunk);
+                    if let Some(hasher) = self.hasher.as_mut() {
+                        hasher.update(&chunk);
+                    }
                     self.resumes = 0;
                     return Ok(Some(chunk));
                 }
@@ -143,13 +142,15 @@ impl DownloadState {
                             actual: self.offset,
                         });
                     }
-                    let actual = self.hasher.take().expect("finished once").finish();
-                    if actual != self.digest {
-                        return Err(RegistryError::DigestMismatch {
-                            what: self.what(),
-                            expected: self.digest.clone(),
-                            actual,
-                        });
+                    if let Some(hasher) = self.hasher.take() {
+                        let actual = hasher.finish();
+                        if actual != self.digest {
+                            return Err(RegistryError::DigestMismatch {
+                                what: self.what(),
+                                expected: self.digest.clone(),
+                                actual,
+                            });
+                        }
                     }
                     return Ok(None);
                 }
@@ -182,12 +183,15 @@ impl RegistryClient {
         }
     }
 
-    /// Stream a blob, verifying `size` and `digest` as it flows.
+    /// Stream a blob, checking its size as it flows and, with `verify`, its
+    /// digest (the stream then ends in an error instead of a clean end). A
+    /// consumer that hashes the bytes itself (the store) passes `false`.
     pub fn blob_stream(
         self: &Arc<Self>,
         repository: &str,
         digest: &Digest,
         size: u64,
+        verify: bool,
     ) -> BlobStream {
         let state = DownloadState {
             client: self.clone(),
@@ -195,7 +199,7 @@ impl RegistryClient {
             digest: digest.clone(),
             size,
             offset: 0,
-            hasher: Some(digest.hasher()),
+            hasher: verify.then(|| digest.hasher()),
             body: None,
             resumes: 0,
             finished: false,

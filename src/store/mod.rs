@@ -27,7 +27,7 @@ pub enum StoreError {
         source: std::io::Error,
         hint: &'static str,
     },
-    #[error("blob {expected} failed verification: calculated {actual} ({size} bytes); nothing was stored")]
+    #[error("blob {expected}: digest mismatch: expected {expected}, calculated {actual} ({size} bytes); the source sent corrupt or altered data, nothing was stored")]
     DigestMismatch {
         expected: crate::types::Digest,
         actual: crate::types::Digest,
