@@ -53,6 +53,7 @@ echo "   $(du -sh "$work/seed/blobs" | cut -f1) of blobs"
 run() { # label, command... -> prints "label seconds rss"
   local label=$1; shift
   local result
+  sync # earlier steps' dirty pages must not be flushed during this one
   result=$($measure "$@" | tail -1)
   echo "$label $result"
 }

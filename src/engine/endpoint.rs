@@ -177,6 +177,35 @@ fn store_blob_stream(path: std::path::PathBuf, digest: Digest, size: u64) -> Blo
     .boxed()
 }
 
+/// Upload pieces this large: network reads arrive in small chunks, and each
+/// one written separately costs a syscall and framing.
+const UPLOAD_PIECE: usize = 512 * 1024;
+
+/// Join small chunks into pieces of about [`UPLOAD_PIECE`] bytes.
+fn coalesce(stream: BlobStream) -> BlobStream {
+    futures_util::stream::try_unfold(Some(stream), |state| async move {
+        let Some(mut stream) = state else {
+            return Ok(None);
+        };
+        let mut piece = bytes::BytesMut::new();
+        while piece.len() < UPLOAD_PIECE {
+            match stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    if piece.is_empty() && chunk.len() >= UPLOAD_PIECE {
+                        return Ok(Some((chunk, Some(stream))));
+                    }
+                    piece.extend_from_slice(&chunk);
+                }
+                None if piece.is_empty() => return Ok(None),
+                None => return Ok(Some((piece.freeze(), None))),
+            }
+        }
+        Ok(Some((piece.freeze(), Some(stream))))
+    })
+    .boxed()
+}
+
 impl Destination {
     /// A name for messages.
     pub fn describe(&self) -> String {
@@ -260,7 +289,7 @@ impl Destination {
                 }
                 let progress = Arc::new(on_progress);
                 let mut done = 0u64;
-                let counted = stream
+                let counted = coalesce(stream)
                     .inspect(move |chunk| {
                         if let Ok(chunk) = chunk {
                             done += chunk.len() as u64;
