@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod jobs;
 pub mod policy;
 pub mod progress;
 pub mod registry;

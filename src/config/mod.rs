@@ -4,8 +4,11 @@
 //! (or docker's credentials); an inline `password` is accepted only when
 //! the file is readable by its owner alone.
 
+pub mod jobs;
+
 use crate::registry::RegistrySettings;
 use crate::types::{Platform, Secret};
+pub use jobs::{JobKind, JobSpec, RepositoryTarget};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,14 @@ pub struct ConfigFile {
     pub defaults: DefaultsSection,
     #[serde(default)]
     pub registries: HashMap<String, RegistrySection>,
+    #[serde(default)]
+    pub sync: Vec<jobs::SyncSection>,
+    #[serde(default)]
+    pub backup: Vec<jobs::BackupSection>,
+    #[serde(default)]
+    pub retag: Vec<jobs::RetagSection>,
+    #[serde(default)]
+    pub prune: Vec<jobs::PruneSection>,
 }
 
 /// `[store]`.
@@ -58,6 +69,8 @@ pub struct StoreSection {
 pub struct DefaultsSection {
     pub concurrency: Option<usize>,
     pub platforms: Option<Vec<String>>,
+    pub timezone: Option<toml::Spanned<String>>,
+    pub catch_up: Option<toml::Spanned<String>>,
 }
 
 /// `[registries."host"]`.
@@ -91,6 +104,12 @@ pub struct Config {
     pub concurrency: usize,
     pub platforms: DefaultPlatforms,
     pub registries: HashMap<String, RegistrySettings>,
+    /// Jobs in file order: sync, backup, retag, prune tables.
+    pub jobs: Vec<JobSpec>,
+    /// The schedules' time zone as a UTC offset in seconds.
+    pub timezone_offset: i64,
+    /// Whether a run missed during downtime runs once at start (`catch_up = "once"`).
+    pub catch_up: bool,
 }
 
 impl Default for Config {
@@ -101,6 +120,9 @@ impl Default for Config {
             concurrency: 6,
             platforms: DefaultPlatforms::Host,
             registries: HashMap::new(),
+            jobs: Vec::new(),
+            timezone_offset: 0,
+            catch_up: true,
         }
     }
 }
@@ -247,12 +269,70 @@ impl Config {
                 },
             );
         }
+        let resolver = jobs::Resolver { path: &shown, text };
+        let mut specs = Vec::new();
+        let mut names: HashMap<String, ()> = HashMap::new();
+        let mut add = |spec: JobSpec, span: std::ops::Range<usize>| -> Result<(), ConfigError> {
+            if names.insert(spec.name.clone(), ()).is_some() {
+                return Err(resolver.error(
+                    span,
+                    format!("a second job is named {:?}", spec.name),
+                    "job names must be unique",
+                ));
+            }
+            specs.push(spec);
+            Ok(())
+        };
+        for section in &file.sync {
+            add(resolver.sync(section)?, section.name.span())?;
+        }
+        for section in &file.backup {
+            add(resolver.backup(section)?, section.name.span())?;
+        }
+        for section in &file.retag {
+            add(resolver.retag(section)?, section.name.span())?;
+        }
+        for section in &file.prune {
+            add(resolver.prune(section)?, section.name.span())?;
+        }
+        let timezone_offset = match &file.defaults.timezone {
+            None => 0,
+            Some(zone) => crate::policy::cron::parse_offset(zone.get_ref()).ok_or_else(|| {
+                resolver.error(
+                    zone.span(),
+                    format!(
+                        "time zone {:?} is not UTC or a fixed offset",
+                        zone.get_ref()
+                    ),
+                    "use \"UTC\" or an offset like \"+02:00\"",
+                )
+            })?,
+        };
+        let catch_up = match file
+            .defaults
+            .catch_up
+            .as_ref()
+            .map(|c| (c.get_ref().as_str(), c.span()))
+        {
+            None | Some(("once", _)) => true,
+            Some(("skip", _)) => false,
+            Some((other, span)) => {
+                return Err(resolver.error(
+                    span,
+                    format!("catch_up = {other:?}"),
+                    "use \"once\" or \"skip\"",
+                ))
+            }
+        };
         Ok(Config {
             path: Some(path.to_owned()),
             store_path: file.store.path,
             concurrency,
             platforms,
             registries,
+            jobs: specs,
+            timezone_offset,
+            catch_up,
         })
     }
 }

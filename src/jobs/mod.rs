@@ -1,0 +1,159 @@
+//! Config-driven jobs — sync, backup, retag, prune — run once (`ferry run`)
+//! or on schedules (`ferry daemon`). Each job reads and writes its state in
+//! the store's `ferry/jobs/` folder, holds a per-job lock so it never
+//! overlaps itself (even across processes), stops at a safe point when asked,
+//! and returns a report of what it changed. Jobs never print.
+
+mod backup;
+mod prune;
+mod retag;
+pub mod scheduler;
+mod state;
+mod sync;
+
+pub use state::JobState;
+
+use crate::config::{JobKind, JobSpec};
+use crate::progress::Reporter;
+use crate::registry::Registries;
+use crate::store::Store;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What a job needs from the outside world.
+#[derive(Clone)]
+pub struct JobContext {
+    pub store: Store,
+    pub registries: Arc<Registries>,
+    pub concurrency: usize,
+    pub reporter: Arc<dyn Reporter>,
+    /// `ferry run --dry-run`: every job reports instead of changing.
+    pub dry_run: bool,
+    /// Set on SIGTERM: jobs stop at the next safe point.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    Failed,
+    /// Put off (rate limit below the floor); not a failure.
+    Deferred,
+    /// Another run of the same job holds its lock.
+    Skipped,
+    /// Stopped at a safe point by a shutdown request.
+    Stopped,
+}
+
+/// What one job run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub status: Status,
+    pub dry_run: bool,
+    /// One line per change made (or that would be made, in a dry run).
+    pub changes: Vec<String>,
+    /// Things worth knowing that are not changes (kept tags, skips).
+    pub notes: Vec<String>,
+    pub error: Option<String>,
+    pub started: i64,
+    pub seconds: f64,
+}
+
+/// Why a job stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    Failed(anyhow::Error),
+    Deferred(String),
+    Cancelled,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stop {
+    fn from(error: E) -> Stop {
+        Stop::Failed(error.into())
+    }
+}
+
+/// Run one job to completion (or to its first failure) and record the result.
+pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
+    let started = crate::types::time::now_unix();
+    let clock = std::time::Instant::now();
+    let dry_run = context.dry_run || spec.dry_run;
+    let mut report = JobReport {
+        name: spec.name.clone(),
+        kind: spec.kind.label(),
+        status: Status::Ok,
+        dry_run,
+        changes: Vec::new(),
+        notes: Vec::new(),
+        error: None,
+        started,
+        seconds: 0.0,
+    };
+    let lock = match state::try_lock(&context.store, &spec.name) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            report.status = Status::Skipped;
+            report
+                .notes
+                .push("another run of this job is still going; skipped".into());
+            return report;
+        }
+        Err(error) => {
+            report.status = Status::Failed;
+            report.error = Some(format!("{error:#}"));
+            return report;
+        }
+    };
+    let mut job_state = state::load(&context.store, &spec.name).unwrap_or_default();
+    let outcome = match &spec.kind {
+        JobKind::Sync(sync) => sync::run(context, sync, dry_run, &mut job_state, &mut report).await,
+        JobKind::Backup(backup) => {
+            backup::run(
+                context,
+                &spec.name,
+                backup,
+                dry_run,
+                &mut job_state,
+                &mut report,
+            )
+            .await
+        }
+        JobKind::Retag(retag) => retag::run(context, retag, dry_run, &mut report).await,
+        JobKind::Prune(prune) => {
+            prune::run(context, prune, dry_run, &mut job_state, &mut report).await
+        }
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(Stop::Failed(error)) => {
+            report.status = Status::Failed;
+            report.error = Some(format!("{error:#}"));
+        }
+        Err(Stop::Deferred(why)) => {
+            report.status = Status::Deferred;
+            report.notes.push(why);
+        }
+        Err(Stop::Cancelled) => report.status = Status::Stopped,
+    }
+    report.seconds = clock.elapsed().as_secs_f64();
+    job_state.last_run = Some(started);
+    job_state.last_status = Some(report.status);
+    job_state.last_changes = report.changes.len();
+    if let Err(error) = state::save(&context.store, &spec.name, &job_state) {
+        report
+            .notes
+            .push(format!("could not save job state: {error:#}"));
+    }
+    drop(lock);
+    report
+}

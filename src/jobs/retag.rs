@@ -1,0 +1,129 @@
+//! `[[retag]]`: keep semver aliases (`2.1`, `2`, `latest`) on the highest
+//! matching release, in a registry repository or a store repository. An
+//! alias never moves backwards; moving one pushes the same manifest bytes
+//! under the alias, so no blob is transferred.
+
+use super::{JobContext, JobReport, Stop};
+use crate::config::jobs::RetagSpec;
+use crate::config::RepositoryTarget;
+use crate::policy::{compute_aliases, TagVersion};
+use crate::store::IndexEntry;
+use crate::types::Digest;
+use std::collections::BTreeMap;
+
+/// The highest version tag (full `X.Y.Z`) among `tags` pointing at `digest`.
+fn highest_version_at<'a>(
+    digests: &'a BTreeMap<String, Digest>,
+    digest: &Digest,
+) -> Option<(TagVersion, &'a str)> {
+    digests
+        .iter()
+        .filter(|(_, d)| *d == digest)
+        .filter_map(|(tag, _)| {
+            TagVersion::parse(tag)
+                .filter(|v| v.precision == 3)
+                .map(|v| (v, tag.as_str()))
+        })
+        .max_by(|a, b| a.0.compare(&b.0))
+}
+
+pub async fn run(
+    context: &JobContext,
+    spec: &RetagSpec,
+    dry_run: bool,
+    report: &mut JobReport,
+) -> Result<(), Stop> {
+    // Every tag's digest: HEADs on a registry, the index in the store.
+    let (tags, digests, name) = match &spec.repository {
+        RepositoryTarget::Registry(repository) => {
+            let client = context.registries.client(repository.registry())?;
+            let tags = client.list_tags(repository.repository()).await?;
+            let mut digests = BTreeMap::new();
+            for tag in &tags {
+                if let Some(digest) = client
+                    .head_manifest(repository.repository(), tag)
+                    .await?
+                    .and_then(|h| h.digest)
+                {
+                    digests.insert(tag.clone(), digest);
+                }
+            }
+            (tags, digests, repository.clone())
+        }
+        RepositoryTarget::Store(Some(repository)) => {
+            let mut digests = BTreeMap::new();
+            for summary in context.store.summaries()? {
+                if let Some(tag) = summary
+                    .name
+                    .as_ref()
+                    .filter(|n| n.name() == repository.name())
+                    .and_then(|n| n.tag())
+                {
+                    digests.insert(tag.to_owned(), summary.digest.clone());
+                }
+            }
+            (
+                digests.keys().cloned().collect(),
+                digests,
+                repository.clone(),
+            )
+        }
+        RepositoryTarget::Store(None) => {
+            return Err(Stop::Failed(anyhow::anyhow!(
+                "retag needs a repository, e.g. store/team/app"
+            )))
+        }
+    };
+    let aliases = compute_aliases(&tags, &spec.aliases, spec.prerelease);
+    for (alias, target_tag) in aliases {
+        if context.cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        let Some(target_digest) = digests.get(&target_tag).cloned() else {
+            continue;
+        };
+        let current = digests.get(&alias).cloned();
+        if current.as_ref() == Some(&target_digest) {
+            continue;
+        }
+        if let Some(current) = &current {
+            let target_version = TagVersion::parse(&target_tag).expect("aliases point at versions");
+            if let Some((version, tag)) = highest_version_at(&digests, current) {
+                if version.compare(&target_version).is_gt() {
+                    report.notes.push(format!(
+                        "{alias} stays on {tag}: moving it to {target_tag} would go backwards"
+                    ));
+                    continue;
+                }
+            }
+        }
+        let line = format!("{}:{alias} → {target_tag} ({target_digest})", name.name());
+        if dry_run {
+            report.changes.push(format!("would point {line}"));
+            continue;
+        }
+        match &spec.repository {
+            RepositoryTarget::Registry(repository) => {
+                let client = context.registries.client(repository.registry())?;
+                let manifest = client
+                    .get_manifest(repository.repository(), &target_digest.to_string())
+                    .await?;
+                client
+                    .put_manifest(repository.repository(), &alias, &manifest)
+                    .await?;
+            }
+            _ => {
+                let entry = context
+                    .store
+                    .lookup_tag(&name.with_tag(&target_tag))?
+                    .ok_or_else(|| anyhow::anyhow!("{target_tag} vanished"))?;
+                context.store.set_tag(
+                    &name.with_tag(&alias),
+                    IndexEntry::new(&entry.media_type, entry.digest, entry.size),
+                )?;
+            }
+        }
+        report.changes.push(format!("pointed {line}"));
+    }
+    Ok(())
+}
