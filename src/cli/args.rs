@@ -131,11 +131,35 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Run jobs from the config once and exit (0 ok, 1 a job failed, 2 config error).
+    Run {
+        /// Only these jobs (default: all).
+        jobs: Vec<String>,
+        /// Report what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run jobs on their schedules until SIGTERM or Ctrl-C.
+    Daemon,
+    /// List jobs with their schedule, last result and next run.
+    Jobs,
+    /// Check the config file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `ferry config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Parse and validate the config (keys, regexes, semver ranges, cron, names); exit 2 on errors.
+    Check,
 }
 
 /// `ferry pull`.

@@ -6,6 +6,7 @@
 
 mod archive;
 mod args;
+mod jobs;
 mod local;
 mod output;
 mod reporter;
@@ -206,6 +207,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             change,
         } => archive::import(&context, &file, &image, &change),
         Command::Export { image, output } => archive::export(&context, &image, output.as_deref()),
+        Command::Run { jobs, dry_run } => jobs::run(&context, &jobs, dry_run).await,
+        Command::Daemon => jobs::daemon(&context).await,
+        Command::Jobs => jobs::list(&context),
+        Command::Config {
+            action: args::ConfigAction::Check,
+        } => jobs::check(&context),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

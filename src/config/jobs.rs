@@ -492,10 +492,14 @@ impl Resolver<'_> {
             }
         }
         let output = section.output.get_ref().clone();
-        if !output.contains("{date}") && !output.contains("{time}") && section.keep.is_some() {
+        if !output.contains("{date}")
+            && !output.contains("{time}")
+            && !output.contains("{run}")
+            && section.keep.is_some()
+        {
             return Err(self.error(
                 section.output.span(),
-                "output has no {date} or {time}, so each run would overwrite the last",
+                "output has no {date}, {time} or {run}, so each run would overwrite the last",
                 "e.g. output = \"/backups/app-{date}-{time}.tar\"",
             ));
         }

@@ -17,12 +17,13 @@ use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
 use std::io::Write;
 
-fn expand(template: &str, job: &str, now: i64) -> String {
+fn expand(template: &str, job: &str, now: i64, run: u64) -> String {
     let stamp = format_rfc3339(now);
     template
         .replace("{date}", &stamp[..10])
         .replace("{time}", &stamp[11..19].replace(':', ""))
         .replace("{job}", job)
+        .replace("{run}", &run.to_string())
 }
 
 /// The images this run backs up.
@@ -100,7 +101,7 @@ pub async fn run(
         }
     }
     let now = now_unix();
-    let output = expand(&spec.output, job, now);
+    let output = expand(&spec.output, job, now, state.backup_runs + 1);
     let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
     let previous = state
         .backups
@@ -139,6 +140,7 @@ pub async fn run(
         plan.images.len(),
         plan.blob_count()
     ));
+    state.backup_runs += 1;
     state.backups.retain(|b| b.path != output);
     state.backups.push(BackupRecord {
         path: output.clone(),

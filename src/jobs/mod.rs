@@ -13,6 +13,11 @@ mod sync;
 
 pub use state::JobState;
 
+/// A job's saved state (for `ferry jobs`).
+pub fn scheduler_state(store: &Store, name: &str) -> anyhow::Result<JobState> {
+    state::load(store, name)
+}
+
 use crate::config::{JobKind, JobSpec};
 use crate::progress::Reporter;
 use crate::registry::Registries;
@@ -128,7 +133,9 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
             )
             .await
         }
-        JobKind::Retag(retag) => retag::run(context, retag, dry_run, &mut report).await,
+        JobKind::Retag(retag) => {
+            retag::run(context, retag, dry_run, &mut job_state, &mut report).await
+        }
         JobKind::Prune(prune) => {
             prune::run(context, prune, dry_run, &mut job_state, &mut report).await
         }

@@ -3,6 +3,7 @@
 //! alias never moves backwards; moving one pushes the same manifest bytes
 //! under the alias, so no blob is transferred.
 
+use super::state::JobState;
 use super::{JobContext, JobReport, Stop};
 use crate::config::jobs::RetagSpec;
 use crate::config::RepositoryTarget;
@@ -31,6 +32,7 @@ pub async fn run(
     context: &JobContext,
     spec: &RetagSpec,
     dry_run: bool,
+    state: &mut JobState,
     report: &mut JobReport,
 ) -> Result<(), Stop> {
     // Every tag's digest: HEADs on a registry, the index in the store.
@@ -88,7 +90,14 @@ pub async fn run(
         }
         if let Some(current) = &current {
             let target_version = TagVersion::parse(&target_tag).expect("aliases point at versions");
-            if let Some((version, tag)) = highest_version_at(&digests, current) {
+            // What the alias points at now: the highest version tag with its
+            // digest, or (when that tag is gone) the version this job set.
+            let remembered = state
+                .aliases
+                .get(&alias)
+                .filter(|(_, digest)| digest == current)
+                .and_then(|(tag, _)| TagVersion::parse(tag).map(|v| (v, tag.as_str())));
+            if let Some((version, tag)) = highest_version_at(&digests, current).or(remembered) {
                 if version.compare(&target_version).is_gt() {
                     report.notes.push(format!(
                         "{alias} stays on {tag}: moving it to {target_tag} would go backwards"
@@ -123,6 +132,9 @@ pub async fn run(
                 )?;
             }
         }
+        state
+            .aliases
+            .insert(alias.clone(), (target_tag.clone(), target_digest.clone()));
         report.changes.push(format!("pointed {line}"));
     }
     Ok(())

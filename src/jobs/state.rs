@@ -38,6 +38,12 @@ pub struct JobState {
     /// sync: tags this job created as backups of overwritten tags.
     #[serde(default)]
     pub backup_tags: Vec<String>,
+    /// retag: alias → (the version tag it was pointed at, that digest).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, (String, Digest)>,
+    /// backup: runs that wrote an archive (for `{run}` and `full_every`).
+    #[serde(default)]
+    pub backup_runs: u64,
     /// backup: archives written, oldest first.
     #[serde(default)]
     pub backups: Vec<BackupRecord>,

@@ -1,0 +1,267 @@
+//! Job commands: `run` (once, with a summary and exit code), `daemon`
+//! (schedules, SIGTERM), `jobs` (table of schedules and results) and
+//! `config check`.
+
+use super::output::{json, println, table};
+use super::{Context, UsageError};
+use crate::config::JobSpec;
+use crate::jobs::scheduler::{next_due, run_daemon};
+use crate::jobs::{run_job, JobContext, JobReport, Status};
+use crate::types::time::{format_rfc3339, now_unix};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn job_context(context: &Context, dry_run: bool) -> anyhow::Result<JobContext> {
+    Ok(JobContext {
+        store: context.store()?,
+        registries: Arc::new(context.registries()),
+        concurrency: context.config.concurrency,
+        reporter: context.reporter.clone(),
+        dry_run,
+        cancel: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+fn print_report(report: &JobReport) -> std::io::Result<()> {
+    let status = match report.status {
+        Status::Ok if report.dry_run => "dry run",
+        Status::Ok => "ok",
+        Status::Failed => "FAILED",
+        Status::Deferred => "deferred",
+        Status::Skipped => "skipped",
+        Status::Stopped => "stopped",
+    };
+    println(&format!(
+        "{} ({}): {status}, {} change{} in {:.1}s",
+        report.name,
+        report.kind,
+        report.changes.len(),
+        if report.changes.len() == 1 { "" } else { "s" },
+        report.seconds
+    ))?;
+    for change in &report.changes {
+        println(&format!("  {change}"))?;
+    }
+    for note in &report.notes {
+        println(&format!("  note: {note}"))?;
+    }
+    if let Some(error) = &report.error {
+        println(&format!("  error: {error}"))?;
+    }
+    Ok(())
+}
+
+fn selected_jobs(context: &Context, names: &[String]) -> anyhow::Result<Vec<JobSpec>> {
+    if context.config.path.is_none() {
+        return Err(UsageError(
+            "no config file: pass --config FILE, set FERRY_CONFIG, or create ./ferry.toml".into(),
+        )
+        .into());
+    }
+    for name in names {
+        if !context.config.jobs.iter().any(|j| &j.name == name) {
+            let known: Vec<&str> = context
+                .config
+                .jobs
+                .iter()
+                .map(|j| j.name.as_str())
+                .collect();
+            return Err(UsageError(format!(
+                "no job named {name:?} in the config (jobs: {})",
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(context
+        .config
+        .jobs
+        .iter()
+        .filter(|j| names.is_empty() || names.contains(&j.name))
+        .cloned()
+        .collect())
+}
+
+/// `ferry run`.
+pub async fn run(context: &Context, names: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+    let jobs = selected_jobs(context, names)?;
+    let job_context = job_context(context, dry_run)?;
+    let cancel = job_context.cancel.clone();
+    tokio::spawn(async move {
+        wait_for_shutdown().await;
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let mut reports = Vec::new();
+    for spec in &jobs {
+        let report = run_job(&job_context, spec).await;
+        context.reporter.clear();
+        if !context.json && !context.quiet {
+            print_report(&report)?;
+        }
+        reports.push(report);
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count();
+    if context.json {
+        json(&reports)?;
+    } else if context.quiet {
+        for report in reports.iter().filter(|r| r.status == Status::Failed) {
+            eprintln!(
+                "{}: {}",
+                report.name,
+                report.error.as_deref().unwrap_or("failed")
+            );
+        }
+    } else {
+        println(&format!(
+            "{} jobs: {} ok, {failed} failed",
+            reports.len(),
+            reports.len() - failed
+        ))?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `ferry daemon`.
+pub async fn daemon(context: &Context) -> anyhow::Result<ExitCode> {
+    let jobs = selected_jobs(context, &[])?;
+    let scheduled = jobs.iter().filter(|j| j.schedule.is_some()).count();
+    if scheduled == 0 {
+        return Err(UsageError(
+            "no job in the config has a schedule; add schedule = \"@daily\" (or use ferry run)"
+                .into(),
+        )
+        .into());
+    }
+    let job_context = job_context(context, false)?;
+    let cancel = job_context.cancel.clone();
+    tokio::spawn(async move {
+        wait_for_shutdown().await;
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    if !context.quiet {
+        println(&format!(
+            "ferry daemon: {scheduled} scheduled jobs; SIGTERM or Ctrl-C stops"
+        ))?;
+    }
+    let as_json = context.json;
+    let quiet = context.quiet;
+    run_daemon(
+        job_context,
+        jobs,
+        context.config.timezone_offset,
+        context.config.catch_up,
+        move |report| {
+            if as_json {
+                let _ = println(&serde_json::to_string(report).unwrap_or_default());
+            } else if !quiet || report.status == Status::Failed {
+                let _ = print_report(report);
+            }
+        },
+    )
+    .await;
+    if !context.quiet {
+        println("ferry daemon: stopped")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry jobs`.
+pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
+    let jobs = selected_jobs(context, &[])?;
+    let store = context.store()?;
+    let now = now_unix();
+    let mut rows = Vec::new();
+    let mut out = Vec::new();
+    for spec in &jobs {
+        let state = crate::jobs::scheduler_state(&store, &spec.name).unwrap_or_default();
+        let next = spec.schedule.as_ref().and_then(|s| {
+            next_due(
+                s,
+                state.last_run,
+                now,
+                context.config.timezone_offset,
+                context.config.catch_up,
+            )
+        });
+        let status = state.last_status.map(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        });
+        rows.push(vec![
+            spec.name.clone(),
+            spec.kind.label().to_owned(),
+            spec.schedule_text.clone().unwrap_or_else(|| "-".into()),
+            state
+                .last_run
+                .map_or_else(|| "never".into(), format_rfc3339),
+            status.clone().unwrap_or_else(|| "-".into()),
+            next.map_or_else(|| "-".into(), format_rfc3339),
+        ]);
+        out.push(serde_json::json!({
+            "name": spec.name, "kind": spec.kind.label(), "schedule": spec.schedule_text,
+            "last_run": state.last_run.map(format_rfc3339), "last_result": status, "next_run": next.map(format_rfc3339),
+        }));
+    }
+    if context.json {
+        json(&out)?;
+    } else {
+        table(
+            &["NAME", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN"],
+            &rows,
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry config check`: loading the config already validated it.
+pub fn check(context: &Context) -> anyhow::Result<ExitCode> {
+    let Some(path) = &context.config.path else {
+        return Err(UsageError(
+            "no config file: pass --config FILE, set FERRY_CONFIG, or create ./ferry.toml".into(),
+        )
+        .into());
+    };
+    for (host, settings) in &context.config.registries {
+        if let Some(problem) = &settings.password_error {
+            return Err(UsageError(format!("registries.\"{host}\": {problem}")).into());
+        }
+    }
+    if !context.quiet {
+        let names: Vec<String> = context
+            .config
+            .jobs
+            .iter()
+            .map(|j| format!("{} ({})", j.name, j.kind.label()))
+            .collect();
+        println(&format!(
+            "{}: OK, {} jobs{}{}",
+            path.display(),
+            names.len(),
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

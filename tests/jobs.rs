@@ -1,0 +1,425 @@
+//! Config-driven jobs end to end against the real registry: sync (tag
+//! selection, HEAD-only re-sync, backup of overwritten tags, delete_extra),
+//! retag (the semver alias table, no blob moved, never backwards), prune
+//! (shared digests spared, never everything), backup (rotation, deltas,
+//! restore), the daemon (catch-up, SIGTERM) and config errors.
+
+use crate::support::image::{self, Content};
+use crate::support::registry::Registry;
+use crate::support::Ferry;
+use std::collections::BTreeMap;
+
+/// Push one distinct small image per tag to `repository`; returns tag → digest.
+fn seed_tags(registry: &Registry, repository: &str, tags: &[&str]) -> BTreeMap<String, String> {
+    let layout = tempfile::tempdir().unwrap();
+    let images: Vec<(String, image::Image)> = tags
+        .iter()
+        .enumerate()
+        .map(|(i, tag)| {
+            (
+                tag.to_string(),
+                image::image(
+                    vec![image::random_layer("f", 1000 + i, 100 + i as u64)],
+                    "amd64",
+                    tag,
+                ),
+            )
+        })
+        .collect();
+    let entries: Vec<(&str, Content)> = images
+        .iter()
+        .map(|(tag, image)| (tag.as_str(), Content::Image(image)))
+        .collect();
+    image::write_layout(layout.path(), &entries);
+    for tag in tags {
+        registry.skopeo_push(layout.path(), tag, repository);
+    }
+    images
+        .into_iter()
+        .map(|(tag, image)| (tag, image.digest()))
+        .collect()
+}
+
+/// The digest a registry tag points at, via `ferry --json inspect` after a pull would be heavy: use skopeo.
+fn digest_of(registry: &Registry, reference: &str) -> Option<String> {
+    let output = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/{reference}", registry.host))
+        .output()
+        .unwrap();
+    output
+        .status
+        .success()
+        .then(|| crate::support::sha256(&output.stdout))
+}
+
+fn tags_of(registry: &Registry, repository: &str, ferry: &Ferry) -> Vec<String> {
+    let run = ferry.run(&["tags", &format!("{}/{repository}", registry.host)]);
+    run.stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn sync_selects_tags_resyncs_with_heads_only_and_deletes_extras() {
+    let source = Registry::start();
+    let target = Registry::start();
+    let digests = seed_tags(
+        &source,
+        "lib/app",
+        &[
+            "1.24.0",
+            "1.25.0",
+            "1.25.1",
+            "1.26.0-rc1",
+            "1.26.0",
+            "2.0.0",
+            "latest",
+        ],
+    );
+    let config = format!(
+        "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{src}/lib/app\"\ntarget = \"{dst}/mirror/app\"\ntags = {{ include = [\"^1\\\\.\"], exclude = [\"-rc\"], semver = \">=1.25\", keep_latest = 2 }}\nbackup_overwritten = \"{{tag}}-old\"\ndelete_extra = true\n",
+        src = source.host,
+        dst = target.host
+    );
+    let ferry = Ferry::new().with_config(&config);
+    let first = ferry.run(&["run"]).ok();
+    assert!(
+        first.stdout.contains("mirror (sync): ok, 2 changes"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        tags_of(&target, "mirror/app", &ferry),
+        vec!["1.25.1", "1.26.0"]
+    );
+    assert_eq!(
+        digest_of(&target, "mirror/app:1.26.0").unwrap(),
+        digests["1.26.0"]
+    );
+
+    // Unchanged: only HEADs (and the tag list), no manifest or blob GETs.
+    source.clear_log();
+    let again = ferry.run(&["run", "mirror"]).ok();
+    assert!(again.stdout.contains("0 changes"), "{}", again.stdout);
+    assert_eq!(source.requests("GET", "/manifests/"), 0);
+    assert_eq!(source.requests("GET", "/blobs/"), 0);
+    assert!(source.requests("HEAD", "/manifests/") >= 2);
+
+    // A moved tag is backed up before it is overwritten; a tag that left
+    // the selection is deleted from the target.
+    let layout = tempfile::tempdir().unwrap();
+    let moved = image::image(vec![image::random_layer("g", 777, 999)], "amd64", "moved");
+    image::write_layout(
+        layout.path(),
+        &[
+            ("1.26.0", Content::Image(&moved)),
+            ("1.27.0", Content::Image(&moved)),
+        ],
+    );
+    source.skopeo_push(layout.path(), "1.26.0", "lib/app");
+    source.skopeo_push(layout.path(), "1.27.0", "lib/app");
+    let third = ferry.run(&["--json", "run"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&third.stdout).unwrap();
+    let changes = report[0]["changes"].to_string();
+    assert!(
+        changes.contains("1.26.0-old") && changes.contains("deleted"),
+        "{changes}"
+    );
+    assert_eq!(
+        tags_of(&target, "mirror/app", &ferry),
+        vec!["1.26.0", "1.26.0-old", "1.27.0"]
+    );
+    assert_eq!(
+        digest_of(&target, "mirror/app:1.26.0-old").unwrap(),
+        digests["1.26.0"]
+    );
+    assert_eq!(
+        digest_of(&target, "mirror/app:1.26.0").unwrap(),
+        moved.digest()
+    );
+
+    // Dry run changes nothing.
+    let dry = Ferry::new().with_config(&config.replace("mirror/app", "dry/app"));
+    let run = dry.run(&["run", "--dry-run"]).ok();
+    assert!(run.stdout.contains("would copy"), "{}", run.stdout);
+    assert!(tags_of(&target, "dry/app", &dry).is_empty());
+}
+
+#[test]
+fn retag_keeps_semver_aliases_without_moving_blobs() {
+    let registry = Registry::start();
+    let digests = seed_tags(
+        &registry,
+        "team/app",
+        &[
+            "1.9.0",
+            "2.0.0",
+            "2.1.0",
+            "2.1.10",
+            "2.2.0-rc1",
+            "2.1.10-alpine",
+        ],
+    );
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[retag]]\nname = \"aliases\"\nrepository = \"{}/team/app\"\naliases = [\"minor\", \"major\", \"latest\"]\n",
+        registry.host
+    ));
+    registry.clear_log();
+    ferry.run(&["run"]).ok();
+    assert_eq!(
+        registry.requests("POST", "/blobs/uploads"),
+        0,
+        "retag uploaded blobs"
+    );
+    assert_eq!(registry.requests("PATCH", "/blobs/"), 0);
+    for (alias, tag) in [
+        ("2", "2.1.10"),
+        ("2.1", "2.1.10"),
+        ("latest", "2.1.10"),
+        ("2.1-alpine", "2.1.10-alpine"),
+        ("1", "1.9.0"),
+        ("2.0", "2.0.0"),
+    ] {
+        assert_eq!(
+            digest_of(&registry, &format!("team/app:{alias}")).unwrap(),
+            digests[tag],
+            "{alias}"
+        );
+    }
+    assert!(
+        digest_of(&registry, "team/app:2.2").is_none(),
+        "a pre-release moved an alias"
+    );
+    // A second run changes nothing.
+    let again = ferry.run(&["run"]).ok();
+    assert!(again.stdout.contains("0 changes"), "{}", again.stdout);
+}
+
+#[test]
+fn retag_in_the_store_never_moves_an_alias_backwards() {
+    let registry = Registry::start();
+    let digests = seed_tags(&registry, "team/app", &["2.1.0", "2.1.10"]);
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[retag]]\nname = \"aliases\"\nrepository = \"store/{}/team/app\"\naliases = [\"minor\"]\n",
+        registry.host
+    ));
+    ferry
+        .run(&["pull", "--all-tags", &format!("{}/team/app", registry.host)])
+        .ok();
+    ferry.run(&["run"]).ok();
+    let alias = format!("{}/team/app:2.1", registry.host);
+    let id = |f: &Ferry| {
+        serde_json::from_str::<serde_json::Value>(&f.run(&["inspect", &alias]).ok().stdout).unwrap()
+            [0]["Digest"]
+            .clone()
+    };
+    assert_eq!(id(&ferry), digests["2.1.10"]);
+    // 2.1.10's own tag goes away; the alias must not fall back to 2.1.0.
+    ferry
+        .run(&["rmi", &format!("{}/team/app:2.1.10", registry.host)])
+        .ok();
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("backwards"), "{}", run.stdout);
+    assert_eq!(id(&ferry), digests["2.1.10"]);
+}
+
+#[test]
+fn prune_spares_shared_digests_and_refuses_to_empty_a_repository() {
+    let registry = Registry::start();
+    let digests = seed_tags(&registry, "ci/app", &["1.0.0", "1.1.0", "1.2.0"]);
+    // `stable` shares 1.0.0's digest.
+    let ferry = Ferry::new();
+    ferry
+        .run(&[
+            "copy",
+            &format!("{}/ci/app:1.0.0", registry.host),
+            &format!("{}/ci/app:stable", registry.host),
+        ])
+        .ok();
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[prune]]\nname = \"old\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\"^1\\\\.\"] }}\nkeep_latest = 1\n[[prune]]\nname = \"aged\"\nrepository = \"{host}/ci/app\"\nolder_than = \"30d\"\n[[prune]]\nname = \"everything\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\".\"] }}\n",
+        host = registry.host
+    ));
+    let aged = ferry.run(&["run", "aged"]).ok();
+    assert!(
+        aged.stdout.contains("0 changes"),
+        "first seen now: nothing is 30 days old\n{}",
+        aged.stdout
+    );
+    let dry = ferry.run(&["run", "old", "--dry-run"]).ok();
+    assert!(
+        dry.stdout.contains("would delete") && dry.stdout.contains("1.1.0"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(tags_of(&registry, "ci/app", &ferry).len(), 4);
+    let run = ferry.run(&["run", "old"]).ok();
+    assert!(
+        run.stdout
+            .contains("1.0.0 kept: its digest is shared with kept tag stable"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        tags_of(&registry, "ci/app", &ferry),
+        vec!["1.0.0", "1.2.0", "stable"]
+    );
+    assert_eq!(
+        digest_of(&registry, "ci/app:stable").unwrap(),
+        digests["1.0.0"]
+    );
+    let refused = ferry.run(&["run", "everything"]).expect_code(1);
+    assert!(refused.stdout.contains("allow_empty"), "{}", refused.stdout);
+    assert_eq!(tags_of(&registry, "ci/app", &ferry).len(), 3);
+}
+
+#[test]
+fn backup_rotates_keeps_chains_and_restores() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0", "2.0"]);
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("backups");
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"nightly\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/{{job}}-{{run}}.tar\"\nkeep = 3\nincremental = true\nfull_every = 2\n",
+        host = registry.host,
+        out = out.display()
+    ));
+    for _ in 0..5 {
+        ferry.run(&["run"]).ok();
+    }
+    // Runs: 1 full, 2 delta, 3 full, 4 delta, 5 full. keep = 3 removes the
+    // oldest whole chain (1, 2) once three archives remain without it.
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec!["nightly-3.tar", "nightly-4.tar", "nightly-5.tar"]
+    );
+    // Restore: load the chain (full, then delta) into a fresh store and push.
+    let restored = Ferry::new();
+    restored
+        .run(&["load", "-i", out.join("nightly-3.tar").to_str().unwrap()])
+        .ok();
+    restored
+        .run(&["load", "-i", out.join("nightly-4.tar").to_str().unwrap()])
+        .ok();
+    restored.run(&["verify", "--read-data"]).ok();
+    let target = Registry::start();
+    restored
+        .run(&[
+            "push",
+            &format!("{}/team/app:2.0", registry.host),
+            &format!("{}/restored/app:2.0", target.host),
+        ])
+        .ok();
+    assert_eq!(
+        digest_of(&target, "restored/app:2.0"),
+        digest_of(&registry, "team/app:2.0")
+    );
+    let jobs = ferry.run(&["jobs"]).ok();
+    assert!(
+        jobs.stdout.contains("nightly") && jobs.stdout.contains("ok"),
+        "{}",
+        jobs.stdout
+    );
+}
+
+#[test]
+fn daemon_catches_up_once_and_stops_on_sigterm() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nsource = \"{host}/team/app\"\ntarget = \"store\"\n",
+        host = registry.host
+    ));
+    // Pretend the job last ran long ago: one catch-up run is due now.
+    let jobs_dir = ferry.store.join("ferry/jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    std::fs::write(jobs_dir.join("yearly.json"), r#"{"last_run": 1000000000}"#).unwrap();
+    let mut daemon = ferry
+        .command(&["daemon"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = daemon.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let report = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("yearly"))
+        .expect("one catch-up run");
+    assert!(report.contains("ok, 1 change"), "{report}");
+    std::process::Command::new("kill")
+        .arg(daemon.id().to_string())
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(daemon.wait().unwrap().success());
+    assert!(
+        rest.iter().all(|l| !l.starts_with("yearly")),
+        "ran more than once: {rest:?}"
+    );
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(jobs_dir.join("yearly.json")).unwrap()).unwrap();
+    assert!(state["last_run"].as_i64().unwrap() > 1_000_000_000);
+}
+
+#[test]
+fn a_job_never_overlaps_itself() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"busy\"\nsource = \"{}/team/app\"\ntarget = \"store\"\n",
+        registry.host
+    ));
+    ferry.run(&["images"]).ok();
+    let jobs_dir = ferry.store.join("ferry/jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    // Another run holds the job's lock.
+    let held = std::fs::File::create(jobs_dir.join("busy.lock")).unwrap();
+    held.lock().unwrap();
+    let run = ferry.run(&["run"]).ok();
+    assert!(
+        run.stdout.contains("busy (sync): skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(!ferry.index_json().contains("team/app"));
+    drop(held);
+    let run = ferry.run(&["run"]).ok();
+    assert!(
+        run.stdout.contains("busy (sync): ok, 1 change"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn config_check_names_line_and_column() {
+    let cases = [
+        ("[[sync]]\nname = \"a\"\nsource = \"r.example/app\"\ntarget = \"store\"\ntags = { include = [\"(\"] }\n", ":6:", "bad regex"),
+        ("[[sync]]\nname = \"a\"\nsource = \"r.example/app\"\ntarget = \"store\"\ntags = { semver = \">=x\" }\n", ":6:", "bad semver"),
+        ("[[prune]]\nname = \"p\"\nschedule = \"61 * * * *\"\nrepository = \"store\"\nkeep_latest = 3\n", ":4:", "outside"),
+        ("[[retag]]\nname = \"x\"\nrepository = \"r.example/app\"\naliases = [\"minor\"]\n[[retag]]\nname = \"x\"\nrepository = \"r.example/app\"\naliases = [\"major\"]\n", ":7:", "second job"),
+        ("[[backup]]\nname = \"b\"\nimages = [\"r.example/app:*\"]\noutput = \"/b.tar\"\nkeep = 2\n", ":5:", "overwrite"),
+        ("[[sync]]\nname = \"a\"\nsorce = \"x\"\n", ":4:", "sorce"),
+    ];
+    for (body, position, words) in cases {
+        let ferry = Ferry::new().with_config(&format!("version = 1\n{body}"));
+        let run = ferry.run(&["config", "check"]).expect_code(2);
+        assert!(
+            run.stderr.contains(&format!("ferry.toml{position}")) && run.stderr.contains(words),
+            "{body}\n{}",
+            run.stderr
+        );
+    }
+    let good = Ferry::new().with_config("version = 1\n[[prune]]\nname = \"p\"\nrepository = \"store\"\nkeep_latest = 3\nschedule = \"@daily\"\n");
+    assert!(good
+        .run(&["config", "check"])
+        .ok()
+        .stdout
+        .contains("OK, 1 jobs: p (prune)"));
+}
