@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# ferry quick start: builds ferry, starts a throwaway local registry, and
-# runs a real push, pull and copy against it. No internet needed.
+# ferry quick start: builds ferry, starts a throwaway local registry seeded
+# with generated images, and runs the quick-start config's jobs against it
+# (sync, retag, backup, prune) — no internet needed.
 #
 #   examples/quickstart.sh            # everything in a temp dir, removed at the end
 #   KEEP=1 examples/quickstart.sh     # keep the temp dir to look around
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in docker-registry cargo; do
+for tool in docker-registry cargo python3; do
   if ! command -v "$tool" >/dev/null; then
-    echo "quickstart needs $tool (Debian: apt-get install docker-registry; Rust: https://rustup.rs)" >&2
+    echo "quickstart needs $tool (Debian: apt-get install docker-registry python3; Rust: https://rustup.rs)" >&2
     exit 2
   fi
 done
@@ -18,6 +19,7 @@ echo "==> building ferry (release)"
 cargo build --release --quiet --bin ferry --example seed_image
 ferry=$PWD/target/release/ferry
 seed=$PWD/target/release/examples/seed_image
+examples=$PWD/examples
 
 work=$(mktemp -d)
 registry_pid=
@@ -44,26 +46,30 @@ for _ in $(seq 100); do
 done
 grep -q "listening on" "$work/registry.log" || { cat "$work/registry.log"; exit 1; }
 
-export FERRY_STORE=$work/store
-export DOCKER_CONFIG=$work/docker
+cd "$work"
+export FERRY_STORE=$work/store DOCKER_CONFIG=$work/docker
 
-echo "==> generating a demo image in a seed store"
-"$seed" --store "$work/seed" --name "$host/demo/app:1.0" --layers 3 --layer-size 4000000
+echo "==> seeding $host/demo/app with generated images (1.0.0 1.1.0 1.2.0 2.0.0)"
+seed_number=1
+for tag in 1.0.0 1.1.0 1.2.0 2.0.0; do
+  "$seed" --store "$work/seed" --name "$host/demo/app:$tag" --layers 2 --layer-size 2000000 --seed $seed_number >/dev/null
+  "$ferry" --store "$work/seed" -q push "$host/demo/app:$tag" >/dev/null
+  seed_number=$((seed_number + 1))
+done
 
-echo "==> ferry push (seed store -> registry)"
-"$ferry" --store "$work/seed" push "$host/demo/app:1.0"
+sed "s/127.0.0.1:5000/$host/g" "$examples/quickstart.toml" > "$work/ferry.toml"
+export FERRY_CONFIG=$work/ferry.toml
 
-echo "==> ferry pull (registry -> store)"
-"$ferry" pull "$host/demo/app:1.0"
-
-echo "==> ferry copy (registry -> registry, digest kept, blobs mounted)"
-"$ferry" copy "$host/demo/app:1.0" "$host/mirror/app:1.0"
+echo "==> ferry config check"
+"$ferry" config check
+echo "==> ferry run (sync, retag, backup, prune)"
+"$ferry" run
+echo "==> ferry run again: the mirror is up to date (checked with HEADs only); backup writes its next archive and rotates"
+"$ferry" run
+echo "==> the result"
 "$ferry" tags "$host/mirror/app"
-
-echo "==> ferry images / history / df / verify"
-"$ferry" tag "$host/demo/app:1.0" demo:latest
+"$ferry" jobs
+ls -l backups
 "$ferry" images
-"$ferry" history demo:latest
-"$ferry" df -v
 "$ferry" verify --read-data
 echo "==> quick start finished"

@@ -13,6 +13,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 fn job_context(context: &Context, dry_run: bool) -> anyhow::Result<JobContext> {
+    if !context.verbose {
+        context.reporter.quiet_lines();
+    }
     Ok(JobContext {
         store: context.store()?,
         registries: Arc::new(context.registries()),

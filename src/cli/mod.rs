@@ -28,6 +28,7 @@ pub struct Context {
     pub quiet: bool,
     pub json: bool,
     pub progress: bool,
+    pub verbose: bool,
     pub reporter: Arc<reporter::TerminalReporter>,
 }
 
@@ -171,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         quiet: cli.global.quiet,
         json: cli.global.json,
         progress,
+        verbose,
         reporter: Arc::new(reporter::TerminalReporter::new(
             progress,
             cli.global.verbose > 0,

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 pub struct TerminalReporter {
     bars: Option<MultiProgress>,
     active: Mutex<HashMap<Digest, ProgressBar>>,
-    lines: bool,
+    lines: std::sync::atomic::AtomicBool,
     verbose: bool,
     verb: Mutex<&'static str>,
 }
@@ -25,10 +25,19 @@ impl TerminalReporter {
             bars: (enabled && terminal)
                 .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             active: Mutex::new(HashMap::new()),
-            lines: enabled && !terminal,
+            lines: std::sync::atomic::AtomicBool::new(enabled && !terminal),
             verbose,
             verb: Mutex::new("Copy"),
         }
+    }
+
+    /// Stop printing per-blob lines (jobs report their own summaries).
+    pub fn quiet_lines(&self) {
+        self.lines.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lines(&self) -> bool {
+        self.lines.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Set the word used in completion lines ("Pull", "Push", "Copy").
@@ -86,7 +95,7 @@ impl Reporter for TerminalReporter {
                     BlobOutcome::AlreadyPresent => format!("{}: Already exists", digest.short()),
                     BlobOutcome::Mounted => format!("{}: Mounted", digest.short()),
                 };
-                if self.bars.is_some() || self.lines {
+                if self.bars.is_some() || self.lines() {
                     self.line(&text);
                 }
             }
@@ -96,12 +105,12 @@ impl Reporter for TerminalReporter {
                 attempt,
                 reason,
             } => {
-                if self.bars.is_some() || self.lines || self.verbose {
+                if self.bars.is_some() || self.lines() || self.verbose {
                     self.line(&format!("retrying {what} (attempt {attempt}): {reason}"));
                 }
             }
             Event::Note(text) => {
-                if self.bars.is_some() || self.lines {
+                if self.bars.is_some() || self.lines() {
                     self.line(&text);
                 }
             }

@@ -295,6 +295,15 @@ impl Config {
         for section in &file.prune {
             add(resolver.prune(section)?, section.name.span())?;
         }
+        // Run jobs in the order the file lists them, whatever their kind.
+        let mut order: Vec<usize> = file.sync.iter().map(|j| j.name.span().start)
+            .chain(file.backup.iter().map(|j| j.name.span().start))
+            .chain(file.retag.iter().map(|j| j.name.span().start))
+            .chain(file.prune.iter().map(|j| j.name.span().start))
+            .collect();
+        let mut paired: Vec<(usize, JobSpec)> = order.drain(..).zip(specs.drain(..)).collect();
+        paired.sort_by_key(|(start, _)| *start);
+        let specs: Vec<JobSpec> = paired.into_iter().map(|(_, spec)| spec).collect();
         let timezone_offset = match &file.defaults.timezone {
             None => 0,
             Some(zone) => crate::policy::cron::parse_offset(zone.get_ref()).ok_or_else(|| {
