@@ -14,13 +14,24 @@ fn example_configs_load() {
         Some(Path::new("/var/lib/ferry"))
     );
     assert!(full.registries["registry.internal:5000"].ca_file.is_some());
-    let jobs: Vec<(&str, &str)> = full.jobs.iter().map(|j| (j.name.as_str(), j.kind.label())).collect();
+    let jobs: Vec<(&str, &str)> = full
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.kind.label()))
+        .collect();
     assert_eq!(
         jobs,
-        vec![("mirror-nginx", "sync"), ("nightly", "backup"), ("semver-aliases", "retag"), ("old-ci-images", "prune")]
+        vec![
+            ("mirror-nginx", "sync"),
+            ("nightly", "backup"),
+            ("semver-aliases", "retag"),
+            ("old-ci-images", "prune")
+        ]
     );
     assert!(full.jobs.iter().all(|j| j.schedule.is_some()));
-    let quickstart = ferry::config::Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml"));
+    let quickstart = ferry::config::Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml"),
+    );
     assert!(quickstart.is_ok(), "{quickstart:?}");
     let minimal = ferry::config::Config::load(&root.join("minimal.toml")).unwrap();
     assert_eq!(minimal.concurrency, 6);

@@ -423,3 +423,30 @@ fn config_check_names_line_and_column() {
         .stdout
         .contains("OK, 1 jobs: p (prune)"));
 }
+
+#[test]
+fn sync_defers_below_the_rate_limit_floor_without_pulling() {
+    let fixture = crate::round_trip::fixture();
+    let fake = crate::support::fake::FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        crate::support::fake::Faults {
+            rate_limit_remaining: Some(3),
+            ..Default::default()
+        },
+    );
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"hub\"\nsource = \"{}/app\"\ntarget = \"store\"\nrate_limit_floor = 5\n",
+        fake.host
+    ));
+    let run = ferry.run(&["--json", "run"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report[0]["status"], "deferred", "{}", run.stdout);
+    assert!(
+        report[0]["notes"].to_string().contains("rate limit has 3"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fake.count("GET", "/manifests/"), 0, "no pull was spent");
+    assert!(!ferry.index_json().contains("app:1.0"));
+}

@@ -33,7 +33,8 @@ impl TerminalReporter {
 
     /// Stop printing per-blob lines (jobs report their own summaries).
     pub fn quiet_lines(&self) {
-        self.lines.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.lines
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lines(&self) -> bool {

@@ -296,7 +296,10 @@ impl Config {
             add(resolver.prune(section)?, section.name.span())?;
         }
         // Run jobs in the order the file lists them, whatever their kind.
-        let mut order: Vec<usize> = file.sync.iter().map(|j| j.name.span().start)
+        let mut order: Vec<usize> = file
+            .sync
+            .iter()
+            .map(|j| j.name.span().start)
             .chain(file.backup.iter().map(|j| j.name.span().start))
             .chain(file.retag.iter().map(|j| j.name.span().start))
             .chain(file.prune.iter().map(|j| j.name.span().start))

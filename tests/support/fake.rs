@@ -14,6 +14,8 @@ pub struct Faults {
     pub corrupt: Option<String>,
     /// Send half of this blob, report on `stalled`, then hang until the connection drops.
     pub stall_once: Option<String>,
+    /// Send `ratelimit-remaining: N;w=21600` with every manifest answer, as Docker Hub does.
+    pub rate_limit_remaining: Option<u64>,
     /// Answer requests whose path contains the fragment with this status (and
     /// `Retry-After`, when given) this many times before serving them.
     pub transient: Option<Transient>,
@@ -161,20 +163,33 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     if path == "/v2/" {
         return respond(&mut stream, "200 OK", &[], b"{}", head);
     }
+    if path.starts_with("/v2/app/tags/list") {
+        let tags: Vec<&String> = state
+            .manifests
+            .keys()
+            .filter(|k| !k.starts_with("sha256:"))
+            .collect();
+        let body = serde_json::json!({"name": "app", "tags": tags}).to_string();
+        return respond(
+            &mut stream,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            body.as_bytes(),
+            head,
+        );
+    }
     if let Some(reference) = path.strip_prefix("/v2/app/manifests/") {
         return match state.manifests.get(reference) {
             Some((media_type, bytes)) => {
                 let digest = super::sha256(bytes);
-                respond(
-                    &mut stream,
-                    "200 OK",
-                    &[
-                        ("Content-Type", media_type.clone()),
-                        ("Docker-Content-Digest", digest),
-                    ],
-                    bytes,
-                    head,
-                )
+                let mut headers = vec![
+                    ("Content-Type", media_type.clone()),
+                    ("Docker-Content-Digest", digest),
+                ];
+                if let Some(remaining) = state.faults.lock().unwrap().rate_limit_remaining {
+                    headers.push(("ratelimit-remaining", format!("{remaining};w=21600")));
+                }
+                respond(&mut stream, "200 OK", &headers, bytes, head)
             }
             None => respond(
                 &mut stream,
