@@ -111,3 +111,46 @@ impl<R: std::io::Read> std::io::Read for LimitedReader<R> {
         Ok(read)
     }
 }
+
+/// Write a file so it appears only complete: a temp file beside it, written
+/// by `write`, fsynced, renamed into place, directory fsynced. On any error
+/// the temp file is removed and `path` is untouched (an interrupted save or
+/// backup never leaves a half archive under the final name).
+pub fn write_file_atomically(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| ArchiveError::Usage(format!("{} is not a file name", path.display())))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let temp = dir.join(format!(
+        ".{}.{}.partial",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)
+            .with_context(|| format!("cannot create {}", temp.display()))?;
+        write(&mut file)?;
+        file.flush()?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

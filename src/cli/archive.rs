@@ -59,29 +59,17 @@ pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
         CompressArg::Gzip => Compression::Gzip,
         CompressArg::Zstd => Compression::Zstd,
     };
-    match &args.output {
-        Some(path) if path.as_os_str() != "-" => {
-            write_atomically(path, |file| {
-                Ok(save::write(&store, &plan, file, compression)?)
-            })?;
-            if !context.quiet && !context.json {
-                eprintln!(
-                    "Saved {} images, {} blobs ({}) to {}",
-                    plan.images.len(),
-                    plan.blob_count(),
-                    human_size(plan.blob_bytes()),
-                    path.display()
-                );
-            }
-        }
-        _ => {
-            if std::io::stdout().is_terminal() {
-                return Err(UsageError("refusing to write an archive to a terminal: use -o FILE or redirect standard output".into()).into());
-            }
-            let mut stdout = std::io::stdout().lock();
-            save::write(&store, &plan, &mut stdout, compression)?;
-            stdout.flush()?;
-        }
+    let written = write_output(args.output.as_deref(), |out| {
+        Ok(save::write(&store, &plan, out, compression)?)
+    })?;
+    if let (Some(path), false) = (written, context.quiet || context.json) {
+        eprintln!(
+            "Saved {} images, {} blobs ({}) to {}",
+            plan.images.len(),
+            plan.blob_count(),
+            human_size(plan.blob_bytes()),
+            path.display()
+        );
     }
     if context.json {
         json(&plan.images)?;
@@ -97,7 +85,7 @@ fn write_output(
 ) -> anyhow::Result<Option<&Path>> {
     match output {
         Some(path) if path.as_os_str() != "-" => {
-            write_atomically(path, |file| write(file))?;
+            crate::archive::write_file_atomically(path, |file| write(file))?;
             Ok(Some(path))
         }
         _ => {
@@ -144,40 +132,6 @@ pub fn export(context: &Context, image: &str, output: Option<&Path>) -> anyhow::
     let store = context.store()?;
     write_output(output, |out| Ok(rootfs::export(&store, image, out)?))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Write `path` so it appears only complete: temp file beside it, fsync, rename.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| UsageError(format!("{} is not a file name", path.display())))?;
-    let temp = dir.join(format!(
-        ".{}.{}.partial",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
-        write(&mut file)?;
-        file.sync_all()
-            .with_context(|| format!("cannot write {}", temp.display()))?;
-        std::fs::rename(&temp, path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).ok();
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 fn read_archive(

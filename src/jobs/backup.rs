@@ -15,7 +15,6 @@ use crate::config::jobs::BackupSpec;
 use crate::engine::{copy_image, CopyOptions, Destination, PlatformChoice, Source};
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
-use std::io::Write;
 
 fn expand(template: &str, job: &str, now: i64, run: u64) -> String {
     let stamp = format_rfc3339(now);
@@ -131,7 +130,7 @@ pub async fn run(
         "zstd" => Compression::Zstd,
         _ => Compression::None,
     };
-    write_atomically(std::path::Path::new(&output), |file| {
+    crate::archive::write_file_atomically(std::path::Path::new(&output), |file| {
         Ok(save::write(&context.store, &plan, file, compression)?)
     })?;
     report.changes.push(format!(
@@ -179,37 +178,4 @@ fn rotate(state: &mut JobState, keep: usize, newest: &str, report: &mut JobRepor
             }
         }
     }
-}
-
-/// temp file beside the target, fsync, rename, fsync the directory.
-fn write_atomically(
-    path: &std::path::Path,
-    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?;
-    let temp = dir.join(format!(
-        ".{}.{}.partial",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        write(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
