@@ -19,6 +19,20 @@ pub struct Faults {
     /// Answer requests whose path contains the fragment with this status (and
     /// `Retry-After`, when given) this many times before serving them.
     pub transient: Option<Transient>,
+    /// Send 60% of this blob, then close the connection (once).
+    pub cut_once: Option<String>,
+    /// Answer `Range` requests with 200 and the whole body.
+    pub ignore_range: bool,
+    /// Send a wrong `Docker-Content-Digest` with manifests.
+    pub lie_digest: bool,
+    /// Serve every manifest as a 5 MiB document.
+    pub huge_manifest: bool,
+    /// Require `Authorization: Basic base64(user:pass)` with this `user:pass`.
+    pub basic_auth: Option<String>,
+    /// Answer blob GETs with a 307 to this base URL (`http://host:port`).
+    pub redirect_blobs_to: Option<String>,
+    /// Answer everything with 401, credentials or not.
+    pub always_401: bool,
 }
 
 /// A fault that goes away after a few answers.
@@ -34,9 +48,26 @@ pub struct FakeRegistry {
     pub host: String,
     pub stalled: mpsc::Receiver<()>,
     requests: Arc<Mutex<Vec<String>>>,
+    served: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl FakeRegistry {
+    /// Every request as `METHOD PATH auth=BOOL`.
+    pub fn log(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Body bytes sent for paths containing `fragment`.
+    pub fn bytes_served(&self, fragment: &str) -> usize {
+        self.served
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p.contains(fragment))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// How many requests had `method` and a path containing `fragment`.
     pub fn count(&self, method: &str, fragment: &str) -> usize {
         self.requests
@@ -54,6 +85,7 @@ struct State {
     faults: Mutex<Faults>,
     stalled: Mutex<mpsc::Sender<()>>,
     requests: Arc<Mutex<Vec<String>>>,
+    served: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl FakeRegistry {
@@ -70,12 +102,14 @@ impl FakeRegistry {
         }
         let (tx, rx) = mpsc::channel();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let served = Arc::new(Mutex::new(HashMap::new()));
         let state = Arc::new(State {
             manifests,
             blobs,
             faults: Mutex::new(faults),
             stalled: Mutex::new(tx),
             requests: requests.clone(),
+            served: served.clone(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -91,6 +125,7 @@ impl FakeRegistry {
             host,
             stalled: rx,
             requests,
+            served,
         }
     }
 }
@@ -121,21 +156,59 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut headers: HashMap<String, String> = HashMap::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
         }
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("");
     let head = method == "HEAD";
+    let authorization = headers.get("authorization").cloned();
     state
         .requests
         .lock()
         .unwrap()
-        .push(format!("{method} {path}"));
+        .push(format!("{method} {path} auth={}", authorization.is_some()));
+    {
+        let faults = state.faults.lock().unwrap();
+        let challenge = [("WWW-Authenticate", "Basic realm=\"fake\"".to_owned())];
+        let unauthorized =
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        if faults.always_401 {
+            drop(faults);
+            return respond(
+                &mut stream,
+                "401 Unauthorized",
+                &challenge,
+                unauthorized,
+                head,
+            );
+        }
+        if let Some(expected) = &faults.basic_auth {
+            use base64::Engine as _;
+            let wanted = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(expected)
+            );
+            if authorization.as_deref() != Some(wanted.as_str()) {
+                drop(faults);
+                return respond(
+                    &mut stream,
+                    "401 Unauthorized",
+                    &challenge,
+                    unauthorized,
+                    head,
+                );
+            }
+        }
+    }
     {
         let mut faults = state.faults.lock().unwrap();
         if let Some(transient) = faults
@@ -181,7 +254,20 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     if let Some(reference) = path.strip_prefix("/v2/app/manifests/") {
         return match state.manifests.get(reference) {
             Some((media_type, bytes)) => {
-                let digest = super::sha256(bytes);
+                let faults = state.faults.lock().unwrap();
+                let huge;
+                let bytes = if faults.huge_manifest {
+                    huge = vec![b' '; 5 << 20];
+                    &huge
+                } else {
+                    bytes
+                };
+                let digest = if faults.lie_digest {
+                    format!("sha256:{}", "0".repeat(64))
+                } else {
+                    super::sha256(bytes)
+                };
+                drop(faults);
                 let mut headers = vec![
                     ("Content-Type", media_type.clone()),
                     ("Docker-Content-Digest", digest),
@@ -232,7 +318,63 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             let _ = std::io::Read::read(&mut stream, &mut sink);
             return Ok(());
         }
+        if let (false, Some(base)) = (head, &faults.redirect_blobs_to) {
+            let location = format!("{base}/v2/app/blobs/{digest}");
+            drop(faults);
+            return respond(
+                &mut stream,
+                "307 Temporary Redirect",
+                &[("Location", location)],
+                b"",
+                head,
+            );
+        }
+        let mut count = |n: usize| {
+            *state
+                .served
+                .lock()
+                .unwrap()
+                .entry(path.to_owned())
+                .or_default() += n
+        };
+        if !head && faults.cut_once.as_deref() == Some(digest) {
+            faults.cut_once = None;
+            drop(faults);
+            let cut = body.len() * 6 / 10;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            stream.write_all(&body[..cut])?;
+            count(cut);
+            stream.flush()?;
+            return stream.shutdown(std::net::Shutdown::Both);
+        }
+        let range_start = headers
+            .get("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let (Some(start), false) = (range_start, faults.ignore_range) {
+            drop(faults);
+            let part = &body[start.min(body.len())..];
+            if !head {
+                count(part.len());
+            }
+            let range = format!("bytes {start}-{}/{}", body.len() - 1, body.len());
+            return respond(
+                &mut stream,
+                "206 Partial Content",
+                &[("Content-Range", range)],
+                part,
+                head,
+            );
+        }
         drop(faults);
+        if !head {
+            count(body.len());
+        }
         return respond(&mut stream, "200 OK", &[], &body, head);
     }
     respond(&mut stream, "404 Not Found", &[], b"", head)

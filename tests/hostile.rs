@@ -1,0 +1,184 @@
+//! A hostile or broken registry: connections cut mid-blob (resumed with
+//! `Range`, no byte fetched twice), a server that ignores `Range` (clean
+//! restart, never a splice), lying `Docker-Content-Digest`, oversized
+//! manifests, redirects to another host (credentials never follow), to
+//! link-local addresses (refused), and a registry that answers every
+//! credential with another 401 (an error, not a loop). Secrets never appear
+//! in debug output.
+
+use crate::round_trip::fixture;
+use crate::support::fake::{FakeRegistry, Faults};
+use crate::support::Ferry;
+
+fn pull(ferry: &Ferry, fake: &FakeRegistry) -> crate::support::Run {
+    ferry.run(&["-vv", "pull", &format!("{}/app:1.0", fake.host)])
+}
+
+#[test]
+fn a_cut_connection_resumes_with_range_and_fetches_no_byte_twice() {
+    let fixture = fixture();
+    let layer = &fixture.app2.layers[1];
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            cut_once: Some(layer.digest.clone()),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    pull(&ferry, &fake).ok();
+    assert_eq!(
+        fake.bytes_served(&layer.digest),
+        layer.gzip.len(),
+        "bytes were fetched twice"
+    );
+    assert_eq!(fake.count("GET", &layer.digest), 2);
+    ferry.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn a_server_ignoring_range_makes_a_clean_restart() {
+    let fixture = fixture();
+    let layer = &fixture.app2.layers[1];
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            cut_once: Some(layer.digest.clone()),
+            ignore_range: true,
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    pull(&ferry, &fake).ok();
+    ferry.run(&["verify", "--read-data"]).ok();
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ferry
+            .run(&["inspect", &format!("{}/app:1.0", fake.host)])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspect[0]["Digest"], fixture.app2.digest());
+}
+
+#[test]
+fn lying_digests_and_oversized_manifests_are_refused() {
+    let fixture = fixture();
+    let lying = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            lie_digest: true,
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    let run = pull(&ferry, &lying).expect_code(1);
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    let huge = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            huge_manifest: true,
+            ..Faults::default()
+        },
+    );
+    let run = pull(&ferry, &huge).expect_code(1);
+    assert!(run.stderr.contains("larger than"), "{}", run.stderr);
+    assert!(ferry.blob_files().is_empty());
+}
+
+#[test]
+fn credentials_never_follow_a_redirect_to_another_host_and_never_print() {
+    let fixture = fixture();
+    let password = "Red1rect-S3cret";
+    let other = FakeRegistry::start(&fixture.app1, "1.0", Faults::default());
+    let origin = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            basic_auth: Some(format!("user:{password}")),
+            redirect_blobs_to: Some(format!("http://{}", other.host)),
+            ..Faults::default()
+        },
+    );
+    let mut ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[registries.\"{}\"]\nusername = \"user\"\npassword_env = \"FAKE_PASSWORD\"\n",
+        origin.host
+    ));
+    ferry.envs.push(("FAKE_PASSWORD".into(), password.into()));
+    ferry.envs.push(("FERRY_LOG".into(), "debug".into()));
+    let run = pull(&ferry, &origin).ok();
+    assert!(origin
+        .log()
+        .iter()
+        .any(|l| l.contains("/manifests/") && l.ends_with("auth=true")));
+    let redirected: Vec<String> = other
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("/blobs/"))
+        .collect();
+    assert!(
+        !redirected.is_empty(),
+        "blobs came from the redirect target"
+    );
+    assert!(
+        redirected.iter().all(|l| l.ends_with("auth=false")),
+        "credentials followed a redirect: {redirected:?}"
+    );
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("user:{password}"));
+    for secret in [password, encoded.as_str()] {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "secret leaked"
+        );
+    }
+}
+
+#[test]
+fn redirects_to_link_local_addresses_are_refused() {
+    let fixture = fixture();
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            redirect_blobs_to: Some("http://169.254.169.254".into()),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    let run = pull(&ferry, &fake).expect_code(1);
+    assert!(run.stderr.contains("link-local"), "{}", run.stderr);
+    assert!(ferry.blob_files().is_empty());
+}
+
+#[test]
+fn an_endless_challenge_is_an_error_not_a_loop() {
+    let fixture = fixture();
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            always_401: true,
+            ..Faults::default()
+        },
+    );
+    let mut ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[registries.\"{}\"]\nusername = \"user\"\npassword_env = \"FAKE_PASSWORD\"\n",
+        fake.host
+    ));
+    ferry
+        .envs
+        .push(("FAKE_PASSWORD".into(), "nope-Secret".into()));
+    let run = pull(&ferry, &fake).expect_code(1);
+    assert!(
+        run.stderr.contains("authentication failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(fake.count("GET", "/manifests/") <= 2, "{:?}", fake.log());
+    assert!(!run.stderr.contains("nope-Secret"));
+}
