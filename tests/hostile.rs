@@ -182,3 +182,61 @@ fn an_endless_challenge_is_an_error_not_a_loop() {
     assert!(fake.count("GET", "/manifests/") <= 2, "{:?}", fake.log());
     assert!(!run.stderr.contains("nope-Secret"));
 }
+
+#[test]
+fn credentials_for_one_registry_never_reach_another() {
+    let fixture = fixture();
+    let configured = FakeRegistry::start(&fixture.app1, "1.0", Faults::default());
+    let stranger = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            basic_auth: Some("user:pw".into()),
+            ..Faults::default()
+        },
+    );
+    let mut ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[registries.\"{}\"]\nusername = \"user\"\npassword_env = \"FAKE_PASSWORD\"\n[registries.\"docker.io\"]\nusername = \"hub\"\npassword_env = \"FAKE_PASSWORD\"\n",
+        configured.host
+    ));
+    ferry.envs.push(("FAKE_PASSWORD".into(), "pw".into()));
+    pull(&ferry, &stranger).expect_code(1);
+    assert!(
+        stranger.log().iter().all(|l| l.ends_with("auth=false")),
+        "{:?}",
+        stranger.log()
+    );
+}
+
+#[test]
+fn token_flows_never_print_tokens_or_passwords_even_at_trace_level() {
+    use crate::support::registry::{Auth, Registry, PASSWORD};
+    let registry = Registry::start_with(Auth::Token, false);
+    let fixture = fixture();
+    registry.skopeo_push(fixture.layout.path(), "1.0", "team/app");
+    let mut ferry = Ferry::new().with_config(&format!("version = 1\n{}", registry.ferry_config()));
+    ferry
+        .envs
+        .push(("TEST_REGISTRY_PASSWORD".into(), PASSWORD.into()));
+    ferry.envs.push(("FERRY_LOG".into(), "trace".into()));
+    let image = format!("{}/team/app:1.0", registry.host);
+    let pulled = ferry.run(&["-vv", "pull", &image]).ok();
+    let pushed = ferry
+        .run(&[
+            "-vv",
+            "push",
+            &image,
+            &format!("{}/team/copy:1.0", registry.host),
+        ])
+        .ok();
+    for run in [&pulled, &pushed] {
+        let all = format!("{}{}", run.stdout, run.stderr);
+        assert!(all.len() > 100, "trace output expected");
+        assert!(!all.contains(PASSWORD), "password leaked");
+        assert!(!all.contains("eyJ"), "a JWT leaked");
+        assert!(
+            !all.to_ascii_lowercase().contains("authorization: "),
+            "an Authorization header leaked"
+        );
+    }
+}

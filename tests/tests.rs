@@ -8,6 +8,7 @@ mod archives;
 mod auth;
 mod bad_input;
 mod config_files;
+mod crash;
 mod hostile;
 mod jobs;
 mod peers;
