@@ -113,7 +113,7 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
             &["push", &name, &target],
             &mut rng,
             &name,
-            &[old.clone()],
+            std::slice::from_ref(&old),
         );
         let raw = std::process::Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
@@ -128,7 +128,7 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
         // prune: dangling images go, or stay; the store stays whole.
         ferry.run(&["pull", &two]).ok();
         ferry.run(&["tag", &two, &name]).ok();
-        kill_and_check(&ferry, &["prune", "-f"], &mut rng, &name, &[new.clone()]);
+        kill_and_check(&ferry, &["prune", "-f"], &mut rng, &name, std::slice::from_ref(&new));
         ferry.run(&["prune", "-f"]).ok();
         ferry.run(&["verify", "--read-data"]).ok();
     }

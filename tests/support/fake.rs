@@ -329,7 +329,7 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                 head,
             );
         }
-        let mut count = |n: usize| {
+        let count = |n: usize| {
             *state
                 .served
                 .lock()
