@@ -128,7 +128,13 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
         // prune: dangling images go, or stay; the store stays whole.
         ferry.run(&["pull", &two]).ok();
         ferry.run(&["tag", &two, &name]).ok();
-        kill_and_check(&ferry, &["prune", "-f"], &mut rng, &name, std::slice::from_ref(&new));
+        kill_and_check(
+            &ferry,
+            &["prune", "-f"],
+            &mut rng,
+            &name,
+            std::slice::from_ref(&new),
+        );
         ferry.run(&["prune", "-f"]).ok();
         ferry.run(&["verify", "--read-data"]).ok();
     }
@@ -165,4 +171,81 @@ fn gc_and_prune_during_pulls_keep_the_pulls_blobs() {
             .run(&["rmi", "-f", &format!("{}/team/app:1.0", registry.host)])
             .ok();
     }
+}
+
+/// A small tmpfs mounted for one test; unmounted on drop. The tests run as
+/// root (CI does too: the Docker tests need it).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs { dir }
+    }
+
+    fn remount_read_only(&self) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn out_of_space_and_read_only_stores_fail_fast_and_keep_their_state() {
+    let (registry, fixture) = seeded();
+    let one = format!("{}/team/app:1.0", registry.host);
+    let two = format!("{}/team/app:2.0", registry.host);
+
+    // 1 MiB: app1 fits, app2's 2.5 MB layer does not.
+    let disk = Tmpfs::mount("1m");
+    let mut ferry = Ferry::new();
+    ferry.store = disk.dir.path().join("store");
+    ferry.run(&["pull", &one]).ok();
+    let before = ferry.index_json();
+    let full = ferry.run(&["pull", &two]).expect_code(1);
+    assert!(full.stderr.contains("disk is full"), "{}", full.stderr);
+    assert!(
+        !full.stderr.contains("retrying"),
+        "out of space is not retried: {}",
+        full.stderr
+    );
+    assert_eq!(ferry.index_json(), before);
+    assert!(
+        crate::support::list_files(&ferry.store.join("ingest")).is_empty(),
+        "temp files left"
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+
+    // Read-only: reads work, writes fail with a clear message, nothing changes.
+    let disk = Tmpfs::mount("8m");
+    let mut ferry = Ferry::new();
+    ferry.store = disk.dir.path().join("store");
+    ferry.run(&["pull", &one]).ok();
+    disk.remount_read_only();
+    let listing = ferry.run(&["images"]).ok();
+    assert!(listing
+        .stdout
+        .contains(&fixture.app1.config_digest()["sha256:".len()..][..12]));
+    let refused = ferry.run(&["pull", &two]).expect_code(1);
+    assert!(refused.stderr.contains("read-only"), "{}", refused.stderr);
+    ferry.run(&["verify", "--read-data"]).ok();
 }
