@@ -72,9 +72,6 @@ impl Reference {
             }
             _ => (rest, None),
         };
-        if name.len() > 255 {
-            return Err(ReferenceError::TooLong(input));
-        }
         if let Some(tag) = tag {
             if !valid_tag(tag) {
                 return Err(ReferenceError::Tag {
@@ -106,6 +103,11 @@ impl Reference {
         } else {
             path.to_owned()
         };
+        // The limit applies to the name as ferry stores and prints it, so a
+        // printed reference always parses again (found by fuzzing).
+        if registry.len() + 1 + repository.len() > 255 {
+            return Err(ReferenceError::TooLong(input));
+        }
         Ok(Reference {
             registry,
             repository,
@@ -324,6 +326,16 @@ mod tests {
             format!("docker.io/library/nginx:1@sha256:{hex}")
         );
         assert_eq!(Reference::parse("nginx").unwrap().familiar_name(), "nginx");
+    }
+
+    #[test]
+    fn regression_fuzz_long_name_round_trips() {
+        // `x/<250 chars>` is under 255 as typed but not once normalised to docker.io/x/...
+        let typed = format!("x/{}", "9".repeat(250));
+        assert!(Reference::parse(&typed).is_err());
+        let fits = format!("x/{}", "9".repeat(240));
+        let parsed = Reference::parse(&fits).unwrap();
+        assert_eq!(Reference::parse(&parsed.to_string()).unwrap(), parsed);
     }
 
     #[test]
