@@ -106,7 +106,7 @@ fn concurrent_pulls_of_overlapping_images_store_each_blob_once() {
     let (registry, _fixture) = seeded();
     let ferry = Ferry::new();
     let mut children = Vec::new();
-    for tag in ["1.0", "2.0", "1.0", "2.0"] {
+    for tag in ["1.0", "2.0", "multi", "1.0", "2.0", "multi", "1.0", "2.0"] {
         let child = ferry
             .command(&["-q", "pull", &format!("{}/team/app:{tag}", registry.host)])
             .stdout(std::process::Stdio::piped())
@@ -123,12 +123,50 @@ fn concurrent_pulls_of_overlapping_images_store_each_blob_once() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    assert_eq!(ferry.blob_files().len(), 7);
+    // 1.0 and 2.0: 7 blobs; multi (host platform): its manifest, config and one new layer.
+    assert_eq!(ferry.blob_files().len(), 10);
     assert!(list_files(&ferry.store.join("ingest")).is_empty());
     let images: serde_json::Value =
         serde_json::from_str(&ferry.run(&["--json", "images"]).ok().stdout).unwrap();
-    assert_eq!(images.as_array().unwrap().len(), 2);
+    assert_eq!(images.as_array().unwrap().len(), 3);
     ferry.run(&["verify", "--read-data"]).ok();
+}
+
+#[test]
+fn a_live_lock_makes_others_wait_and_say_so() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    ferry.run(&["images"]).ok();
+    // Pretend a gc runs: it holds the gc lock exclusively.
+    let held = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ferry.store.join("ferry/gc.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    std::fs::write(ferry.store.join("ferry/gc.lock"), "pid 4242 since 0\n").unwrap();
+    let mut pull = ferry
+        .command(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(pull.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(
+        line.contains("is locked by another ferry (pid 4242"),
+        "{line}"
+    );
+    assert!(
+        pull.try_wait().unwrap().is_none(),
+        "the pull must wait for the lock"
+    );
+    drop(held);
+    let output = pull.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Downloaded newer image"));
 }
 
 #[test]

@@ -41,12 +41,36 @@ impl Store {
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         let started = Instant::now();
-        if exclusive {
-            file.lock()
+        let attempt = if exclusive {
+            file.try_lock()
         } else {
-            file.lock_shared()
+            file.try_lock_shared()
+        };
+        match attempt {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                // Say who holds it before waiting: a lock never outlives its
+                // process (flock), so this is a live ferry doing real work.
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                tracing::warn!(
+                    "store {} is locked{}; waiting for it",
+                    self.root.display(),
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by another ferry ({holder})")
+                    }
+                );
+                if exclusive {
+                    file.lock()
+                } else {
+                    file.lock_shared()
+                }
+                .map_err(|e| StoreError::io(&path, e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
         }
-        .map_err(|e| StoreError::io(&path, e))?;
         let waited = started.elapsed();
         if waited > Duration::from_secs(1) {
             tracing::info!(lock = %path.display(), ?waited, "waited for another ferry process");
