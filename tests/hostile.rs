@@ -240,3 +240,26 @@ fn token_flows_never_print_tokens_or_passwords_even_at_trace_level() {
         );
     }
 }
+
+#[test]
+fn a_stalled_download_is_abandoned_after_the_stall_timeout_and_resumed() {
+    let fixture = fixture();
+    let layer = &fixture.app2.layers[1];
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            stall_once: Some(layer.digest.clone()),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new().with_config("version = 1\n[defaults]\nstall_timeout = \"1s\"\n");
+    pull(&ferry, &fake).ok();
+    // Half came before the stall, the rest through one Range request.
+    assert_eq!(
+        fake.bytes_served(&layer.digest),
+        layer.gzip.len() - layer.gzip.len() / 2
+    );
+    assert_eq!(fake.count("GET", &layer.digest), 2);
+    ferry.run(&["verify", "--read-data"]).ok();
+}

@@ -41,6 +41,7 @@ impl Context {
     /// The registry client pool with the config's per-host settings.
     pub fn registries(&self) -> Registries {
         Registries::new(self.config.registries.clone(), self.reporter.clone())
+            .with_stall_timeout(self.config.stall_timeout)
     }
 
     /// Concurrency from `--concurrency`, else the config.

@@ -70,6 +70,7 @@ pub struct DefaultsSection {
     pub concurrency: Option<usize>,
     pub platforms: Option<Vec<String>>,
     pub timezone: Option<toml::Spanned<String>>,
+    pub stall_timeout: Option<toml::Spanned<String>>,
     pub catch_up: Option<toml::Spanned<String>>,
 }
 
@@ -110,6 +111,8 @@ pub struct Config {
     pub timezone_offset: i64,
     /// Whether a run missed during downtime runs once at start (`catch_up = "once"`).
     pub catch_up: bool,
+    /// How long a network read may make no progress (`stall_timeout`).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             jobs: Vec::new(),
             timezone_offset: 0,
             catch_up: true,
+            stall_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -336,6 +340,18 @@ impl Config {
                 ))
             }
         };
+        let stall_timeout = match &file.defaults.stall_timeout {
+            None => std::time::Duration::from_secs(120),
+            Some(text) => crate::types::time::parse_duration(text.get_ref())
+                .filter(|d| d.as_secs() > 0)
+                .ok_or_else(|| {
+                    resolver.error(
+                        text.span(),
+                        format!("bad duration {:?}", text.get_ref()),
+                        "e.g. stall_timeout = \"2m\"",
+                    )
+                })?,
+        };
         Ok(Config {
             path: Some(path.to_owned()),
             store_path: file.store.path,
@@ -345,6 +361,7 @@ impl Config {
             jobs: specs,
             timezone_offset,
             catch_up,
+            stall_timeout,
         })
     }
 }

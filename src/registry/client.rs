@@ -28,6 +28,7 @@ pub struct Registries {
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
     reporter: Arc<dyn Reporter>,
     retry: RetryPolicy,
+    stall_timeout: std::time::Duration,
 }
 
 impl Registries {
@@ -41,7 +42,14 @@ impl Registries {
             clients: Mutex::new(HashMap::new()),
             reporter,
             retry: RetryPolicy::default(),
+            stall_timeout: std::time::Duration::from_secs(120),
         }
+    }
+
+    /// How long a read may make no progress before it is abandoned.
+    pub fn with_stall_timeout(mut self, timeout: std::time::Duration) -> Registries {
+        self.stall_timeout = timeout;
+        self
     }
 
     /// Replace the retry policy (tests shorten it).
@@ -65,7 +73,7 @@ impl Registries {
         }
         let client = Arc::new(RegistryClient {
             registry: registry.to_owned(),
-            http: build_http_client(registry, &settings)?,
+            http: build_http_client(registry, &settings, self.stall_timeout)?,
             base: OnceCell::new(),
             auth: OnceCell::new(),
             settings,

@@ -72,6 +72,7 @@ pub fn split_host(registry: &str) -> (&str, Option<&str>) {
 pub fn build_http_client(
     registry: &str,
     settings: &RegistrySettings,
+    stall_timeout: Duration,
 ) -> Result<reqwest::Client, RegistryError> {
     let config_error = |message: String| RegistryError::Config {
         registry: registry.to_owned(),
@@ -115,7 +116,9 @@ pub fn build_http_client(
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .redirect(policy)
         .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120))
+        // A read that makes no progress this long is abandoned; blob
+        // downloads then resume with Range.
+        .read_timeout(stall_timeout)
         .pool_max_idle_per_host(16)
         .tls_built_in_root_certs(true);
     if let Some(ca_file) = &settings.ca_file {
