@@ -578,3 +578,60 @@ fn loads_docker_25_and_crane_layouts() {
     assert_eq!(inspect[0]["Manifest"]["layers"][0]["digest"], layer.digest);
     ferry.run(&["verify", "--read-data"]).ok();
 }
+
+#[test]
+fn pax_size_mismatches_and_zstd_bombs_are_refused() {
+    let ferry = Ferry::new();
+    ferry.run(&["images"]).ok();
+    let before = ferry.index_json();
+    let dir = ferry.dir.path();
+    // A PAX header claiming 2048 bytes before a ustar header saying 16.
+    let pax = dir.join("pax.tar");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&pax).unwrap());
+        let record = "13 size=2048\n";
+        let mut pax_header = tar::Header::new_ustar();
+        pax_header.set_path("PaxHeaders/layer").unwrap();
+        pax_header.set_entry_type(tar::EntryType::XHeader);
+        pax_header.set_size(record.len() as u64);
+        pax_header.set_cksum();
+        builder.append(&pax_header, record.as_bytes()).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("layer.tar").unwrap();
+        header.set_size(16);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, &[0u8; 2048][..]).unwrap();
+        builder.finish().unwrap();
+    }
+    let run = ferry
+        .run(&["load", "-i", pax.to_str().unwrap()])
+        .expect_code(1);
+    assert!(run.stderr.contains("disagree"), "{}", run.stderr);
+    // A zstd bomb: 768 MiB of zeros in a few KiB.
+    let bomb = dir.join("bomb.tar.zst");
+    {
+        use std::io::Write;
+        let mut encoder =
+            zstd::stream::write::Encoder::new(std::fs::File::create(&bomb).unwrap(), 19).unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("zeros").unwrap();
+        header.set_size(768 << 20);
+        header.set_mode(0o644);
+        header.set_cksum();
+        encoder.write_all(header.as_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..768 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        encoder.finish().unwrap();
+    }
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let run = ferry
+        .run(&["load", "-i", bomb.to_str().unwrap()])
+        .expect_code(1);
+    assert!(run.stderr.contains("bomb"), "{}", run.stderr);
+    assert!(ferry.blob_files().is_empty());
+    assert!(crate::support::list_files(&ferry.store.join("ingest")).is_empty());
+    assert_eq!(ferry.index_json(), before);
+}

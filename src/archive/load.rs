@@ -227,10 +227,20 @@ fn read_entries(
         let kind = entry.header().entry_type();
         let item = match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let declared = entry
+                let header_size = entry
                     .header()
                     .size()
                     .map_err(|e| contents.invalid(format!("{name}: bad size: {e}")))?;
+                // The size tar reads by (a PAX `size` overrides the header).
+                // Two sizes that disagree are how parser-differential attacks
+                // smuggle entries (CVE-2025-62518): refuse them. A header size
+                // of 0 beside a PAX size is the normal form for huge files.
+                let declared = entry.size();
+                if header_size != declared && header_size != 0 {
+                    return Err(contents.invalid(format!(
+                        "{name}: its PAX size ({declared}) and header size ({header_size}) disagree"
+                    )));
+                }
                 if is_metadata(&name) {
                     if declared > MAX_METADATA {
                         return Err(contents.invalid(format!(
