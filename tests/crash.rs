@@ -1,5 +1,5 @@
 //! Crash safety: ferry is SIGKILLed at seeded random moments of pull, load,
-//! push and prune, many times; after each kill `ferry verify --read-data`
+//! push, prune and retag, many times; after each kill `ferry verify --read-data`
 //! is clean and every tag holds either its old or its new value, and the
 //! operation then completes.
 
@@ -70,7 +70,10 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
     let two = format!("{}/team/app:2.0", registry.host);
     for round in 0..8 {
         // pull: `live` moves from app1 to app2 in the registry.
-        let ferry = Ferry::new();
+        let ferry = Ferry::new().with_config(&format!(
+            "version = 1\n[[retag]]\nname = \"aliases\"\nrepository = \"store/{}/team/app\"\naliases = [\"minor\", \"major\", \"latest\"]\n",
+            registry.host
+        ));
         ferry.run(&["copy", &one, &name]).ok();
         ferry.run(&["pull", &name]).ok();
         ferry.run(&["copy", &two, &name]).ok();
@@ -137,6 +140,28 @@ fn sigkill_at_random_points_never_corrupts_the_store() {
         );
         ferry.run(&["prune", "-f"]).ok();
         ferry.run(&["verify", "--read-data"]).ok();
+
+        // retag in the store: each alias is absent or right, never half-written.
+        ferry.run(&["pull", &one]).ok();
+        ferry
+            .run(&["tag", &one, &format!("{}/team/app:1.0.0", registry.host)])
+            .ok();
+        ferry
+            .run(&["tag", &two, &format!("{}/team/app:2.0.0", registry.host)])
+            .ok();
+        let latest = format!("{}/team/app:latest", registry.host);
+        kill_and_check(
+            &ferry,
+            &["run", "aliases"],
+            &mut rng,
+            &latest,
+            &[None, new.clone()],
+        );
+        let one_alias = format!("{}/team/app:1", registry.host);
+        assert!([None, old.clone()].contains(&tag_digest(&ferry, &one_alias)));
+        ferry.run(&["run", "aliases"]).ok();
+        assert_eq!(tag_digest(&ferry, &latest), new);
+        assert_eq!(tag_digest(&ferry, &one_alias), old);
     }
 }
 

@@ -263,3 +263,70 @@ fn a_stalled_download_is_abandoned_after_the_stall_timeout_and_resumed() {
     assert_eq!(fake.count("GET", &layer.digest), 2);
     ferry.run(&["verify", "--read-data"]).ok();
 }
+
+fn index_of(children: &[(String, usize, &str)]) -> Vec<u8> {
+    let manifests: Vec<serde_json::Value> = children
+        .iter()
+        .map(|(digest, size, media_type)| {
+            serde_json::json!({"mediaType": media_type, "digest": digest, "size": size, "platform": {"os": "linux", "architecture": "amd64"}})
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})).unwrap()
+}
+
+#[test]
+fn deep_and_repetitive_indexes_are_capped_and_deduplicated() {
+    let fixture = fixture();
+    let image = &fixture.app1;
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    let index_type = "application/vnd.oci.image.index.v1+json";
+    // One child listed 5 000 times: fetched once.
+    let repeated = index_of(&vec![
+        (image.digest(), image.manifest.len(), manifest_type);
+        5000
+    ]);
+    // Twenty indexes nested inside each other.
+    let mut nested = index_of(&[(image.digest(), image.manifest.len(), manifest_type)]);
+    let mut extra = vec![("repeated".to_owned(), index_type.to_owned(), repeated)];
+    for level in 0..20 {
+        let digest = crate::support::sha256(&nested);
+        extra.push((digest.clone(), index_type.to_owned(), nested.clone()));
+        nested = index_of(&[(digest, nested.len(), index_type)]);
+        if level == 19 {
+            extra.push(("nested".to_owned(), index_type.to_owned(), nested.clone()));
+        }
+    }
+    let fake = FakeRegistry::start(
+        image,
+        "1.0",
+        Faults {
+            extra_manifests: extra,
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    ferry
+        .run(&[
+            "pull",
+            "--all-platforms",
+            &format!("{}/app:repeated", fake.host),
+        ])
+        .ok();
+    assert_eq!(
+        fake.count("GET", &format!("/manifests/{}", image.digest())),
+        1
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+    let deep = ferry
+        .run(&[
+            "pull",
+            "--all-platforms",
+            &format!("{}/app:nested", fake.host),
+        ])
+        .expect_code(1);
+    assert!(
+        deep.stderr.contains("nesting deeper than 8"),
+        "{}",
+        deep.stderr
+    );
+}

@@ -33,6 +33,8 @@ pub struct Faults {
     pub redirect_blobs_to: Option<String>,
     /// Answer everything with 401, credentials or not.
     pub always_401: bool,
+    /// More manifests to serve: (tag or digest, media type, bytes).
+    pub extra_manifests: Vec<(String, String, Vec<u8>)>,
 }
 
 /// A fault that goes away after a few answers.
@@ -90,7 +92,7 @@ struct State {
 
 impl FakeRegistry {
     /// Serve `image` as `app:<tag>` with `faults`.
-    pub fn start(image: &super::image::Image, tag: &str, faults: Faults) -> FakeRegistry {
+    pub fn start(image: &super::image::Image, tag: &str, mut faults: Faults) -> FakeRegistry {
         let mut manifests = HashMap::new();
         let media_type = "application/vnd.oci.image.manifest.v1+json".to_owned();
         manifests.insert(tag.to_owned(), (media_type.clone(), image.manifest.clone()));
@@ -99,6 +101,9 @@ impl FakeRegistry {
         blobs.insert(image.config_digest(), image.config.clone());
         for layer in &image.layers {
             blobs.insert(layer.digest.clone(), layer.gzip.clone());
+        }
+        for (reference, media_type, bytes) in std::mem::take(&mut faults.extra_manifests) {
+            manifests.insert(reference, (media_type, bytes));
         }
         let (tx, rx) = mpsc::channel();
         let requests = Arc::new(Mutex::new(Vec::new()));
