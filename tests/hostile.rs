@@ -330,3 +330,33 @@ fn deep_and_repetitive_indexes_are_capped_and_deduplicated() {
         deep.stderr
     );
 }
+
+#[test]
+fn a_purged_or_refused_upload_session_restarts_the_upload() {
+    let fixture = fixture();
+    let (registry, _) = crate::round_trip::seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:2.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    for status in ["404 Not Found", "416 Range Not Satisfiable"] {
+        let fake = FakeRegistry::start(
+            &fixture.app1,
+            "1.0",
+            Faults {
+                fail_first_patch: Some(status),
+                ..Faults::default()
+            },
+        );
+        let run = ferry
+            .run(&["-v", "push", &image, &format!("{}/app:2.0", fake.host)])
+            .ok();
+        assert!(
+            run.stderr.contains("upload session") && run.stderr.contains("uploaded again"),
+            "{status}: {}",
+            run.stderr
+        );
+        // The failed session was abandoned and a new one started for that blob.
+        let patches = fake.count("PATCH", "/blobs/uploads/");
+        assert!(patches >= 2, "{status}: {:?}", fake.log());
+    }
+}

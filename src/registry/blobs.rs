@@ -245,7 +245,7 @@ impl RegistryClient {
                 if response.status() == StatusCode::CREATED {
                     Ok(())
                 } else {
-                    Err(status_error(self.registry(), "PUT", &path, response).await)
+                    Err(self.upload_failure(digest, "PUT", &path, response).await)
                 }
             }
             _ => Err(status_error(self.registry(), "POST", &path, response).await),
@@ -288,7 +288,9 @@ impl RegistryClient {
             .await?;
         if response.status() != StatusCode::ACCEPTED && response.status() != StatusCode::NO_CONTENT
         {
-            return Err(status_error(self.registry(), "PATCH", location.path(), response).await);
+            return Err(self
+                .upload_failure(digest, "PATCH", location.path(), response)
+                .await);
         }
         let location = match header_string(response.headers(), LOCATION.as_str()) {
             Some(next) => self.resolve_url(&next).await?,
@@ -301,7 +303,9 @@ impl RegistryClient {
         if response.status() == StatusCode::CREATED {
             Ok(())
         } else {
-            Err(status_error(self.registry(), "PUT", url.path(), response).await)
+            Err(self
+                .upload_failure(digest, "PUT", url.path(), response)
+                .await)
         }
     }
 
@@ -339,6 +343,29 @@ impl RegistryClient {
             }
             _ => Err(status_error(self.registry(), "POST", &path, response).await),
         }
+    }
+
+    /// Classify a failed PATCH or PUT of an upload: a purged session (404)
+    /// or a range the registry will not accept (416) means the upload is
+    /// started again from the beginning, which the spec allows; anything
+    /// else is an ordinary error.
+    async fn upload_failure(
+        &self,
+        digest: &Digest,
+        method: &str,
+        path: &str,
+        response: reqwest::Response,
+    ) -> RegistryError {
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::RANGE_NOT_SATISFIABLE {
+            let error = status_error(self.registry(), method, path, response).await;
+            return RegistryError::UploadLost {
+                registry: self.registry().to_owned(),
+                digest: digest.clone(),
+                reason: format!("{method} answered {}: {error}", status.as_u16()),
+            };
+        }
+        status_error(self.registry(), method, path, response).await
     }
 
     fn location(&self, response: &reqwest::Response, path: &str) -> Result<String, RegistryError> {

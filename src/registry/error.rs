@@ -55,6 +55,12 @@ pub enum RegistryError {
     Protocol { registry: String, message: String },
     #[error("{registry}: {message}")]
     Config { registry: String, message: String },
+    #[error("{registry}: the upload session for {digest} was lost ({reason}); the blob is uploaded again")]
+    UploadLost {
+        registry: String,
+        digest: Digest,
+        reason: String,
+    },
     #[error("{what}: local I/O failed: {source}")]
     Io {
         what: String,
@@ -67,7 +73,9 @@ impl RegistryError {
     /// Whether a later attempt could succeed (connection trouble, 408, 429, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {
-            RegistryError::Connect { .. } | RegistryError::RateLimited { .. } => true,
+            RegistryError::Connect { .. }
+            | RegistryError::RateLimited { .. }
+            | RegistryError::UploadLost { .. } => true,
             RegistryError::Http { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }

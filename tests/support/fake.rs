@@ -33,6 +33,8 @@ pub struct Faults {
     pub redirect_blobs_to: Option<String>,
     /// Answer everything with 401, credentials or not.
     pub always_401: bool,
+    /// Answer the first upload PATCH with this status (404: session purged; 416).
+    pub fail_first_patch: Option<&'static str>,
     /// More manifests to serve: (tag or digest, media type, bytes).
     pub extra_manifests: Vec<(String, String, Vec<u8>)>,
 }
@@ -88,6 +90,8 @@ struct State {
     stalled: Mutex<mpsc::Sender<()>>,
     requests: Arc<Mutex<Vec<String>>>,
     served: Arc<Mutex<HashMap<String, usize>>>,
+    /// Blobs and manifests pushed to this fake.
+    pushed: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl FakeRegistry {
@@ -115,6 +119,7 @@ impl FakeRegistry {
             stalled: Mutex::new(tx),
             requests: requests.clone(),
             served: served.clone(),
+            pushed: Mutex::new(HashMap::new()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
@@ -237,6 +242,94 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
                 head,
             );
         }
+    }
+    let mut body_in = Vec::new();
+    if let Some(length) = headers
+        .get("content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
+        body_in.resize(length, 0);
+        std::io::Read::read_exact(&mut reader, &mut body_in)?;
+    }
+    if method == "POST" && path.starts_with("/v2/app/blobs/uploads/") {
+        let location = format!(
+            "/v2/app/blobs/uploads/session-{}",
+            state.requests.lock().unwrap().len()
+        );
+        return respond(
+            &mut stream,
+            "202 Accepted",
+            &[("Location", location)],
+            b"",
+            false,
+        );
+    }
+    if method == "PATCH" && path.starts_with("/v2/app/blobs/uploads/") {
+        if let Some(status) = state.faults.lock().unwrap().fail_first_patch.take() {
+            return respond(
+                &mut stream,
+                status,
+                &[],
+                br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}"#,
+                false,
+            );
+        }
+        state
+            .pushed
+            .lock()
+            .unwrap()
+            .insert(path.split('?').next().unwrap_or(path).to_owned(), body_in);
+        return respond(
+            &mut stream,
+            "202 Accepted",
+            &[("Location", path.to_owned())],
+            b"",
+            false,
+        );
+    }
+    if method == "PUT" && path.starts_with("/v2/app/blobs/uploads/") {
+        let session = path.split('?').next().unwrap_or(path).to_owned();
+        let digest = path
+            .split("digest=")
+            .nth(1)
+            .unwrap_or("")
+            .replace("%3A", ":");
+        let mut pushed = state.pushed.lock().unwrap();
+        let mut data = pushed.remove(&session).unwrap_or_default();
+        data.extend_from_slice(&body_in);
+        if super::sha256(&data) != digest {
+            return respond(
+                &mut stream,
+                "400 Bad Request",
+                &[],
+                br#"{"errors":[{"code":"DIGEST_INVALID"}]}"#,
+                false,
+            );
+        }
+        pushed.insert(digest, data);
+        return respond(&mut stream, "201 Created", &[], b"", false);
+    }
+    if method == "PUT" && path.starts_with("/v2/app/manifests/") {
+        let digest = super::sha256(&body_in);
+        return respond(
+            &mut stream,
+            "201 Created",
+            &[("Docker-Content-Digest", digest)],
+            b"",
+            false,
+        );
+    }
+    if method == "HEAD" && path.starts_with("/v2/app/blobs/") {
+        let digest = &path["/v2/app/blobs/".len()..];
+        let known =
+            state.blobs.contains_key(digest) || state.pushed.lock().unwrap().contains_key(digest);
+        return respond(
+            &mut stream,
+            if known { "200 OK" } else { "404 Not Found" },
+            &[],
+            b"",
+            true,
+        );
     }
     if path == "/v2/" {
         return respond(&mut stream, "200 OK", &[], b"{}", head);
