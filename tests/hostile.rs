@@ -360,3 +360,24 @@ fn a_purged_or_refused_upload_session_restarts_the_upload() {
         assert!(patches >= 2, "{status}: {:?}", fake.log());
     }
 }
+
+#[test]
+fn a_token_expiring_mid_transfer_is_refreshed_once_and_the_download_resumes() {
+    let fixture = fixture();
+    let layer = &fixture.app2.layers[1];
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            bearer: true,
+            cut_once: Some(layer.digest.clone()),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    pull(&ferry, &fake).ok();
+    // One token at the start, one refresh after the cut; nothing fetched twice.
+    assert_eq!(fake.count("GET", "/token"), 2, "{:?}", fake.log());
+    assert_eq!(fake.bytes_served(&layer.digest), layer.gzip.len());
+    ferry.run(&["verify", "--read-data"]).ok();
+}

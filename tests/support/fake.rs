@@ -33,6 +33,9 @@ pub struct Faults {
     pub redirect_blobs_to: Option<String>,
     /// Answer everything with 401, credentials or not.
     pub always_401: bool,
+    /// Require bearer tokens from this fake's own `/token` endpoint; the
+    /// current token is invalidated whenever a `cut_once` cut happens.
+    pub bearer: bool,
     /// Answer the first upload PATCH with this status (404: session purged; 416).
     pub fail_first_patch: Option<&'static str>,
     /// More manifests to serve: (tag or digest, media type, bytes).
@@ -92,6 +95,9 @@ struct State {
     served: Arc<Mutex<HashMap<String, usize>>>,
     /// Blobs and manifests pushed to this fake.
     pushed: Mutex<HashMap<String, Vec<u8>>>,
+    /// Bearer token generation (bumped to expire the current token).
+    token_generation: Mutex<u64>,
+    host: String,
 }
 
 impl FakeRegistry {
@@ -112,6 +118,8 @@ impl FakeRegistry {
         let (tx, rx) = mpsc::channel();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(Mutex::new(HashMap::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(State {
             manifests,
             blobs,
@@ -120,9 +128,9 @@ impl FakeRegistry {
             requests: requests.clone(),
             served: served.clone(),
             pushed: Mutex::new(HashMap::new()),
+            token_generation: Mutex::new(1),
+            host: host.clone(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let state = state.clone();
@@ -191,6 +199,36 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         let challenge = [("WWW-Authenticate", "Basic realm=\"fake\"".to_owned())];
         let unauthorized =
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+        if faults.bearer && path.starts_with("/token") {
+            let generation = *state.token_generation.lock().unwrap();
+            drop(faults);
+            let body = serde_json::json!({"token": format!("tok-{generation}"), "expires_in": 300})
+                .to_string();
+            return respond(
+                &mut stream,
+                "200 OK",
+                &[("Content-Type", "application/json".into())],
+                body.as_bytes(),
+                head,
+            );
+        }
+        if faults.bearer {
+            let valid = format!("Bearer tok-{}", *state.token_generation.lock().unwrap());
+            if authorization.as_deref() != Some(valid.as_str()) {
+                let challenge = format!(
+                    "Bearer realm=\"http://{}/token\",service=\"fake\",scope=\"repository:app:pull\"",
+                    state.host
+                );
+                drop(faults);
+                return respond(
+                    &mut stream,
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", challenge)],
+                    br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+                    head,
+                );
+            }
+        }
         if faults.always_401 {
             drop(faults);
             return respond(
@@ -437,6 +475,8 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         };
         if !head && faults.cut_once.as_deref() == Some(digest) {
             faults.cut_once = None;
+            // The token expires at the moment the connection breaks.
+            *state.token_generation.lock().unwrap() += 1;
             drop(faults);
             let cut = body.len() * 6 / 10;
             write!(
