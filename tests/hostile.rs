@@ -381,3 +381,48 @@ fn a_token_expiring_mid_transfer_is_refreshed_once_and_the_download_resumes() {
     assert_eq!(fake.bytes_served(&layer.digest), layer.gzip.len());
     ferry.run(&["verify", "--read-data"]).ok();
 }
+
+#[test]
+fn foreign_layer_urls_are_never_fetched() {
+    let fixture = fixture();
+    let image = &fixture.app1;
+    let elsewhere = FakeRegistry::start(image, "1.0", Faults::default());
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": format!("sha256:{}", "f".repeat(64)),
+            "size": 1234,
+            "urls": [format!("http://{}/foreign-layer", elsewhere.host)],
+        }));
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let fake = FakeRegistry::start(
+        image,
+        "1.0",
+        Faults {
+            extra_manifests: vec![(
+                "foreign".into(),
+                "application/vnd.oci.image.manifest.v1+json".into(),
+                bytes,
+            )],
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    ferry
+        .run(&["pull", &format!("{}/app:foreign", fake.host)])
+        .ok();
+    assert!(
+        elsewhere.log().is_empty(),
+        "a foreign URL was fetched: {:?}",
+        elsewhere.log()
+    );
+    assert_eq!(
+        fake.count("GET", &"f".repeat(64)),
+        0,
+        "the foreign blob was requested from the registry"
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+}
