@@ -302,7 +302,13 @@ fn bad_archives_change_nothing() {
     let two_layers = format!(
         r#"[{{"Config":"config.json","RepoTags":["evil/app:1"],"Layers":["{layer_name}","{layer_name}"]}}]"#
     );
+    let huge_manifest = vec![b' '; 17 << 20];
     let cases: Vec<Case> = vec![
+        (
+            "huge manifest.json",
+            vec![("manifest.json", &huge_manifest)],
+            "over the",
+        ),
         (
             "count mismatch",
             vec![

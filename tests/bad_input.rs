@@ -284,3 +284,69 @@ fn transient_503_and_429_are_retried_and_404_is_not() {
         .expect_code(1);
     assert_eq!(fake.count("GET", "/manifests/2.0"), 1);
 }
+
+#[test]
+fn repeated_500s_are_bounded_and_429_without_retry_after_backs_off() {
+    let fixture = fixture();
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient("/manifests/1.0", "500 Internal Server Error", 100, None),
+    );
+    let run = Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .expect_code(1);
+    assert!(run.stderr.contains("HTTP 500"), "{}", run.stderr);
+    assert_eq!(
+        fake.count("GET", "/manifests/1.0"),
+        2,
+        "a 500 is retried once"
+    );
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient("/manifests/1.0", "429 Too Many Requests", 1, None),
+    );
+    Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .ok();
+    assert_eq!(fake.count("GET", "/manifests/1.0"), 2);
+}
+
+#[test]
+fn a_huge_error_body_is_not_read_whole() {
+    let fixture = fixture();
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        Faults {
+            huge_error_body: Some(64 << 20),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new();
+    let run = ferry
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .expect_code(1);
+    assert!(run.stderr.contains("HTTP 500"), "{}", run.stderr);
+    // Bodies over the 64 KiB cap are not read into memory nor echoed.
+    assert!(
+        run.stderr.len() < 4096,
+        "the error body was echoed: {} bytes",
+        run.stderr.len()
+    );
+}
+
+#[test]
+fn a_stale_lock_file_from_a_dead_process_does_not_block() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    ferry.run(&["images"]).ok();
+    // A crashed ferry left its lock file behind, but no process holds the lock.
+    std::fs::write(ferry.store.join("ferry/gc.lock"), "pid 999999 since 0\n").unwrap();
+    std::fs::write(ferry.store.join("ferry/lock"), "pid 999999 since 0\n").unwrap();
+    let run = ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    assert!(!run.stderr.contains("locked"), "{}", run.stderr);
+}

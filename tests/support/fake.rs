@@ -36,6 +36,8 @@ pub struct Faults {
     /// Require bearer tokens from this fake's own `/token` endpoint; the
     /// current token is invalidated whenever a `cut_once` cut happens.
     pub bearer: bool,
+    /// Answer manifest GETs with a 500 whose body is this many bytes.
+    pub huge_error_body: Option<usize>,
     /// Answer the first upload PATCH with this status (404: session purged; 416).
     pub fail_first_patch: Option<&'static str>,
     /// More manifests to serve: (tag or digest, media type, bytes).
@@ -288,6 +290,13 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     {
         body_in.resize(length, 0);
         std::io::Read::read_exact(&mut reader, &mut body_in)?;
+    }
+    if let (Some(size), true) = (
+        state.faults.lock().unwrap().huge_error_body,
+        path.contains("/manifests/"),
+    ) {
+        let body = vec![b'x'; size];
+        return respond(&mut stream, "500 Internal Server Error", &[], &body, head);
     }
     if method == "POST" && path.starts_with("/v2/app/blobs/uploads/") {
         let location = format!(
