@@ -426,3 +426,58 @@ fn foreign_layer_urls_are_never_fetched() {
     );
     ferry.run(&["verify", "--read-data"]).ok();
 }
+
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::registry::make_tls(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        r#"
+import http.server, ssl
+class Redirect(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(307)
+        self.send_header("Location", "http://127.0.0.1:9" + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", {port}), Redirect)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain("{cert}", "{key}")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
+"#,
+        cert = dir.path().join("cert.pem").display(),
+        key = dir.path().join("key.pem").display()
+    );
+    let mut server = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[registries.\"127.0.0.1:{port}\"]\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    let run = ferry
+        .run(&["pull", &format!("127.0.0.1:{port}/app:1.0")])
+        .expect_code(1);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(run.stderr.contains("https to plain http"), "{}", run.stderr);
+}

@@ -43,7 +43,7 @@ fn free_port() -> u16 {
 }
 
 /// Generate a CA and a leaf certificate for 127.0.0.1 in `dir`.
-fn make_tls(dir: &Path) -> PathBuf {
+pub fn make_tls(dir: &Path) -> PathBuf {
     let ca_key = dir.join("ca.key");
     let ca = dir.join("ca.pem");
     run_ok(
