@@ -303,13 +303,13 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
             "/v2/app/blobs/uploads/session-{}",
             state.requests.lock().unwrap().len()
         );
-        return respond(
-            &mut stream,
-            "202 Accepted",
-            &[("Location", location)],
-            b"",
-            false,
-        );
+        // Like registries that want large chunks: ferry sends each blob as
+        // one PATCH, which is always the last (and only) chunk.
+        let headers = [
+            ("Location", location),
+            ("OCI-Chunk-Min-Length", "10485760".to_owned()),
+        ];
+        return respond(&mut stream, "202 Accepted", &headers, b"", false);
     }
     if method == "PATCH" && path.starts_with("/v2/app/blobs/uploads/") {
         if let Some(status) = state.faults.lock().unwrap().fail_first_patch.take() {
