@@ -197,6 +197,22 @@ impl Auth {
         if is_loopback_host(realm_host) && !is_loopback_host(registry_host) {
             return Err(refuse("a loopback realm for a non-loopback registry"));
         }
+        // A public registry must not send credentials into the local network
+        // (CVE-2026-65388-style realm abuse); the registry's own host is fine.
+        let private = match url.host() {
+            Some(url::Host::Ipv4(ip)) => {
+                ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+            }
+            _ => false,
+        };
+        if private && realm_host != registry_host.trim_start_matches('[').trim_end_matches(']') {
+            return Err(refuse(
+                "a private-network realm on another host than the registry",
+            ));
+        }
         Ok(url)
     }
 
@@ -325,5 +341,9 @@ mod tests {
         assert!(auth.check_realm("http://auth.example.com/token").is_err());
         assert!(auth.check_realm("https://127.0.0.1/token").is_err());
         assert!(auth.check_realm("https://auth.example.com/token").is_ok());
+        assert!(auth.check_realm("https://10.0.0.5/token").is_err());
+        assert!(auth.check_realm("https://169.254.169.254/token").is_err());
+        let internal = Auth::new("10.0.0.5:5000", false, None);
+        assert!(internal.check_realm("https://10.0.0.5/token").is_ok());
     }
 }
