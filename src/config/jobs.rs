@@ -230,19 +230,23 @@ impl Resolver<'_> {
             .transpose()
     }
 
+    /// A duration in seconds (`90s`, `30m`, `24h`, `7d`), or an error at its position.
+    pub fn duration(&self, text: &Spanned<String>, hint: &str) -> Result<u64, super::ConfigError> {
+        crate::types::time::parse_duration(text.get_ref())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                self.error(
+                    text.span(),
+                    format!("bad duration {:?}", text.get_ref()),
+                    hint,
+                )
+            })
+    }
+
     fn jitter(&self, value: &Option<Spanned<String>>) -> Result<u64, super::ConfigError> {
-        match value {
-            None => Ok(0),
-            Some(text) => crate::types::time::parse_duration(text.get_ref())
-                .map(|d| d.as_secs())
-                .ok_or_else(|| {
-                    self.error(
-                        text.span(),
-                        format!("bad duration {:?}", text.get_ref()),
-                        "e.g. jitter = \"5m\"",
-                    )
-                }),
-        }
+        value
+            .as_ref()
+            .map_or(Ok(0), |text| self.duration(text, "e.g. jitter = \"5m\""))
     }
 
     fn filter(&self, tags: &TagsSection) -> Result<TagFilter, super::ConfigError> {
@@ -563,17 +567,7 @@ impl Resolver<'_> {
         let older_than = section
             .older_than
             .as_ref()
-            .map(|o| {
-                crate::types::time::parse_duration(o.get_ref())
-                    .map(|d| d.as_secs())
-                    .ok_or_else(|| {
-                        self.error(
-                            o.span(),
-                            format!("bad duration {:?}", o.get_ref()),
-                            "e.g. older_than = \"30d\"",
-                        )
-                    })
-            })
+            .map(|o| self.duration(o, "e.g. older_than = \"30d\""))
             .transpose()?;
         let keep_latest = match &section.keep_latest {
             Some(n) if *n.get_ref() == 0 && !section.allow_empty => {

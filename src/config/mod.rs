@@ -342,15 +342,16 @@ impl Config {
         };
         let stall_timeout = match &file.defaults.stall_timeout {
             None => std::time::Duration::from_secs(120),
-            Some(text) => crate::types::time::parse_duration(text.get_ref())
-                .filter(|d| d.as_secs() > 0)
-                .ok_or_else(|| {
-                    resolver.error(
+            Some(text) => match resolver.duration(text, "e.g. stall_timeout = \"2m\"")? {
+                0 => {
+                    return Err(resolver.error(
                         text.span(),
-                        format!("bad duration {:?}", text.get_ref()),
+                        "stall_timeout = 0 would abandon every read",
                         "e.g. stall_timeout = \"2m\"",
-                    )
-                })?,
+                    ))
+                }
+                seconds => std::time::Duration::from_secs(seconds),
+            },
         };
         Ok(Config {
             path: Some(path.to_owned()),
