@@ -119,27 +119,9 @@ fn save_to_stdout_pipes_into_load_and_compressed_archives_load() {
             String::from_utf8_lossy(&saved.stderr)
         );
         let other = Ferry::new();
-        let mut child = other
-            .command(&["load"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&saved.stdout)
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{compress}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("Loaded image: {image}")));
+        let output = other.run_with_stdin(&["load"], &saved.stdout);
+        assert_eq!(output.code, 0, "{compress}: {}", output.stderr);
+        assert!(output.stdout.contains(&format!("Loaded image: {image}")));
         let inspect: serde_json::Value =
             serde_json::from_str(&other.run(&["inspect", &image]).ok().stdout).unwrap();
         assert_eq!(inspect[0]["Digest"], fixture.app1.digest());

@@ -115,7 +115,7 @@ fn login_writes_docker_config_and_logout_removes_it() {
     ferry
         .run_with_stdin(
             &["login", "-u", USER, "--password-stdin", &registry.host],
-            &format!("{PASSWORD}\n"),
+            format!("{PASSWORD}\n"),
         )
         .ok();
     let config_path = ferry.dir.path().join("home/.docker/config.json");

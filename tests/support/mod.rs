@@ -99,7 +99,7 @@ impl Ferry {
     }
 
     /// Run ferry with `input` on stdin.
-    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+    pub fn run_with_stdin(&self, args: &[&str], input: impl AsRef<[u8]>) -> Run {
         use std::io::Write;
         let mut child = self
             .command(args)
@@ -112,7 +112,7 @@ impl Ferry {
             .stdin
             .take()
             .unwrap()
-            .write_all(input.as_bytes())
+            .write_all(input.as_ref())
             .unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
