@@ -450,3 +450,31 @@ fn sync_defers_below_the_rate_limit_floor_without_pulling() {
     assert_eq!(fake.count("GET", "/manifests/"), 0, "no pull was spent");
     assert!(!ferry.index_json().contains("app:1.0"));
 }
+
+#[test]
+fn a_corrupt_job_state_file_is_an_error_not_an_empty_state() {
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[[prune]]\nname = \"tidy\"\nrepository = \"store\"\nolder_than = \"30d\"\n",
+    );
+    let jobs_dir = ferry.store.join("ferry/jobs");
+    std::fs::create_dir_all(&jobs_dir).unwrap();
+    let state = jobs_dir.join("tidy.json");
+    std::fs::write(&state, b"{\"backups\": [trunc").unwrap();
+    let run = ferry.run(&["run", "tidy"]).expect_code(1);
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        output.contains("tidy.json") && output.contains("ferry jobs --reset tidy"),
+        "{output}"
+    );
+    // The file is left for the user to look at, not overwritten.
+    assert_eq!(std::fs::read(&state).unwrap(), b"{\"backups\": [trunc");
+    let listed = ferry.run(&["jobs"]).ok();
+    assert!(
+        listed.stdout.contains("state-unreadable"),
+        "{}",
+        listed.stdout
+    );
+    ferry.run(&["jobs", "--reset", "tidy"]).ok();
+    assert!(!state.exists());
+    ferry.run(&["run", "tidy"]).ok();
+}

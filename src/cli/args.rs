@@ -142,7 +142,12 @@ pub enum Command {
     /// Run jobs on their schedules until SIGTERM or Ctrl-C.
     Daemon,
     /// List jobs with their schedule, last result and next run.
-    Jobs,
+    Jobs {
+        /// Forget this job's saved state (remembered digests, first-seen
+        /// times, backup chain) so its next run starts afresh.
+        #[arg(long, value_name = "NAME")]
+        reset: Option<String>,
+    },
     /// Check the config file.
     Config {
         #[command(subcommand)]

@@ -196,7 +196,13 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for spec in &jobs {
-        let state = crate::jobs::scheduler_state(&store, &spec.name).unwrap_or_default();
+        let (state, unreadable) = match crate::jobs::scheduler_state(&store, &spec.name) {
+            Ok(state) => (state, false),
+            Err(error) => {
+                tracing::warn!("{error:#}");
+                (Default::default(), true)
+            }
+        };
         let next = spec.schedule.as_ref().and_then(|s| {
             next_due(
                 s,
@@ -206,12 +212,15 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
                 context.config.catch_up,
             )
         });
-        let status = state.last_status.map(|s| {
-            serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        });
+        let status = state
+            .last_status
+            .map(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .or_else(|| unreadable.then(|| "state-unreadable".to_owned()));
         rows.push(vec![
             spec.name.clone(),
             spec.kind.label().to_owned(),
@@ -234,6 +243,21 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
             &["NAME", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN"],
             &rows,
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry jobs --reset NAME`.
+pub fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
+    selected_jobs(context, &[name.to_owned()])?;
+    let store = context.store()?;
+    let removed = crate::jobs::reset_state(&store, name)?;
+    if !context.quiet {
+        println(&if removed {
+            format!("{name}: state reset; the next run starts afresh")
+        } else {
+            format!("{name}: no saved state")
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }

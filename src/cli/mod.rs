@@ -212,7 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { image, output } => archive::export(&context, &image, output.as_deref()),
         Command::Run { jobs, dry_run } => jobs::run(&context, &jobs, dry_run).await,
         Command::Daemon => jobs::daemon(&context).await,
-        Command::Jobs => jobs::list(&context),
+        Command::Jobs { reset: None } => jobs::list(&context),
+        Command::Jobs { reset: Some(name) } => jobs::reset(&context, &name),
         Command::Config {
             action: args::ConfigAction::Check,
         } => jobs::check(&context),

@@ -18,6 +18,14 @@ pub fn scheduler_state(store: &Store, name: &str) -> anyhow::Result<JobState> {
     state::load(store, name)
 }
 
+/// Forget a job's saved state (`ferry jobs --reset NAME`), under its lock.
+pub fn reset_state(store: &Store, name: &str) -> anyhow::Result<bool> {
+    let Some(_lock) = state::try_lock(store, name)? else {
+        anyhow::bail!("job {name} is running; reset its state when it has finished");
+    };
+    state::reset(store, name)
+}
+
 use crate::config::{JobKind, JobSpec};
 use crate::progress::Reporter;
 use crate::registry::Registries;
@@ -119,7 +127,16 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
             return report;
         }
     };
-    let mut job_state = state::load(&context.store, &spec.name).unwrap_or_default();
+    let mut job_state = match state::load(&context.store, &spec.name) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            // Never run on an empty state in place of one that cannot be read.
+            report.status = Status::Failed;
+            report.error = Some(format!("{error:#}"));
+            report.seconds = clock.elapsed().as_secs_f64();
+            return report;
+        }
+    };
     let outcome = match &spec.kind {
         JobKind::Sync(sync) => sync::run(context, sync, dry_run, &mut job_state, &mut report).await,
         JobKind::Backup(backup) => {

@@ -65,13 +65,36 @@ fn dir(store: &Store) -> std::path::PathBuf {
     store.root().join("ferry").join("jobs")
 }
 
-/// A job's state (default when it never ran).
+fn path(store: &Store, name: &str) -> std::path::PathBuf {
+    dir(store).join(format!("{name}.json"))
+}
+
+/// A job's state (default when it never ran). A file that exists but cannot
+/// be read or parsed is an error: an empty state in its place would make a
+/// backup job forget its archive chain, or a prune job its first-seen times.
 pub fn load(store: &Store, name: &str) -> anyhow::Result<JobState> {
-    let path = dir(store).join(format!("{name}.json"));
+    let path = path(store, name);
+    let fix = format!(
+        "reset it with `ferry jobs --reset {name}` (or delete the file); the job then starts as if it never ran"
+    );
     match std::fs::read(&path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("job state {} is corrupt ({e}); {fix}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobState::default()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read job state {}: {e}; {fix}",
+            path.display()
+        )),
+    }
+}
+
+/// Forget a job's state (`ferry jobs --reset NAME`). Returns whether there was any.
+pub fn reset(store: &Store, name: &str) -> anyhow::Result<bool> {
+    let path = path(store, name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", path.display())),
     }
 }
 
