@@ -169,25 +169,6 @@ pub fn import(
     Ok(config_digest)
 }
 
-/// The single-platform manifest to export: the image itself, or its host (else first) platform.
-fn platform_manifest(store: &Store, image: &str) -> Result<ParsedManifest, ArchiveError> {
-    let local = store.resolve(image)?;
-    if local.manifest.image().is_some() {
-        return Ok(local.manifest);
-    }
-    let host = Platform::host();
-    let child = crate::engine::platform_child(&local.manifest, &host)
-        .or_else(|| local.manifest.children().first().copied())
-        .ok_or_else(|| ArchiveError::Invalid {
-            archive: image.to_owned(),
-            message: "the index is empty".into(),
-        })?;
-    Ok(store.read_manifest(
-        &descriptor_digest(child).expect("validated"),
-        child.media_type().as_ref(),
-    )?)
-}
-
 fn open_layer(store: &Store, digest: &Digest, size: u64) -> std::io::Result<Box<dyn Read>> {
     let mut reader =
         std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(store.blob_path(digest))?);
@@ -207,22 +188,33 @@ fn under(path: &str, dir: &str) -> bool {
 }
 
 /// Flatten the image's layers into one tar on `out`.
-pub fn export(store: &Store, image: &str, out: &mut dyn Write) -> Result<(), ArchiveError> {
-    let manifest = platform_manifest(store, image)?;
-    let layers: Vec<(Digest, u64)> = manifest
-        .image()
-        .expect("platform manifest")
-        .layers()
-        .iter()
-        .map(|l| (descriptor_digest(l).expect("validated"), l.size()))
-        .collect();
-    let io = |source| ArchiveError::Io {
-        archive: image.to_owned(),
-        source,
-    };
+/// `manifest` is the image's single-platform manifest
+/// ([`Store::resolve_platform`]); `image` names it in errors.
+pub fn export(
+    store: &Store,
+    image: &str,
+    manifest: &ParsedManifest,
+    out: &mut dyn Write,
+) -> Result<(), ArchiveError> {
     let bad = |message: String| ArchiveError::Invalid {
         archive: image.to_owned(),
         message,
+    };
+    let layers: Vec<(Digest, u64)> = manifest
+        .image()
+        .ok_or_else(|| bad("is not an image manifest".into()))?
+        .layers()
+        .iter()
+        .map(|l| {
+            Ok((
+                descriptor_digest(l).map_err(|e| bad(e.to_string()))?,
+                l.size(),
+            ))
+        })
+        .collect::<Result<_, ArchiveError>>()?;
+    let io = |source| ArchiveError::Io {
+        archive: image.to_owned(),
+        source,
     };
     // Pass 1, top layer down: decide which entries survive. A whiteout or
     // opaque marker hides only what lies in lower layers.

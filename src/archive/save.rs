@@ -3,36 +3,41 @@
 //! (`manifest.json` with fully-qualified `RepoTags`, `repositories`),
 //! holding the original registry blobs once each. Metadata comes first so
 //! streaming readers need no temp space; the tar itself is uncompressed
-//! unless asked, with fixed modes, owners and times.
+//! unless asked, with fixed modes, owners and times. The engine plans the
+//! images (from the store or straight from a registry) and hands each blob
+//! over as a verifying reader; this module only lays out the tar.
 
 use super::{ArchiveError, Compression};
-use crate::engine::{platform_child, subset_index};
-use crate::store::{Store, CONTAINERD_NAME, REF_NAME};
+use crate::store::{CONTAINERD_NAME, REF_NAME};
 use crate::types::manifest::descriptor_digest;
-use crate::types::{media, Digest, ParsedManifest, Platform};
+use crate::types::{media, Digest, ParsedManifest, Reference};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{Read, Write};
 
-/// What to save.
-#[derive(Debug, Clone, Default)]
-pub struct SaveRequest {
-    /// Images as the user named them (names, digests or IDs).
-    pub images: Vec<String>,
-    /// Platforms to keep from multi-platform images (empty: as stored).
-    pub platforms: Vec<Platform>,
-    /// Blobs to leave out (a delta against an older archive or image).
-    pub exclude: BTreeSet<Digest>,
+/// One image to write, as the engine planned it.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    /// The full name (with tag) to record; `None` for an untagged image.
+    pub name: Option<Reference>,
+    /// The top-level manifest (an index or an image).
+    pub root: ParsedManifest,
+    /// Child manifests of an index.
+    pub manifests: Vec<ParsedManifest>,
+    /// Config and layer blobs with their sizes.
+    pub blobs: BTreeMap<Digest, u64>,
+    /// The single-platform manifest for `manifest.json` (docker load), if any.
+    pub docker: Option<ParsedManifest>,
 }
 
-/// One image in a save plan.
+/// One image in a written archive (for `--json` and `--list`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SavedImage {
     pub name: Option<String>,
     pub digest: Digest,
     pub media_type: String,
     /// The single-platform manifest listed in manifest.json.
-    pub docker_manifest: Digest,
+    pub docker_manifest: Option<Digest>,
 }
 
 /// Everything `write` needs, decided before the first byte is written.
@@ -41,28 +46,40 @@ pub struct SavePlan {
     index_entries: Vec<serde_json::Value>,
     docker_items: Vec<serde_json::Value>,
     repositories: BTreeMap<String, BTreeMap<String, String>>,
-    /// Every blob in write order, with its size; `extra` holds rebuilt indexes.
+    /// Config and layer blobs in write order, with their sizes.
     blobs: BTreeMap<Digest, u64>,
-    extra: BTreeMap<Digest, Bytes>,
+    /// Manifests, written from memory.
+    manifests: BTreeMap<Digest, Bytes>,
     pub excluded: BTreeSet<Digest>,
 }
 
 impl SavePlan {
-    /// Bytes of blob content the archive will hold.
-    pub fn blob_bytes(&self) -> u64 {
+    fn kept(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        let manifests = self.manifests.iter().map(|(d, b)| (d, b.len() as u64));
         self.blobs
             .iter()
+            .map(|(d, s)| (d, *s))
+            .chain(manifests)
             .filter(|(d, _)| !self.excluded.contains(*d))
-            .map(|(_, s)| s)
-            .sum()
+    }
+
+    /// Bytes of blob content the archive will hold.
+    pub fn blob_bytes(&self) -> u64 {
+        self.kept().map(|(_, s)| s).sum()
     }
 
     /// Number of blobs the archive will hold.
     pub fn blob_count(&self) -> usize {
+        self.kept().count()
+    }
+
+    /// Every digest the archive refers to, kept or left out.
+    pub fn all_digests(&self) -> BTreeSet<Digest> {
         self.blobs
             .keys()
-            .filter(|d| !self.excluded.contains(*d))
-            .count()
+            .chain(self.manifests.keys())
+            .cloned()
+            .collect()
     }
 }
 
@@ -73,119 +90,83 @@ fn invalid(image: &str, message: impl Into<String>) -> ArchiveError {
     }
 }
 
-/// Decide what goes into the archive.
-pub fn plan(store: &Store, request: &SaveRequest) -> Result<SavePlan, ArchiveError> {
-    let host = Platform::host();
+/// Decide what goes into the archive; `exclude` lists blobs to leave out
+/// (a delta against an older archive).
+pub fn plan(
+    images: Vec<ArchiveImage>,
+    exclude: BTreeSet<Digest>,
+) -> Result<SavePlan, ArchiveError> {
     let mut plan = SavePlan {
         images: Vec::new(),
         index_entries: Vec::new(),
         docker_items: Vec::new(),
         repositories: BTreeMap::new(),
         blobs: BTreeMap::new(),
-        extra: BTreeMap::new(),
-        excluded: request.exclude.clone(),
+        manifests: BTreeMap::new(),
+        excluded: exclude,
     };
     let mut docker_by_config: BTreeMap<Digest, usize> = BTreeMap::new();
-    for text in &request.images {
-        let image = store.resolve(text)?;
-        let name = image.entry.name().filter(|n| n.tag().is_some());
-        let mut root = image.manifest.clone();
-        if root.is_index() && !request.platforms.is_empty() {
-            root = match request.platforms.as_slice() {
-                [one] => {
-                    let child = platform_child(&root, one)
-                        .ok_or_else(|| invalid(text, format!("has no image for platform {one}")))?;
-                    store.read_manifest(
-                        &descriptor_digest(child).expect("validated"),
-                        child.media_type().as_ref(),
-                    )?
-                }
-                several => {
-                    let bytes = subset_index(&root, several)
-                        .ok_or_else(|| invalid(text, "has none of the requested platforms"))?;
-                    let rebuilt = ParsedManifest::parse(bytes, Some(&root.media_type), text)
-                        .map_err(|e| invalid(text, e.to_string()))?;
-                    plan.extra
-                        .insert(rebuilt.digest.clone(), rebuilt.bytes.clone());
-                    rebuilt
-                }
-            };
+    for image in images {
+        let what = image
+            .name
+            .as_ref()
+            .map_or_else(|| image.root.digest.to_string(), ToString::to_string);
+        let name = image.name.filter(|n| n.tag().is_some());
+        for manifest in image.manifests.iter().chain(std::iter::once(&image.root)) {
+            plan.manifests
+                .insert(manifest.digest.clone(), manifest.bytes.clone());
         }
-        // Blobs: everything the stored root reaches, restricted to the chosen root.
-        if plan.extra.contains_key(&root.digest) {
-            plan.blobs
-                .insert(root.digest.clone(), root.bytes.len() as u64);
-            for child in root.children() {
-                let digest = descriptor_digest(child).expect("validated");
-                plan.blobs
-                    .extend(store.reachable(&digest, child.media_type().as_ref())?);
-            }
-        } else {
-            plan.blobs
-                .extend(store.reachable(&root.digest, &root.media_type)?);
-        }
-        // manifest.json lists one platform: the requested or host one.
-        let docker = if root.is_index() {
-            let wanted = request.platforms.first().unwrap_or(&host);
-            let child = platform_child(&root, wanted)
-                .or_else(|| platform_child(&root, &host))
-                .or_else(|| {
-                    root.children().into_iter().find(|c| {
-                        c.platform()
-                            .as_ref()
-                            .is_some_and(|p| p.os().to_string() != "unknown")
-                    })
-                })
-                .ok_or_else(|| invalid(text, "the index has no platform image"))?;
-            store.read_manifest(
-                &descriptor_digest(child).expect("validated"),
-                child.media_type().as_ref(),
-            )?
-        } else {
-            root.clone()
-        };
-        let manifest = docker
-            .image()
-            .ok_or_else(|| invalid(text, "nested indexes cannot be saved for docker load"))?;
-        let config = descriptor_digest(manifest.config()).expect("validated");
-        let layers: Vec<String> = manifest
-            .layers()
-            .iter()
-            .map(|l| {
-                format!(
-                    "blobs/sha256/{}",
-                    descriptor_digest(l).expect("validated").hex()
-                )
-            })
-            .collect();
+        plan.blobs.extend(image.blobs);
         let repo_tag = name.as_ref().map(|n| n.to_string());
-        match docker_by_config.get(&config) {
-            Some(&index) => {
-                if let Some(tag) = &repo_tag {
-                    plan.docker_items[index]["RepoTags"]
-                        .as_array_mut()
-                        .expect("array")
-                        .push(tag.clone().into());
+        // manifest.json lists container images only, one platform each.
+        let docker = image
+            .docker
+            .as_ref()
+            .and_then(|d| d.image().map(|m| (d, m)));
+        if let Some((docker, manifest)) = docker {
+            let config =
+                descriptor_digest(manifest.config()).map_err(|e| invalid(&what, e.to_string()))?;
+            let layers = manifest
+                .layers()
+                .iter()
+                .map(|l| {
+                    descriptor_digest(l)
+                        .map(|d| format!("blobs/sha256/{}", d.hex()))
+                        .map_err(|e| invalid(&what, e.to_string()))
+                })
+                .collect::<Result<Vec<String>, _>>()?;
+            match docker_by_config.get(&config) {
+                Some(&index) => {
+                    if let (Some(tag), Some(tags)) = (
+                        &repo_tag,
+                        plan.docker_items[index]["RepoTags"].as_array_mut(),
+                    ) {
+                        tags.push(tag.clone().into());
+                    }
+                }
+                None => {
+                    docker_by_config.insert(config.clone(), plan.docker_items.len());
+                    plan.docker_items.push(serde_json::json!({
+                        "Config": format!("blobs/sha256/{}", config.hex()),
+                        "RepoTags": repo_tag.iter().collect::<Vec<_>>(),
+                        "Layers": layers,
+                    }));
                 }
             }
-            None => {
-                docker_by_config.insert(config.clone(), plan.docker_items.len());
-                plan.docker_items.push(serde_json::json!({
-                    "Config": format!("blobs/sha256/{}", config.hex()),
-                    "RepoTags": repo_tag.iter().collect::<Vec<_>>(),
-                    "Layers": layers,
-                }));
+            if let Some(name) = &name {
+                plan.repositories.entry(name.name()).or_default().insert(
+                    name.tag().unwrap_or("latest").to_owned(),
+                    config.hex().to_owned(),
+                );
             }
+            let _ = docker;
         }
         let mut annotations = serde_json::Map::new();
         if let Some(name) = &name {
             annotations.insert(CONTAINERD_NAME.into(), name.to_string().into());
             annotations.insert(REF_NAME.into(), name.tag().unwrap_or("latest").into());
-            plan.repositories.entry(name.name()).or_default().insert(
-                name.tag().unwrap_or("latest").to_owned(),
-                config.hex().to_owned(),
-            );
         }
+        let root = &image.root;
         let mut entry = serde_json::json!({"mediaType": root.media_type, "digest": root.digest, "size": root.bytes.len()});
         if !annotations.is_empty() {
             entry["annotations"] = annotations.into();
@@ -195,17 +176,15 @@ pub fn plan(store: &Store, request: &SaveRequest) -> Result<SavePlan, ArchiveErr
             name: name.map(|n| n.to_string()),
             digest: root.digest.clone(),
             media_type: root.media_type.clone(),
-            docker_manifest: docker.digest.clone(),
+            docker_manifest: image.docker.map(|d| d.digest),
         });
     }
     Ok(plan)
 }
 
-fn header(path: &str, size: u64, directory: bool) -> tar::Header {
+fn header(path: &str, size: u64, directory: bool) -> std::io::Result<tar::Header> {
     let mut header = tar::Header::new_ustar();
-    header
-        .set_path(path)
-        .expect("archive paths are short ASCII");
+    header.set_path(path)?;
     header.set_size(size);
     header.set_mode(if directory { 0o755 } else { 0o644 });
     header.set_entry_type(if directory {
@@ -217,14 +196,19 @@ fn header(path: &str, size: u64, directory: bool) -> tar::Header {
     header.set_gid(0);
     header.set_mtime(0);
     header.set_cksum();
-    header
+    Ok(header)
 }
 
-/// Write the planned archive to `out`. Blobs are re-verified as they are
-/// read: a corrupt store blob fails the save instead of travelling on.
+/// Opens a blob by digest and size as a reader that fails at its end
+/// when the bytes are not the blob (the one verifying reader).
+pub type BlobOpener<'a> =
+    dyn FnMut(&Digest, u64) -> Result<Box<dyn Read + Send>, ArchiveError> + 'a;
+
+/// Write the planned archive to `out`, reading each blob through `open`:
+/// a blob that does not verify fails the write instead of travelling on.
 pub fn write(
-    store: &Store,
     plan: &SavePlan,
+    open: &mut BlobOpener<'_>,
     out: &mut dyn Write,
     compression: Compression,
 ) -> Result<(), ArchiveError> {
@@ -253,7 +237,7 @@ pub fn write(
     };
     {
         let mut builder = tar::Builder::new(&mut sink);
-        let json = |value: &serde_json::Value| serde_json::to_vec(value).expect("JSON serialises");
+        let json = |value: &serde_json::Value| value.to_string().into_bytes();
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": plan.index_entries});
         let metadata: [(&str, Vec<u8>); 4] = [
             ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
@@ -264,44 +248,39 @@ pub fn write(
             ),
             (
                 "repositories",
-                serde_json::to_vec(&plan.repositories).expect("JSON serialises"),
+                serde_json::json!(plan.repositories)
+                    .to_string()
+                    .into_bytes(),
             ),
         ];
         for (name, bytes) in metadata {
             builder
-                .append(&header(name, bytes.len() as u64, false), bytes.as_slice())
+                .append(
+                    &header(name, bytes.len() as u64, false).map_err(io)?,
+                    bytes.as_slice(),
+                )
                 .map_err(io)?;
         }
         builder
-            .append(&header("blobs/", 0, true), std::io::empty())
+            .append(&header("blobs/", 0, true).map_err(io)?, std::io::empty())
             .map_err(io)?;
         builder
-            .append(&header("blobs/sha256/", 0, true), std::io::empty())
+            .append(
+                &header("blobs/sha256/", 0, true).map_err(io)?,
+                std::io::empty(),
+            )
             .map_err(io)?;
-        for (digest, size) in &plan.blobs {
-            if plan.excluded.contains(digest) {
-                continue;
-            }
+        let mut order: Vec<(&Digest, u64)> = plan.kept().collect();
+        order.sort();
+        for (digest, size) in order {
             let path = format!("blobs/sha256/{}", digest.hex());
-            if let Some(bytes) = plan.extra.get(digest) {
-                builder
-                    .append(&header(&path, bytes.len() as u64, false), &bytes[..])
-                    .map_err(io)?;
+            let header = header(&path, size, false).map_err(io)?;
+            if let Some(bytes) = plan.manifests.get(digest) {
+                builder.append(&header, &bytes[..]).map_err(io)?;
                 continue;
             }
-            let file_path = store.blob_path(digest);
-            let file = std::fs::File::open(&file_path)
-                .map_err(|e| crate::store::StoreError::io(&file_path, e))?;
-            let mut reader = VerifyingReader {
-                inner: std::io::BufReader::with_capacity(1 << 20, file),
-                hasher: Some(digest.hasher()),
-                digest,
-                read: 0,
-                size: *size,
-            };
-            builder
-                .append(&header(&path, *size, false), &mut reader)
-                .map_err(io)?;
+            let mut reader = open(digest, size)?;
+            builder.append(&header, &mut reader).map_err(io)?;
         }
         builder.finish().map_err(io)?;
     }
@@ -310,37 +289,6 @@ pub fn write(
     buffered.flush().map_err(io)?;
     drop(buffered);
     out.flush().map_err(io)
-}
-
-/// Hashes what passes through and fails at the end when it does not match.
-struct VerifyingReader<'a, R> {
-    inner: R,
-    hasher: Option<crate::types::Hasher>,
-    digest: &'a Digest,
-    read: u64,
-    size: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for VerifyingReader<'_, R> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buffer)?;
-        self.read += read as u64;
-        if let Some(hasher) = self.hasher.as_mut() {
-            hasher.update(&buffer[..read]);
-        }
-        if read == 0 || self.read == self.size {
-            if let Some(hasher) = self.hasher.take() {
-                let actual = hasher.finish();
-                if &actual != self.digest || self.read != self.size {
-                    return Err(std::io::Error::other(format!(
-                        "store blob {} is corrupt (content hashes to {actual}); run ferry verify --read-data",
-                        self.digest
-                    )));
-                }
-            }
-        }
-        Ok(read)
-    }
 }
 
 /// Blobs an existing archive holds (for `--since OLD.tar`).
@@ -369,13 +317,4 @@ pub fn archive_blobs(path: &std::path::Path) -> Result<BTreeSet<Digest>, Archive
         }
     }
     Ok(found)
-}
-
-/// Every blob `image` reaches in the store (for `--since IMAGE`).
-pub fn image_blobs(store: &Store, image: &str) -> Result<BTreeSet<Digest>, ArchiveError> {
-    let image = store.resolve(image)?;
-    Ok(store
-        .reachable(&image.entry.digest, &image.entry.media_type)?
-        .into_keys()
-        .collect())
 }

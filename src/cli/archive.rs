@@ -5,16 +5,19 @@ use super::args::{CompressArg, LoadArgs, SaveArgs};
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::load::LoadedImage;
-use crate::archive::save::{self, SaveRequest};
+use crate::archive::save;
 use crate::archive::{load as loader, rootfs, Compression};
+use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
+use crate::progress::Reporter;
 use crate::types::Platform;
 use anyhow::Context as _;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-/// `ferry save`.
-pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
+/// `ferry save`: store → archive through the engine.
+pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
     let platforms = args
         .platform
@@ -24,21 +27,42 @@ pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
     let exclude = match &args.since {
         None => Default::default(),
         Some(since) if Path::new(since).is_file() => save::archive_blobs(Path::new(since))?,
-        Some(since) => save::image_blobs(&store, since).with_context(|| {
-            format!("--since {since}: neither an archive file nor an image in the store")
-        })?,
+        Some(since) => {
+            let image = store.resolve(since).with_context(|| {
+                format!("--since {since}: neither an archive file nor an image in the store")
+            })?;
+            store
+                .reachable(&image.entry.digest, &image.entry.media_type)?
+                .into_keys()
+                .collect()
+        }
     };
-    let request = SaveRequest {
-        images: args.images.clone(),
-        platforms,
-        exclude,
+    let mut sources = Vec::new();
+    for text in &args.images {
+        let image = store.resolve(text)?;
+        let name = image.entry.name().filter(|n| n.tag().is_some());
+        let source = Source::Store {
+            store: store.clone(),
+            entry: image.entry.clone(),
+            name: name
+                .as_ref()
+                .map_or_else(|| text.clone(), ToString::to_string),
+        };
+        sources.push((source, name));
+    }
+    // One platform: a single-platform image; several: a rebuilt index.
+    let choice = match platforms.as_slice() {
+        [] => PlatformChoice::All,
+        [one] => PlatformChoice::Single(one.clone()),
+        several => PlatformChoice::Subset(several.to_vec()),
     };
-    let plan = save::plan(&store, &request)?;
+    let plan = plan_archive(sources, &choice, platforms.first(), exclude).await?;
+    let layout = &plan.layout;
     if args.list {
         if context.json {
-            json(&plan.images)?;
+            json(&layout.images)?;
         } else {
-            for image in &plan.images {
+            for image in &layout.images {
                 println(&format!(
                     "{} {}",
                     image.name.as_deref().unwrap_or("<none>"),
@@ -47,39 +71,47 @@ pub fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
             }
             println(&format!(
                 "{} blobs, {} ({} left out as already there)",
-                plan.blob_count(),
-                human_size(plan.blob_bytes()),
-                plan.excluded.len()
+                layout.blob_count(),
+                human_size(layout.blob_bytes()),
+                layout.excluded.len()
             ))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let compression = match args.compress {
-        CompressArg::None => Compression::None,
-        CompressArg::Gzip => Compression::Gzip,
-        CompressArg::Zstd => Compression::Zstd,
-    };
+    let compression = compression_of(args.compress);
+    context.reporter.set_verb("Save");
+    let reporter: Arc<dyn Reporter> = context.reporter.clone();
     let written = write_output(args.output.as_deref(), |out| {
-        Ok(save::write(&store, &plan, out, compression)?)
+        Ok(write_archive(&plan, out, compression, &reporter)?)
     })?;
+    context.reporter.clear();
     if let (Some(path), false) = (written, context.quiet || context.json) {
         eprintln!(
             "Saved {} images, {} blobs ({}) to {}",
-            plan.images.len(),
-            plan.blob_count(),
-            human_size(plan.blob_bytes()),
+            layout.images.len(),
+            layout.blob_count(),
+            human_size(layout.blob_bytes()),
             path.display()
         );
     }
     if context.json {
-        json(&plan.images)?;
+        json(&layout.images)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// The archive compression a flag names.
+pub fn compression_of(arg: CompressArg) -> Compression {
+    match arg {
+        CompressArg::None => Compression::None,
+        CompressArg::Gzip => Compression::Gzip,
+        CompressArg::Zstd => Compression::Zstd,
+    }
+}
+
 /// Write to `-o FILE` atomically, or to standard output when it is not a
 /// terminal. Returns the file written, if any.
-fn write_output(
+pub fn write_output(
     output: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<Option<&Path>> {
@@ -128,9 +160,18 @@ pub fn import(
 }
 
 /// `ferry export`.
-pub fn export(context: &Context, image: &str, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn export(
+    context: &Context,
+    image: &str,
+    output: Option<&Path>,
+    platform: Option<&Platform>,
+) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
-    write_output(output, |out| Ok(rootfs::export(&store, image, out)?))?;
+    // Choose before the output file exists: a wrong platform writes nothing.
+    let (_, manifest) = store.resolve_platform(image, platform)?;
+    write_output(output, |out| {
+        Ok(rootfs::export(&store, image, &manifest, out)?)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! Command-line definitions. Names of commands and flags are a contract
 //! with scripts and cron jobs: change them only with the README.
 
+use crate::types::Platform;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -66,6 +67,9 @@ pub enum Command {
         /// Images by name, digest or ID.
         #[arg(required = true)]
         images: Vec<String>,
+        /// For multi-platform images, the platform whose config to show (default: the host's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
     },
     /// Show the history of an image in the store.
     History {
@@ -74,6 +78,9 @@ pub enum Command {
         /// Do not shorten the output.
         #[arg(long)]
         no_trunc: bool,
+        /// For multi-platform images, the platform to show (default: the host's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
     },
     /// Give an image in the store another name.
     Tag {
@@ -127,6 +134,9 @@ pub enum Command {
     Export {
         /// The image in the store.
         image: String,
+        /// For multi-platform images, the platform to export (default: the host's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+        platform: Option<Platform>,
         /// Write to this file (default: standard output when it is not a terminal).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -201,9 +211,12 @@ pub struct PushArgs {
 /// `ferry copy`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// The source image in a registry.
+    /// The source: an image in a registry (`docker://` optional), or
+    /// `archive:FILE` / `archive:-` (standard input) for every image of an archive.
     pub source: String,
-    /// The destination: a full image name, or a repository when --all-tags is given.
+    /// The destination: a full image name (a repository with --all-tags);
+    /// for an archive source, a registry host or host/path prefix that the
+    /// archive's names are rebased under; or `archive:FILE` / `archive:-`.
     pub destination: String,
     /// Copy every tag of the source repository.
     #[arg(short = 'a', long)]
@@ -307,6 +320,12 @@ pub struct PruneArgs {
 /// Print a completion script for `shell`.
 pub fn print_completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+}
+
+/// clap's parser for `--platform` values.
+fn parse_platform(text: &str) -> Result<Platform, String> {
+    text.parse()
+        .map_err(|e: crate::types::platform::PlatformError| e.to_string())
 }
 
 #[cfg(test)]

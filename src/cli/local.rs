@@ -140,7 +140,11 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `ferry inspect`: manifest, config and ferry's metadata as a JSON array.
-pub fn inspect(context: &Context, images: &[String]) -> anyhow::Result<ExitCode> {
+pub fn inspect(
+    context: &Context,
+    images: &[String],
+    platform: Option<&Platform>,
+) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
     let summaries = store.summaries()?;
     let mut out = Vec::new();
@@ -148,7 +152,9 @@ pub fn inspect(context: &Context, images: &[String]) -> anyhow::Result<ExitCode>
         let image = store.resolve(text)?;
         let id = store.image_id(&image);
         let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
-        let config = match image.manifest.image() {
+        // An index shows the config of the chosen platform's image.
+        let (_, chosen) = store.resolve_platform(text, platform)?;
+        let config = match chosen.image() {
             Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
             None => serde_json::Value::Null,
         };
@@ -191,20 +197,17 @@ pub fn inspect(context: &Context, images: &[String]) -> anyhow::Result<ExitCode>
 }
 
 /// `ferry history`: the config's history with layer sizes, newest first.
-pub fn history(context: &Context, text: &str, no_trunc: bool) -> anyhow::Result<ExitCode> {
+pub fn history(
+    context: &Context,
+    text: &str,
+    no_trunc: bool,
+    platform: Option<&Platform>,
+) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
-    let image = store.resolve(text)?;
-    let manifest = match image.manifest.image() {
-        Some(_) => image.manifest.clone(),
-        None => {
-            let host = Platform::host();
-            let child = crate::engine::platform_child(&image.manifest, &host)
-                .or_else(|| image.manifest.children().first().copied())
-                .ok_or_else(|| anyhow::anyhow!("{text} is an empty index"))?;
-            store.read_manifest(&descriptor_digest(child)?, child.media_type().as_ref())?
-        }
-    };
-    let image_manifest = manifest.image().expect("a platform manifest");
+    let (_, manifest) = store.resolve_platform(text, platform)?;
+    let image_manifest = manifest
+        .image()
+        .ok_or_else(|| anyhow::anyhow!("{text}: the chosen manifest is not an image"))?;
     let config_digest = descriptor_digest(image_manifest.config())?;
     let config = store.read_config(&config_digest)?;
     let mut layers = image_manifest.layers().iter().map(|l| l.size());

@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod archive;
+mod archive_copy;
 mod args;
 mod jobs;
 mod local;
@@ -187,8 +188,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(args) => transfer::login(&context, args).await,
         Command::Logout { registry } => transfer::logout(&context, &registry),
         Command::Images(args) => local::images(&context, args),
-        Command::Inspect { images } => local::inspect(&context, &images),
-        Command::History { image, no_trunc } => local::history(&context, &image, no_trunc),
+        Command::Inspect { images, platform } => {
+            local::inspect(&context, &images, platform.as_ref())
+        }
+        Command::History {
+            image,
+            no_trunc,
+            platform,
+        } => local::history(&context, &image, no_trunc, platform.as_ref()),
         Command::Tag { source, target } => local::tag(&context, &source, &target),
         Command::Rmi { images, force } => local::rmi(&context, &images, force),
         Command::Prune(args) => local::prune(&context, args),
@@ -202,14 +209,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             archive: None,
             read_data,
         } => local::verify(&context, read_data),
-        Command::Save(args) => archive::save(&context, args),
+        Command::Save(args) => archive::save(&context, args).await,
         Command::Load(args) => archive::load(&context, args),
         Command::Import {
             file,
             image,
             change,
         } => archive::import(&context, &file, &image, &change),
-        Command::Export { image, output } => archive::export(&context, &image, output.as_deref()),
+        Command::Export {
+            image,
+            output,
+            platform,
+        } => archive::export(&context, &image, output.as_deref(), platform.as_ref()),
         Command::Run { jobs, dry_run } => jobs::run(&context, &jobs, dry_run).await,
         Command::Daemon => jobs::daemon(&context).await,
         Command::Jobs { reset: None } => jobs::list(&context),

@@ -2,6 +2,7 @@
 //! `login`, `logout`. Each resolves its endpoints and hands the work to the
 //! copy engine; output follows docker's wording.
 
+use super::archive_copy::{self, Endpoint};
 use super::args::{CopyArgs, LoginArgs, PullArgs, PushArgs};
 use super::output::{json, println};
 use super::{Context, UsageError};
@@ -227,11 +228,39 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
     } else {
         PlatformChoice::Subset(platforms)
     };
+    let options = copy_options(context, choice.clone(), args.concurrency);
+    match (
+        Endpoint::parse(&args.source),
+        Endpoint::parse(&args.destination),
+    ) {
+        (Endpoint::Archive(path), Endpoint::Registry(destination)) => {
+            archive_copy::from_archive(context, &path, &destination, &options).await
+        }
+        (Endpoint::Registry(source), Endpoint::Archive(path)) => {
+            archive_copy::to_archive(context, &args, &source, &path, choice).await
+        }
+        (Endpoint::Archive(_), Endpoint::Archive(_)) => Err(UsageError(
+            "copy between two archives: load the first (ferry load) and save what you need".into(),
+        )
+        .into()),
+        (Endpoint::Registry(source), Endpoint::Registry(destination)) => {
+            registry_copy(context, &args, &source, &destination, &options).await
+        }
+    }
+}
+
+async fn registry_copy(
+    context: &Context,
+    args: &CopyArgs,
+    source: &str,
+    destination: &str,
+    options: &CopyOptions,
+) -> anyhow::Result<ExitCode> {
     let registries = context.registries();
     let source_ref =
-        Reference::parse_repository_or_ref(&args.source).map_err(|e| UsageError(e.to_string()))?;
-    let destination_ref = Reference::parse_repository_or_ref(&args.destination)
-        .map_err(|e| UsageError(e.to_string()))?;
+        Reference::parse_repository_or_ref(source).map_err(|e| UsageError(e.to_string()))?;
+    let destination_ref =
+        Reference::parse_repository_or_ref(destination).map_err(|e| UsageError(e.to_string()))?;
     let source_client = registries.client(source_ref.registry())?;
     let destination_client = registries.client(destination_ref.registry())?;
     let pairs: Vec<(Reference, Reference)> = if args.all_tags {
@@ -247,7 +276,7 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
             .map(|tag| (source_ref.with_tag(tag), destination_ref.with_tag(tag)))
             .collect()
     } else {
-        let source = parse_reference(&args.source)?;
+        let source = parse_reference(source)?;
         let destination = if destination_ref.tag().is_none() && destination_ref.digest().is_none() {
             destination_ref.with_tag(source.tag().unwrap_or("latest"))
         } else {
@@ -256,7 +285,6 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
         vec![(source, destination)]
     };
     context.reporter.set_verb("Copy");
-    let options = copy_options(context, choice, args.concurrency);
     let mut outcomes = Vec::new();
     for (from, to) in pairs {
         let source = Source::Registry {
@@ -267,7 +295,7 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
             client: destination_client.clone(),
             reference: to.clone(),
         };
-        let outcome = copy_image(&source, &target, &options)
+        let outcome = copy_image(&source, &target, options)
             .await
             .with_context(|| {
                 format!("copy {from} → {to} failed; no tag was changed at the destination")

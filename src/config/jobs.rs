@@ -66,6 +66,8 @@ pub struct BackupSection {
     pub full_every: Option<Spanned<u32>>,
     pub compress: Option<Spanned<String>>,
     pub platforms: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub keep_in_store: bool,
 }
 
 /// `[[retag]]`.
@@ -170,6 +172,8 @@ pub struct BackupSpec {
     pub full_every: u32,
     pub compress: String,
     pub platforms: Vec<Platform>,
+    /// Also keep the images in the local store (else registry → archive directly).
+    pub keep_in_store: bool,
 }
 
 /// A validated `[[retag]]`.
@@ -519,6 +523,7 @@ impl Resolver<'_> {
                 .map_or(7, |f| (*f.get_ref()).max(1)),
             compress,
             platforms: self.platforms(&section.platforms)?.unwrap_or_default(),
+            keep_in_store: section.keep_in_store,
         };
         self.common(
             &section.name,

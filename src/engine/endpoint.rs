@@ -18,6 +18,7 @@ const SMALL_BLOB: u64 = 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Where images come from.
+#[derive(Clone)]
 pub enum Source {
     /// A registry repository at a tag or digest.
     Registry {

@@ -6,11 +6,16 @@
 
 mod copy;
 mod endpoint;
-mod platforms;
+mod from_archive;
+mod plan;
+mod to_archive;
 
-pub use copy::{copy_image, CopyOptions, CopyOutcome};
+pub use crate::types::PlatformChoice;
+pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
-pub use platforms::{pick as platform_child, subset as subset_index, PlatformChoice};
+pub use from_archive::{ArchiveSource, ArchiveTarget};
+pub use plan::{plan_image, ImagePlan};
+pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 
 use crate::registry::RegistryError;
 use crate::store::StoreError;
@@ -22,6 +27,8 @@ pub enum EngineError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform, or use --all-platforms")]
     NoPlatform {
         image: String,

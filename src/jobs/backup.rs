@@ -1,6 +1,7 @@
-//! `[[backup]]`: pull the selected images into the store (cheap when they
-//! are there already), write one archive to `output` (templated with
-//! `{date}`, `{time}`, `{job}`), and rotate old archives with `keep`. With
+//! `[[backup]]`: copy the selected images straight from their registries
+//! into one archive at `output` (templated with `{date}`, `{time}`,
+//! `{job}`, `{run}`) through the engine — no copy in the local store unless
+//! `keep_in_store = true` — and rotate old archives with `keep`. With
 //! `incremental`, runs write deltas against the previous archive and a full
 //! one every `full_every` runs; rotation removes whole chains (a full
 //! archive with its deltas), so every kept delta can still be restored.
@@ -9,10 +10,12 @@
 
 use super::state::{BackupRecord, JobState};
 use super::{JobContext, JobReport, Stop};
-use crate::archive::save::{self, SaveRequest};
+use crate::archive::save;
 use crate::archive::Compression;
 use crate::config::jobs::BackupSpec;
-use crate::engine::{copy_image, CopyOptions, Destination, PlatformChoice, Source};
+use crate::engine::{
+    copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
+};
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
 
@@ -70,6 +73,7 @@ pub async fn run(
         concurrency: context.concurrency,
         reporter: context.reporter.clone(),
     };
+    let mut sources = Vec::new();
     for image in &images {
         if context.cancelled() {
             return Err(Stop::Cancelled);
@@ -77,27 +81,10 @@ pub async fn run(
         if dry_run {
             continue;
         }
-        // Straight from the registry into the store; an image the registry
-        // cannot serve now but the store holds is backed up from the store.
-        let client = context.registries.client(image.registry())?;
-        let source = Source::Registry {
-            client,
-            reference: image.clone(),
-        };
-        let destination = Destination::Store {
-            store: context.store.clone(),
-            name: Some(image.clone()),
-        };
-        if let Err(error) = copy_image(&source, &destination, &options).await {
-            if context.store.lookup_tag(image)?.is_none() {
-                return Err(Stop::Failed(
-                    anyhow::Error::new(error).context(format!("backup of {image}")),
-                ));
-            }
-            report
-                .notes
-                .push(format!("{image}: using the store's copy ({error})"));
-        }
+        sources.push((
+            source_for(context, spec, image, &options, report).await?,
+            Some(image.clone()),
+        ));
     }
     let now = now_unix();
     let output = expand(&spec.output, job, now, state.backup_runs + 1);
@@ -119,20 +106,16 @@ pub async fn run(
         (false, Some(previous)) => save::archive_blobs(std::path::Path::new(&previous.path))?,
         _ => Default::default(),
     };
-    let request = SaveRequest {
-        images: images.iter().map(ToString::to_string).collect(),
-        platforms: spec.platforms.clone(),
-        exclude,
-    };
-    let plan = save::plan(&context.store, &request)?;
+    let plan = plan_archive(sources, &options.platforms, spec.platforms.first(), exclude).await?;
     let compression = match spec.compress.as_str() {
         "gzip" => Compression::Gzip,
         "zstd" => Compression::Zstd,
         _ => Compression::None,
     };
     crate::archive::write_file_atomically(std::path::Path::new(&output), |file| {
-        Ok(save::write(&context.store, &plan, file, compression)?)
+        Ok(write_archive(&plan, file, compression, &context.reporter)?)
     })?;
+    let plan = &plan.layout;
     report.changes.push(format!(
         "wrote {} {output}: {} images, {} blobs",
         if full { "full archive" } else { "delta" },
@@ -150,6 +133,53 @@ pub async fn run(
         rotate(state, keep, &output, report);
     }
     Ok(())
+}
+
+/// Where one image is read from: its registry (the default), or the store
+/// after a pull into it with `keep_in_store`. An image the registry cannot
+/// serve now but the store holds is backed up from the store.
+async fn source_for(
+    context: &JobContext,
+    spec: &BackupSpec,
+    image: &Reference,
+    options: &CopyOptions,
+    report: &mut JobReport,
+) -> Result<Source, Stop> {
+    let client = context.registries.client(image.registry())?;
+    let registry = Source::Registry {
+        client,
+        reference: image.clone(),
+    };
+    let outcome = if spec.keep_in_store {
+        let destination = Destination::Store {
+            store: context.store.clone(),
+            name: Some(image.clone()),
+        };
+        copy_image(&registry, &destination, options)
+            .await
+            .map(|_| ())
+    } else {
+        registry.root().await.map(|_| ())
+    };
+    let error = match outcome {
+        Ok(()) if !spec.keep_in_store => return Ok(registry),
+        Ok(()) => None,
+        Err(error) => Some(error),
+    };
+    let Some(entry) = context.store.lookup_tag(image)? else {
+        let error = error.map_or_else(|| anyhow::anyhow!("not in the store"), anyhow::Error::new);
+        return Err(Stop::Failed(error.context(format!("backup of {image}"))));
+    };
+    if let Some(error) = error {
+        report
+            .notes
+            .push(format!("{image}: using the store's copy ({error})"));
+    }
+    Ok(Source::Store {
+        store: context.store.clone(),
+        entry,
+        name: image.to_string(),
+    })
 }
 
 /// Delete the oldest chains (a full archive and the deltas after it) while

@@ -5,8 +5,9 @@
 use super::index::{read_index, IndexEntry};
 use super::meta::{read_metadata, ImageTimes};
 use super::{Store, StoreError};
+use crate::types::choice::{choose_image_now, ChoiceError};
 use crate::types::manifest::{descriptor_digest, is_foreign_layer, MAX_MANIFEST_BYTES};
-use crate::types::{Digest, ParsedManifest, Reference};
+use crate::types::{Digest, ParsedManifest, Platform, Reference};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Largest image config ferry reads.
@@ -80,6 +81,44 @@ impl Store {
             }
             None => image.entry.digest.clone(),
         }
+    }
+
+    /// The single-image manifest of `text` for `platform` (the host's when
+    /// `None`), through the one platform chooser: nested indexes followed,
+    /// and an error naming the platforms the image has when none matches.
+    pub fn resolve_platform(
+        &self,
+        text: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(LocalImage, ParsedManifest), StoreError> {
+        let image = self.resolve(text)?;
+        let wanted = platform.cloned().unwrap_or_else(Platform::host);
+        let chosen = choose_image_now(image.manifest.clone(), &wanted, text, |digest, media| {
+            self.read_manifest(digest, media)
+        })
+        .map_err(|error| match error {
+            ChoiceError::Fetch(error) => error,
+            ChoiceError::NoPlatform {
+                image,
+                wanted,
+                available,
+            } => StoreError::NoPlatform {
+                image,
+                wanted,
+                available,
+            },
+            other => StoreError::Invalid {
+                image: text.to_owned(),
+                message: other.to_string(),
+            },
+        })?;
+        if chosen.image().is_none() {
+            return Err(StoreError::Invalid {
+                image: text.to_owned(),
+                message: "the chosen entry is not an image manifest".into(),
+            });
+        }
+        Ok((image, chosen))
     }
 
     /// Resolve a user's `IMAGE`: a reference (`nginx`, `host/app:tag`,

@@ -47,6 +47,14 @@ pub enum StoreError {
     Conflict(String),
     #[error("blob {0} is missing from the store; pull the image again")]
     MissingBlob(crate::types::Digest),
+    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{image}: {message}")]
+    Invalid { image: String, message: String },
 }
 
 impl StoreError {

@@ -2,6 +2,7 @@
 //! image references, platforms, manifests and media types, and redacted secrets.
 //! Nothing here does I/O beyond hashing bytes it is handed.
 
+pub mod choice;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
@@ -9,6 +10,7 @@ pub mod reference;
 pub mod secret;
 pub mod time;
 
+pub use choice::{ChoiceError, PlatformChoice};
 pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{media, Manifest, ManifestError, ParsedManifest};
 pub use platform::Platform;

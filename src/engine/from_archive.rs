@@ -1,0 +1,180 @@
+//! The archive as a source: `copy archive:FILE DEST`. The archive is read
+//! and checked exactly as `load` does (blob digests, layer diffIDs, every
+//! format ferry loads) into a private spool — a throw-away store in the
+//! temp directory, never the user's store — and each image then goes
+//! through the same plan and transfer as any other copy, so the tag at the
+//! destination is written only after everything it points at is there.
+
+use super::endpoint::Source;
+use crate::archive::load::{self, LoadedImage};
+use crate::archive::ArchiveError;
+use crate::store::{IndexEntry, Store};
+use crate::types::Reference;
+use std::path::PathBuf;
+
+/// A read and verified archive, held in a private spool.
+pub struct ArchiveSource {
+    spool: Store,
+    dir: PathBuf,
+    /// The images in the archive, in archive order.
+    pub images: Vec<LoadedImage>,
+}
+
+impl Drop for ArchiveSource {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl ArchiveSource {
+    /// Read and verify an archive from `input` (`name` names it in errors).
+    /// The spool lives under `$TMPDIR` (or `FERRY_TMPDIR`) and is removed
+    /// when the source is dropped.
+    pub fn read(input: &mut dyn std::io::Read, name: &str) -> Result<ArchiveSource, ArchiveError> {
+        let base = std::env::var_os("FERRY_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!(
+            "ferry-spool-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let spool = Store::open(&dir).map_err(ArchiveError::Store)?;
+        let mut source = ArchiveSource {
+            spool,
+            dir,
+            images: Vec::new(),
+        };
+        source.images = load::load(&source.spool, input, name, false)?;
+        Ok(source)
+    }
+
+    /// The engine source for one image of the archive.
+    pub fn source(&self, image: &LoadedImage) -> Source {
+        let size = self.spool.blob_size(&image.digest).unwrap_or_default();
+        Source::Store {
+            store: self.spool.clone(),
+            entry: IndexEntry::new(&image.media_type, image.digest.clone(), size),
+            name: image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.digest.to_string()),
+        }
+    }
+}
+
+/// Where `copy archive:FILE DEST` puts each image.
+#[derive(Debug, Clone)]
+pub enum ArchiveTarget {
+    /// A registry host or `host/path` prefix: names are rebased under it
+    /// (`docker.io/library/nginx:1.25` → `DEST/library/nginx:1.25`).
+    Prefix(String),
+    /// One full reference, for an archive that holds one image.
+    Reference(Reference),
+}
+
+impl ArchiveTarget {
+    /// Read `DEST`: without a `/` it is a host; with a tag or digest it is
+    /// a full reference; otherwise a prefix.
+    pub fn parse(text: &str) -> Result<ArchiveTarget, String> {
+        let text = text.strip_prefix("docker://").unwrap_or(text);
+        let text = text.trim_end_matches('/');
+        if !text.contains('/') {
+            if text.is_empty() || text.contains('@') {
+                return Err(format!("{text:?} is not a registry host or reference"));
+            }
+            return Ok(ArchiveTarget::Prefix(text.to_owned()));
+        }
+        let reference = Reference::parse_repository_or_ref(text).map_err(|e| e.to_string())?;
+        if reference.tag().is_some() || reference.digest().is_some() {
+            Ok(ArchiveTarget::Reference(reference))
+        } else {
+            Ok(ArchiveTarget::Prefix(text.to_owned()))
+        }
+    }
+
+    /// The destination references for every image, decided before any copy.
+    pub fn destinations(&self, images: &[LoadedImage]) -> Result<Vec<Vec<Reference>>, String> {
+        match self {
+            ArchiveTarget::Reference(reference) => {
+                if images.len() != 1 {
+                    return Err(format!(
+                        "the archive holds {} images; give a registry host or host/path prefix instead of one reference",
+                        images.len()
+                    ));
+                }
+                Ok(vec![vec![reference.clone()]])
+            }
+            ArchiveTarget::Prefix(prefix) => images
+                .iter()
+                .map(|image| {
+                    if image.names.is_empty() {
+                        return Err(format!(
+                            "image {} in the archive has no name; copy it to a full reference (DEST with a tag)",
+                            image.digest
+                        ));
+                    }
+                    image
+                        .names
+                        .iter()
+                        .map(|name| {
+                            let source = Reference::parse(name).map_err(|e| e.to_string())?;
+                            let tag = source.tag().unwrap_or("latest");
+                            let text = format!("{prefix}/{}:{tag}", source.repository());
+                            Reference::parse(&text).map_err(|e| {
+                                format!("{name} cannot be rebased under {prefix}: {e}")
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(names: &[&str]) -> LoadedImage {
+        LoadedImage {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            digest: crate::types::Digest::sha256_of(b"x"),
+            id: crate::types::Digest::sha256_of(b"y"),
+            media_type: crate::types::media::OCI_MANIFEST.into(),
+            platforms: Vec::new(),
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn rebases_names_under_a_host_or_prefix() {
+        let images = [
+            image(&["docker.io/library/nginx:1.25"]),
+            image(&["registry.internal:5000/team/app:2"]),
+        ];
+        let host = ArchiveTarget::parse("mirror:5000").unwrap();
+        let names: Vec<String> = host
+            .destinations(&images)
+            .unwrap()
+            .concat()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            ["mirror:5000/library/nginx:1.25", "mirror:5000/team/app:2"]
+        );
+        let prefix = ArchiveTarget::parse("docker://mirror:5000/site/").unwrap();
+        let names = prefix.destinations(&images[..1]).unwrap().concat();
+        assert_eq!(names[0].to_string(), "mirror:5000/site/library/nginx:1.25");
+        let full = ArchiveTarget::parse("mirror:5000/one/app:7").unwrap();
+        assert!(full.destinations(&images).is_err());
+        assert_eq!(
+            full.destinations(&images[..1]).unwrap()[0][0].to_string(),
+            "mirror:5000/one/app:7"
+        );
+        assert!(host.destinations(&[image(&[])]).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Step one of every transfer: walk the image graph once from the source
+//! into a plan any destination can execute — the platform choice applied
+//! (one chooser, nested indexes followed), child manifests fetched once and
+//! ordered children before parents, and every distinct blob listed once.
+
+use super::endpoint::Source;
+use super::EngineError;
+use crate::types::choice::{self, ChoiceError, PlatformChoice, MAX_INDEX_DEPTH};
+use crate::types::manifest::{descriptor_digest, is_foreign_layer};
+use crate::types::{Digest, ParsedManifest};
+use std::collections::BTreeMap;
+
+/// One image, ready to be written anywhere.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    /// The source's name for the image, for messages.
+    pub image: String,
+    /// The manifest written last (under the tag).
+    pub root: ParsedManifest,
+    /// Child manifests, children before parents, each once.
+    pub manifests: Vec<ParsedManifest>,
+    /// Every distinct config and layer blob with its size (foreign layers left out).
+    pub blobs: BTreeMap<Digest, u64>,
+}
+
+impl ImagePlan {
+    /// Bytes of config and layer content.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.values().sum()
+    }
+}
+
+fn invalid(image: &str, message: impl Into<String>) -> EngineError {
+    EngineError::Invalid {
+        image: image.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Walk `source` into a plan.
+pub async fn plan_image(
+    source: &Source,
+    choice: &PlatformChoice,
+) -> Result<ImagePlan, EngineError> {
+    let image = source.describe();
+    let fetched = source.root().await?;
+    let root = choose_root(source, fetched, choice, &image).await?;
+    let mut manifests: Vec<ParsedManifest> = Vec::new();
+    collect_children(source, &root, 0, &mut manifests, &image).await?;
+    let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
+    for manifest in manifests.iter().chain(std::iter::once(&root)) {
+        if manifest.is_index() {
+            continue;
+        }
+        for descriptor in manifest.children() {
+            if is_foreign_layer(descriptor) {
+                continue; // never fetched: registries do not serve them (CVE-2020-15157)
+            }
+            let digest =
+                descriptor_digest(descriptor).map_err(|e| invalid(&image, e.to_string()))?;
+            blobs.insert(digest, descriptor.size());
+        }
+    }
+    Ok(ImagePlan {
+        image,
+        root,
+        manifests,
+        blobs,
+    })
+}
+
+/// Apply the platform choice to the fetched root.
+async fn choose_root(
+    source: &Source,
+    root: ParsedManifest,
+    choice: &PlatformChoice,
+    image: &str,
+) -> Result<ParsedManifest, EngineError> {
+    if !root.is_index() {
+        return Ok(root);
+    }
+    match choice {
+        PlatformChoice::All => Ok(root),
+        PlatformChoice::Single(wanted) => {
+            choice::choose_image(root, wanted, image, |digest, media_type| async move {
+                source.manifest(&digest, &media_type).await
+            })
+            .await
+            .map_err(|error| match error {
+                ChoiceError::Fetch(error) => error,
+                ChoiceError::NoPlatform {
+                    image,
+                    wanted,
+                    available,
+                } => EngineError::NoPlatform {
+                    image,
+                    wanted,
+                    available,
+                },
+                other => invalid(image, other.to_string()),
+            })
+        }
+        PlatformChoice::Subset(wanted) => {
+            let wanted_text = wanted
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let bytes = choice::subset(&root, wanted).ok_or_else(|| EngineError::NoPlatform {
+                image: image.to_owned(),
+                wanted: wanted_text,
+                available: choice::available(&root),
+            })?;
+            Ok(ParsedManifest::parse(bytes, Some(&root.media_type), image)
+                .map_err(crate::registry::RegistryError::from)?)
+        }
+    }
+}
+
+/// Fetch the manifests an index refers to, depth first, children before parents.
+async fn collect_children(
+    source: &Source,
+    manifest: &ParsedManifest,
+    depth: usize,
+    out: &mut Vec<ParsedManifest>,
+    image: &str,
+) -> Result<(), EngineError> {
+    if !manifest.is_index() {
+        return Ok(());
+    }
+    if depth >= MAX_INDEX_DEPTH {
+        return Err(invalid(
+            image,
+            format!("index nesting deeper than {MAX_INDEX_DEPTH}"),
+        ));
+    }
+    for child in manifest.children() {
+        let digest = descriptor_digest(child).map_err(|e| invalid(image, e.to_string()))?;
+        if out.iter().any(|m| m.digest == digest) {
+            continue; // an index listing one child many times costs one fetch
+        }
+        let fetched = source
+            .manifest(&digest, child.media_type().as_ref())
+            .await?;
+        Box::pin(collect_children(source, &fetched, depth + 1, out, image)).await?;
+        out.push(fetched);
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The one platform chooser: every command that turns an index into one
+//! image (pull, history, export, inspect, save's `manifest.json`) or into a
+//! subset (copy `--platform`) decides here. Nested indexes are followed to a
+//! bounded depth; when nothing matches, the error names every platform the
+//! image has — never another architecture silently.
+
+use super::manifest::descriptor_digest;
+use super::{Digest, ParsedManifest, Platform};
+use bytes::Bytes;
+use oci_spec::image::Descriptor;
+use std::future::Future;
+
+/// Deepest index nesting followed.
+pub const MAX_INDEX_DEPTH: usize = 8;
+
+/// Which platforms of a multi-platform image to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformChoice {
+    /// One platform, copied as a single-platform manifest (pull's default: the host).
+    Single(Platform),
+    /// A subset, copied as a rebuilt index.
+    Subset(Vec<Platform>),
+    /// The whole index, byte for byte.
+    All,
+}
+
+fn descriptor_platform(descriptor: &Descriptor) -> Option<(String, String, Option<String>)> {
+    let platform = descriptor.platform().as_ref()?;
+    Some((
+        platform.os().to_string(),
+        platform.architecture().to_string(),
+        platform.variant().clone(),
+    ))
+}
+
+/// The platforms an index lists directly (attestation entries left out).
+fn platforms_of(index: &ParsedManifest) -> Vec<String> {
+    index
+        .children()
+        .iter()
+        .filter_map(|d| descriptor_platform(d))
+        .filter(|(os, _, _)| os != "unknown")
+        .map(|(os, arch, variant)| match variant {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        })
+        .collect()
+}
+
+fn join_platforms(names: &[String]) -> String {
+    if names.is_empty() {
+        "no platforms".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Human list of the platforms an index offers.
+pub fn available(index: &ParsedManifest) -> String {
+    join_platforms(&platforms_of(index))
+}
+
+/// Why no single image could be chosen from an index.
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError<E> {
+    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("{image}: index nesting deeper than {MAX_INDEX_DEPTH}")]
+    TooDeep { image: String },
+    #[error(transparent)]
+    Fetch(E),
+}
+
+/// Choose the image for `wanted` from `root`, following nested indexes
+/// (an index inside an index, as `--all-platforms` keeps them). `fetch`
+/// reads a child manifest by digest and media type. A manifest that is
+/// already an image is returned as it is.
+pub async fn choose_image<E, F, Fut>(
+    root: ParsedManifest,
+    wanted: &Platform,
+    image: &str,
+    mut fetch: F,
+) -> Result<ParsedManifest, ChoiceError<E>>
+where
+    F: FnMut(Digest, String) -> Fut,
+    Fut: Future<Output = Result<ParsedManifest, E>>,
+{
+    if !root.is_index() {
+        return Ok(root);
+    }
+    let mut seen = Vec::new();
+    // Breadth first: a direct match wins over one inside a nested index.
+    let mut level = vec![root];
+    for _ in 0..MAX_INDEX_DEPTH {
+        let mut nested = Vec::new();
+        for index in &level {
+            seen.extend(platforms_of(index));
+            if let Some(child) = pick(index, wanted) {
+                let Ok(digest) = descriptor_digest(child) else {
+                    continue;
+                };
+                let manifest = fetch(digest, child.media_type().to_string())
+                    .await
+                    .map_err(ChoiceError::Fetch)?;
+                if !manifest.is_index() {
+                    return Ok(manifest);
+                }
+                nested.push(manifest);
+                continue;
+            }
+            for child in index.children() {
+                if !super::media::is_index(child.media_type().as_ref()) {
+                    continue;
+                }
+                let Ok(digest) = descriptor_digest(child) else {
+                    continue;
+                };
+                nested.push(
+                    fetch(digest, child.media_type().to_string())
+                        .await
+                        .map_err(ChoiceError::Fetch)?,
+                );
+            }
+        }
+        if nested.is_empty() {
+            seen.sort();
+            seen.dedup();
+            return Err(ChoiceError::NoPlatform {
+                image: image.to_owned(),
+                wanted: wanted.to_string(),
+                available: join_platforms(&seen),
+            });
+        }
+        level = nested;
+    }
+    Err(ChoiceError::TooDeep {
+        image: image.to_owned(),
+    })
+}
+
+/// [`choose_image`] for callers whose `fetch` never waits (the store's
+/// files): runs the walk to completion on the spot.
+pub fn choose_image_now<E>(
+    root: ParsedManifest,
+    wanted: &Platform,
+    image: &str,
+    mut fetch: impl FnMut(&Digest, &str) -> Result<ParsedManifest, E>,
+) -> Result<ParsedManifest, ChoiceError<E>> {
+    use futures_util::FutureExt as _;
+    choose_image(root, wanted, image, |digest, media_type| {
+        std::future::ready(fetch(&digest, &media_type))
+    })
+    .now_or_never()
+    .unwrap_or_else(|| unreachable!("a ready future completes at once"))
+}
+
+/// The child of `index` that best matches `wanted`.
+pub fn pick<'a>(index: &'a ParsedManifest, wanted: &Platform) -> Option<&'a Descriptor> {
+    index.children().into_iter().find(|d| {
+        descriptor_platform(d)
+            .is_some_and(|(os, arch, variant)| wanted.matches(&os, &arch, variant.as_deref()))
+    })
+}
+
+/// Rebuild `index` keeping the children for `wanted` (and attestations that
+/// refer to a kept child). Returns the new exact bytes.
+pub fn subset(index: &ParsedManifest, wanted: &[Platform]) -> Option<Bytes> {
+    let mut document: serde_json::Value = serde_json::from_slice(&index.bytes).ok()?;
+    let kept: Vec<Digest> = index
+        .children()
+        .into_iter()
+        .filter(|d| {
+            descriptor_platform(d).is_some_and(|(os, arch, variant)| {
+                wanted
+                    .iter()
+                    .any(|w| w.matches(&os, &arch, variant.as_deref()))
+            })
+        })
+        .filter_map(|d| descriptor_digest(d).ok())
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let manifests = document.get_mut("manifests")?.as_array_mut()?;
+    manifests.retain(|entry| {
+        let digest = entry
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse::<Digest>().ok());
+        let refers_to = entry
+            .pointer("/annotations/vnd.docker.reference.digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse::<Digest>().ok());
+        digest.is_some_and(|d| kept.contains(&d)) || refers_to.is_some_and(|d| kept.contains(&d))
+    });
+    serde_json::to_vec(&document).ok().map(Bytes::from)
+}
