@@ -4,6 +4,7 @@
 
 mod support;
 
+mod archive_copy;
 mod archives;
 mod auth;
 mod bad_input;

@@ -4,12 +4,15 @@
 //! entries are never extracted by name: bytes go into the store under their
 //! verified digest, and tags are applied only when everything verified.
 
+mod diff_ids;
 pub mod load;
 pub mod names;
+mod read;
 pub mod rootfs;
 pub mod save;
 
 use crate::store::StoreError;
+use crate::types::Digest;
 
 /// An archive could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,52 @@ pub enum ArchiveError {
     MissingBlobs { archive: String, missing: String },
     #[error("{0}")]
     Usage(String),
+}
+
+/// Where a delta archive's left-out blobs are found: the store it loads
+/// into, or the registry `copy archive:` writes to. `image` is the archive's
+/// name for the image the blob belongs to (a full reference when it has one).
+pub trait KnownBlobs {
+    /// Whether the blob is there.
+    fn has(&self, image: &str, digest: &Digest) -> bool;
+    /// A small blob's bytes (a manifest when `manifest`, else a config),
+    /// verified against `digest`; `None` when it is not there.
+    fn read(
+        &self,
+        image: &str,
+        digest: &Digest,
+        manifest: bool,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ArchiveError>;
+    /// Whether blobs found here are already where the load commits to
+    /// (so they need no staging).
+    fn is_destination(&self) -> bool {
+        false
+    }
+}
+
+impl KnownBlobs for crate::store::Store {
+    fn has(&self, _image: &str, digest: &Digest) -> bool {
+        self.blob_size(digest).is_some()
+    }
+
+    fn read(
+        &self,
+        _image: &str,
+        digest: &Digest,
+        _manifest: bool,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ArchiveError> {
+        match self.read_blob(digest, limit) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(StoreError::MissingBlob(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn is_destination(&self) -> bool {
+        true
+    }
 }
 
 /// Outer compression of an archive or layer, recognised by magic bytes.

@@ -10,7 +10,7 @@ use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::engine::{
     copy_image, plan_archive, write_archive, ArchiveSource, ArchiveTarget, CopyOptions,
-    Destination, PlatformChoice, Source,
+    Destination, DestinationBlobs, PlatformChoice, Source,
 };
 use crate::progress::Reporter;
 use crate::types::Reference;
@@ -45,6 +45,13 @@ pub async fn from_archive(
     options: &CopyOptions,
 ) -> anyhow::Result<ExitCode> {
     let target = ArchiveTarget::parse(destination).map_err(UsageError)?;
+    let registries = context.registries();
+    // A delta's left-out blobs must already be at the destination.
+    let known = DestinationBlobs {
+        registries: &registries,
+        target: &target,
+        handle: tokio::runtime::Handle::current(),
+    };
     let source = if path == "-" || path.is_empty() {
         if std::io::stdin().is_terminal() {
             return Err(
@@ -52,18 +59,17 @@ pub async fn from_archive(
             );
         }
         tokio::task::block_in_place(|| {
-            ArchiveSource::read(&mut std::io::stdin().lock(), "standard input")
+            ArchiveSource::read(&mut std::io::stdin().lock(), "standard input", Some(&known))
         })?
     } else {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("cannot open archive {path}"))?;
-        tokio::task::block_in_place(|| ArchiveSource::read(&mut file, path))?
+        tokio::task::block_in_place(|| ArchiveSource::read(&mut file, path, Some(&known)))?
     };
     // Every destination is decided before the first byte moves.
     let destinations = target
         .destinations(&source.images)
         .map_err(|e| UsageError(format!("archive:{path}: {e}")))?;
-    let registries = context.registries();
     context.reporter.set_verb("Copy");
     let mut outcomes = Vec::new();
     for (image, targets) in source.images.iter().zip(destinations) {

@@ -7,9 +7,12 @@
 
 use super::endpoint::Source;
 use crate::archive::load::{self, LoadedImage};
-use crate::archive::ArchiveError;
+use crate::archive::{ArchiveError, KnownBlobs};
+use crate::registry::{Registries, RegistryError};
 use crate::store::{IndexEntry, Store};
+use crate::types::Digest;
 use crate::types::Reference;
+use futures_util::StreamExt;
 use std::path::PathBuf;
 
 /// A read and verified archive, held in a private spool.
@@ -30,7 +33,12 @@ impl ArchiveSource {
     /// Read and verify an archive from `input` (`name` names it in errors).
     /// The spool lives under `$TMPDIR` (or `FERRY_TMPDIR`) and is removed
     /// when the source is dropped.
-    pub fn read(input: &mut dyn std::io::Read, name: &str) -> Result<ArchiveSource, ArchiveError> {
+    /// `known` finds blobs a delta archive leaves out (at the destination).
+    pub fn read(
+        input: &mut dyn std::io::Read,
+        name: &str,
+        known: Option<&dyn KnownBlobs>,
+    ) -> Result<ArchiveSource, ArchiveError> {
         let base = std::env::var_os("FERRY_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -45,7 +53,8 @@ impl ArchiveSource {
             dir,
             images: Vec::new(),
         };
-        source.images = load::load(&source.spool, input, name, false)?;
+        let known = known.unwrap_or(&source.spool);
+        source.images = load::load_with(&source.spool, known, input, name, false)?;
         Ok(source)
     }
 
@@ -94,6 +103,17 @@ impl ArchiveTarget {
         }
     }
 
+    /// The destination repository of the archive image called `name`.
+    fn destination_of(&self, name: &str) -> Option<Reference> {
+        match self {
+            ArchiveTarget::Reference(reference) => Some(reference.clone()),
+            ArchiveTarget::Prefix(prefix) => {
+                let source = Reference::parse(name).ok()?;
+                Reference::parse(&format!("{prefix}/{}", source.repository())).ok()
+            }
+        }
+    }
+
     /// The destination references for every image, decided before any copy.
     pub fn destinations(&self, images: &[LoadedImage]) -> Result<Vec<Vec<Reference>>, String> {
         match self {
@@ -130,6 +150,78 @@ impl ArchiveTarget {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A delta's left-out blobs, looked up at the destination registry (in
+/// the repository each image is copied to). Called from a blocking thread.
+pub struct DestinationBlobs<'a> {
+    pub registries: &'a Registries,
+    pub target: &'a ArchiveTarget,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl DestinationBlobs<'_> {
+    fn ask<T>(
+        &self,
+        image: &str,
+        call: impl AsyncFnOnce(
+            std::sync::Arc<crate::registry::RegistryClient>,
+            String,
+        ) -> Result<Option<T>, RegistryError>,
+    ) -> Result<Option<T>, RegistryError> {
+        let Some(destination) = self.target.destination_of(image) else {
+            return Ok(None);
+        };
+        let client = self.registries.client(destination.registry())?;
+        let repository = destination.repository().to_owned();
+        self.handle.block_on(call(client, repository))
+    }
+}
+
+impl KnownBlobs for DestinationBlobs<'_> {
+    fn has(&self, image: &str, digest: &Digest) -> bool {
+        self.ask(image, async |client, repository| {
+            client.blob_size(&repository, digest).await
+        })
+        .ok()
+        .flatten()
+        .is_some()
+    }
+
+    fn read(
+        &self,
+        image: &str,
+        digest: &Digest,
+        manifest: bool,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let found = self.ask(image, async |client, repository| {
+            if manifest {
+                return match client.get_manifest(&repository, &digest.to_string()).await {
+                    Ok(found) => Ok(Some(found.bytes.to_vec())),
+                    Err(error) if error.is_not_found() => Ok(None),
+                    Err(error) => Err(error),
+                };
+            }
+            let Some(size) = client.blob_size(&repository, digest).await? else {
+                return Ok(None);
+            };
+            if size > limit {
+                return Ok(None);
+            }
+            let mut stream = client.blob_stream(&repository, digest, size, true);
+            let mut bytes = Vec::with_capacity(size as usize);
+            while let Some(chunk) = stream.next().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            Ok(Some(bytes))
+        });
+        let found = found.map_err(|error| ArchiveError::Invalid {
+            archive: image.to_owned(),
+            message: format!("looking up {digest} at the destination: {error}"),
+        })?;
+        Ok(found.filter(|bytes| &Digest::sha256_of(bytes) == digest))
     }
 }
 

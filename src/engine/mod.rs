@@ -13,7 +13,7 @@ mod to_archive;
 pub use crate::types::PlatformChoice;
 pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
-pub use from_archive::{ArchiveSource, ArchiveTarget};
+pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 

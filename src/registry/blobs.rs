@@ -178,7 +178,12 @@ impl RegistryClient {
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            status if status.is_success() => Ok(Some(response.content_length().unwrap_or(0))),
+            // The header, not the (empty) body of a HEAD response.
+            status if status.is_success() => Ok(Some(
+                header_string(response.headers(), "content-length")
+                    .and_then(|length| length.parse().ok())
+                    .unwrap_or(0),
+            )),
             _ => Err(status_error(self.registry(), "HEAD", &path, response).await),
         }
     }

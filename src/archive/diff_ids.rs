@@ -1,0 +1,162 @@
+//! Layer diffIDs: the digest of each layer's uncompressed bytes, which an
+//! image config lists. Computed on spare cores while the archive is still
+//! being read, and checked against every config before anything commits.
+
+use super::read::{Contents, MAX_RATIO, RATIO_SLACK};
+use super::{ArchiveError, Compression, LimitedReader};
+use crate::store::staging::StagedBlob;
+use crate::types::Digest;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+
+/// Layers whose diffIDs must be checked: (staged index, expected diffID, what).
+pub(super) type DiffChecks = Vec<(usize, Digest, String)>;
+
+/// The diffID of a staged layer: its own digest when uncompressed, else
+/// the digest of its decompressed bytes (capped against bombs).
+fn diff_id(path: &std::path::Path, digest: &Digest, size: u64) -> std::io::Result<Digest> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let compression = Compression::detect(reader.fill_buf()?);
+    if compression == Compression::None {
+        return Ok(digest.clone());
+    }
+    let limit = size.saturating_mul(MAX_RATIO * 5) + RATIO_SLACK;
+    let mut decoder = LimitedReader::new(compression.decoder(reader)?, limit, "a layer");
+    let mut hasher = digest.hasher();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = decoder.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..read]);
+    }
+}
+
+/// diffIDs computed so far, by compressed digest.
+type DiffResults = Arc<std::sync::Mutex<HashMap<Digest, Result<Digest, String>>>>;
+/// Staged compressed layers waiting for their diffID.
+type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, std::path::PathBuf, u64)>>>;
+
+/// Take jobs from the queue until it is closed and empty.
+fn diff_worker(queue: DiffQueue, results: DiffResults) {
+    loop {
+        let job = queue.lock().expect("queue lock").recv();
+        let Ok((digest, path, size)) = job else {
+            return;
+        };
+        let outcome = diff_id(&path, &digest, size).map_err(|e| e.to_string());
+        results
+            .lock()
+            .expect("results lock")
+            .insert(digest, outcome);
+    }
+}
+
+/// Computes diffIDs on another core while the archive is still being read.
+pub(super) struct DiffIds {
+    sender: Option<mpsc::Sender<(Digest, std::path::PathBuf, u64)>>,
+    queue: DiffQueue,
+    results: DiffResults,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DiffIds {
+    pub(super) fn start() -> DiffIds {
+        let (sender, receiver) = mpsc::channel();
+        let queue: DiffQueue = Arc::new(std::sync::Mutex::new(receiver));
+        let results: DiffResults = Arc::default();
+        let worker = {
+            let (queue, results) = (queue.clone(), results.clone());
+            std::thread::spawn(move || diff_worker(queue, results))
+        };
+        DiffIds {
+            sender: Some(sender),
+            queue,
+            results,
+            worker: Some(worker),
+        }
+    }
+
+    /// Queue a staged blob whose first bytes show compression.
+    pub(super) fn offer(&self, staged: &StagedBlob) {
+        let mut head = [0u8; 8];
+        let read = std::fs::File::open(staged.path())
+            .and_then(|mut f| f.read(&mut head))
+            .unwrap_or(0);
+        if Compression::detect(&head[..read]) != Compression::None {
+            if let Some(sender) = &self.sender {
+                let _ = sender.send((staged.digest.clone(), staged.path().to_owned(), staged.size));
+            }
+        }
+    }
+
+    /// Close the queue, drain it with every core, and return the results.
+    pub(super) fn finish(mut self) -> HashMap<Digest, Result<Digest, String>> {
+        self.sender = None;
+        let helpers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .saturating_sub(1);
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                let (queue, results) = (self.queue.clone(), self.results.clone());
+                scope.spawn(move || diff_worker(queue, results));
+            }
+        });
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        std::mem::take(&mut *self.results.lock().expect("results lock"))
+    }
+}
+
+/// Check every queued diffID, using the machine's cores.
+pub(super) fn check_diff_ids(
+    contents: &Contents,
+    checks: &DiffChecks,
+    precomputed: &HashMap<Digest, Result<Digest, String>>,
+) -> Result<(), ArchiveError> {
+    let mut unique: Vec<&(usize, Digest, String)> = Vec::new();
+    for check in checks {
+        if !unique.iter().any(|c| c.0 == check.0 && c.1 == check.1) {
+            unique.push(check);
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(unique.len().max(1));
+    let failure = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((staged, expected, what)) =
+                    unique.get(i).map(|c| (&contents.staged[c.0], &c.1, &c.2))
+                else {
+                    break;
+                };
+                let actual = match precomputed.get(&staged.digest) {
+                    Some(done) => done.clone(),
+                    None => diff_id(staged.path(), &staged.digest, staged.size)
+                        .map_err(|e| e.to_string()),
+                };
+                let outcome = match actual {
+                    Ok(actual) if &actual == expected => continue,
+                    Ok(actual) => format!(
+                        "{what} does not match its config: diffID {actual}, expected {expected}"
+                    ),
+                    Err(e) => format!("{what} cannot be decompressed: {e}"),
+                };
+                failure.lock().expect("failure lock").get_or_insert(outcome);
+                break;
+            });
+        }
+    });
+    match failure.into_inner().expect("failure lock") {
+        Some(message) => Err(contents.invalid(message)),
+        None => Ok(()),
+    }
+}
