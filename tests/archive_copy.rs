@@ -4,7 +4,7 @@
 //! archive docker, podman and skopeo read; neither touches the store; bad
 //! archives and killed copies leave no tag; backups go registry → archive.
 
-use crate::round_trip::{fixture, seeded};
+use crate::round_trip::seeded;
 use crate::support::engines::Podman;
 use crate::support::registry::Registry;
 use crate::support::{run_ok, sha256, Ferry};

@@ -55,6 +55,8 @@ pub fn whiteout_image() -> (tempfile::TempDir, image::Image) {
         Entry::File("top.txt", b"old top".to_vec()),
         Entry::Hardlink("b/keep-link", "b/keep"),
         Entry::Symlink("passwd", "/etc/passwd"),
+        // Parents only implied: no entries for opt, opt/tool, opt/tool/bin.
+        Entry::File("opt/tool/bin/run", b"#!/bin/sh\n".to_vec()),
     ]);
     let upper = image::layer(&[
         Entry::Dir("a"),
@@ -105,10 +107,24 @@ fn export_applies_whiteouts_and_keeps_links() {
             "b",
             "b/keep",
             "b/keep-link",
+            "opt",
+            "opt/tool",
+            "opt/tool/bin",
+            "opt/tool/bin/run",
             "passwd",
             "top.txt"
         ]
     );
+    // Every directory, implied or listed, is written with a trailing slash.
+    let bytes = std::fs::read(&out).unwrap();
+    let mut raw = tar::Archive::new(&bytes[..]);
+    for entry in raw.entries().unwrap() {
+        let entry = entry.unwrap();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let directory = entry.header().entry_type() == tar::EntryType::Directory;
+        assert_eq!(name.ends_with('/'), directory, "{name}");
+    }
+    assert_eq!(listing["opt/tool"], ('d', 0o755, Vec::new()));
     assert_eq!(listing["top.txt"].2, b"new top");
     assert_eq!(listing["passwd"], ('l', 0o777, b"/etc/passwd".to_vec()));
     assert_eq!(listing["b/keep-link"].0, 'h');
@@ -188,4 +204,110 @@ fn import_makes_a_one_layer_image_with_changes() {
         ])
         .expect_code(2);
     assert!(bad.stderr.contains("not supported"), "{}", bad.stderr);
+}
+
+/// A ferry-loadable archive whose image is an index nesting another index
+/// that holds only arm64 and s390x images (no image for this host).
+fn nested_index_archive(dir: &std::path::Path) -> (image::Image, std::path::PathBuf) {
+    let arm = image::image(
+        vec![image::layer(&[Entry::File("arm.txt", b"arm".to_vec())])],
+        "arm64",
+        "nested-arm64",
+    );
+    let s390x = image::image(
+        vec![image::random_layer("s", 500, 9)],
+        "s390x",
+        "nested-s390x",
+    );
+    let inner = image::index(vec![("arm64".into(), arm.clone()), ("s390x".into(), s390x)]);
+    let layout = dir.join("layout");
+    image::write_layout(&layout, &[("inner", Content::Index(&inner))]);
+    let outer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner.digest(), "size": inner.bytes.len()}],
+    }))
+    .unwrap();
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(sha256(&outer).trim_start_matches("sha256:")),
+        &outer,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(&outer), "size": outer.len(),
+        "annotations": {"io.containerd.image.name": "example.com/nested:1", "org.opencontainers.image.ref.name": "1"},
+    }]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let archive = dir.join("nested.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg("."),
+    );
+    (arm, archive)
+}
+
+#[test]
+fn nested_index_without_the_host_platform_is_an_error_naming_its_platforms() {
+    let work = tempfile::tempdir().unwrap();
+    let (arm, archive) = nested_index_archive(work.path());
+    let ferry = Ferry::new();
+    ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    ferry.run(&["verify", "--read-data"]).ok();
+    let name = "example.com/nested:1";
+    let host_is_listed = cfg!(target_arch = "aarch64") || cfg!(target_arch = "s390x");
+    if !host_is_listed {
+        for args in [
+            vec!["history", name],
+            vec!["export", name, "-o", "x.tar"],
+            vec!["inspect", name],
+        ] {
+            let run = ferry.run(&args).expect_code(1);
+            assert!(
+                run.stderr.contains("linux/arm64") && run.stderr.contains("linux/s390x"),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("--platform"), "{}", run.stderr);
+        }
+        assert!(!ferry.dir.path().join("x.tar").exists());
+    }
+    // With --platform the image inside the nested index is found.
+    let history = ferry
+        .run(&["history", "--platform", "linux/arm64", "--no-trunc", name])
+        .ok();
+    assert!(
+        history.stdout.contains(&arm.config_digest()),
+        "{}",
+        history.stdout
+    );
+    let exported = ferry
+        .command(&["export", "--platform", "linux/arm64", name])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let listing = tar_listing(&exported.stdout);
+    assert_eq!(listing["arm.txt"].2, b"arm");
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ferry
+            .run(&["inspect", "--platform", "linux/arm64", name])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(inspect[0]["Config"]["architecture"], "arm64");
+    // An unknown platform is an error, not another architecture.
+    let wrong = ferry
+        .run(&["history", "--platform", "linux/riscv64", name])
+        .expect_code(1);
+    assert!(wrong.stderr.contains("linux/riscv64"), "{}", wrong.stderr);
 }

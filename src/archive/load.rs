@@ -202,6 +202,42 @@ impl Loader<'_> {
         }
     }
 
+    /// The image manifests an index reaches, following nested indexes
+    /// (their digests go to `nested`). Returns whether every child was found.
+    fn collect_images(
+        &mut self,
+        index: &ParsedManifest,
+        what: &str,
+        depth: usize,
+        images: &mut Vec<ParsedManifest>,
+        nested: &mut BTreeSet<Digest>,
+    ) -> Result<bool, ArchiveError> {
+        if depth >= crate::types::choice::MAX_INDEX_DEPTH {
+            return Err(self
+                .contents
+                .invalid(format!("{what}: index nesting too deep")));
+        }
+        let mut all_found = true;
+        for child in index.children() {
+            let digest =
+                descriptor_digest(child).map_err(|e| self.contents.invalid(e.to_string()))?;
+            let manifest = self.manifest_by_digest(&digest, child.media_type().as_ref(), what)?;
+            match manifest {
+                Some(m) if m.is_index() => {
+                    nested.insert(m.digest.clone());
+                    all_found &= self.collect_images(&m, what, depth + 1, images, nested)?;
+                }
+                Some(m) if m.image().is_some() => {
+                    if !images.iter().any(|i| i.digest == m.digest) {
+                        images.push(m);
+                    }
+                }
+                _ => all_found = false,
+            }
+        }
+        Ok(all_found)
+    }
+
     /// The OCI layout path (ferry, Docker 25+, skopeo/podman oci-archive).
     fn oci_images(
         &mut self,
@@ -232,18 +268,10 @@ impl Loader<'_> {
             let mut size = 0;
             if root.is_index() {
                 let mut complete = Vec::new();
-                for child in root.children() {
-                    let digest = descriptor_digest(child).expect("validated");
-                    if let Some(manifest) =
-                        self.manifest_by_digest(&digest, child.media_type().as_ref(), &what)?
-                    {
-                        if manifest.image().is_some() {
-                            complete.push(manifest);
-                        }
-                    }
-                }
+                let mut nested = BTreeSet::new();
+                let mut all_present =
+                    self.collect_images(&root, &what, 0, &mut complete, &mut nested)?;
                 let missing_before = self.missing.clone();
-                let mut all_present = complete.len() == root.children().len();
                 let mut checked = Vec::new();
                 for manifest in &complete {
                     let mut child_blobs = BTreeSet::new();
@@ -261,6 +289,7 @@ impl Loader<'_> {
                 }
                 if all_present {
                     blobs.insert(root.digest.clone());
+                    blobs.extend(nested);
                     for (_, child_blobs, platform, child_size, _) in checked {
                         blobs.extend(child_blobs);
                         platforms.push(platform);

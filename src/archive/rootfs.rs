@@ -181,6 +181,20 @@ fn open_layer(store: &Store, digest: &Digest, size: u64) -> std::io::Result<Box<
     )))
 }
 
+/// A directory entry for a parent that a layer implies but does not list.
+fn implied_directory(path: &str) -> std::io::Result<tar::Header> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_path(format!("{path}/"))?;
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(0);
+    header.set_mtime(0);
+    header.set_cksum();
+    Ok(header)
+}
+
 /// Whether `path` is `dir` or lies beneath it.
 fn under(path: &str, dir: &str) -> bool {
     path == dir
@@ -261,8 +275,10 @@ pub fn export(
         opaque.extend(layer_opaque);
     }
     // Pass 2, bottom layer up: write the survivors, so link targets come
-    // before the links that name them.
+    // before the links that name them. Parents a layer only implies get an
+    // entry of their own (0755, root), as docker export writes them.
     let mut builder = tar::Builder::new(out);
+    let mut written: HashSet<String> = HashSet::new();
     for (index, (digest, size)) in layers.iter().enumerate() {
         let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
         for (position, entry) in tar.entries().map_err(io)?.enumerate() {
@@ -273,6 +289,22 @@ pub fn export(
             let path = clean(&entry.path_bytes())
                 .map_err(|why| bad(format!("layer {digest} holds {why}")))?;
             let mut header = entry.header().clone();
+            for (at, _) in path.match_indices('/') {
+                let parent = &path[..at];
+                if !seen.contains(parent) && written.insert(parent.to_owned()) {
+                    builder
+                        .append(&implied_directory(parent).map_err(io)?, std::io::empty())
+                        .map_err(io)?;
+                }
+            }
+            written.insert(path.clone());
+            if header.entry_type() == tar::EntryType::Directory {
+                // A trailing slash, as docker export and GNU tar write.
+                builder
+                    .append_data(&mut header, format!("{path}/"), std::io::empty())
+                    .map_err(io)?;
+                continue;
+            }
             match header.entry_type() {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     let target = entry
