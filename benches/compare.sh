@@ -2,6 +2,8 @@
 # ferry vs skopeo in one run, on fresh local registries (no internet):
 #   copy  registry -> registry : ferry copy  vs skopeo copy docker:// docker://
 #   pull  registry -> disk     : ferry pull  vs skopeo copy docker:// dir:
+#   save, archive -> registry (ferry copy archive:) and registry -> archive
+#   (ferry copy IMAGE archive:) against skopeo's docker-archive transport
 # plus the floors: the same blobs uploaded from disk by parallel curl, and
 # downloaded + hashed by parallel curl. Prints each ratio and ferry's peak RSS.
 #
@@ -22,7 +24,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-start_registry() { # name -> prints host
+# Registries start in this shell (never in a command substitution), so the
+# cleanup trap knows every pid and stops them all.
+start_registry() { # name -> sets $host
   local name=$1 port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   mkdir -p "$work/$name"
@@ -31,11 +35,11 @@ start_registry() { # name -> prints host
   docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do grep -q "listening on" "$work/$name/log" && break; sleep 0.05; done
-  echo "127.0.0.1:$port"
+  host="127.0.0.1:$port"
 }
 
 echo "== building a $LAYERS x $LAYER_MB MiB image"
-src=$(start_registry source)
+start_registry source; src=$host
 name="$src/bench/app:1"
 target/release/examples/seed_image --store "$work/seed" --name "$name" --layers "$LAYERS" --layer-size $((LAYER_MB * 1024 * 1024)) >/dev/null
 skopeo copy -q --dest-tls-verify=false "oci:$work/seed:$name" "docker://$name"
@@ -59,7 +63,7 @@ run() { # label, command... -> prints "label seconds rss"
 }
 
 echo "== copy: registry -> registry"
-d1=$(start_registry ferry-copy); d2=$(start_registry skopeo-copy); d3=$(start_registry curl-copy)
+start_registry ferry-copy; d1=$host; start_registry skopeo-copy; d2=$host; start_registry curl-copy; d3=$host
 read -r _ ferry_copy ferry_copy_rss < <(run ferry "$ferry" --store "$work/unused" -q copy "$name" "$d1/bench/app:1")
 read -r _ skopeo_copy _ < <(run skopeo skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$name" "docker://$d2/bench/app:1")
 upload_all() {
@@ -101,11 +105,13 @@ if command -v dockerd >/dev/null && [ "$(id -u)" -eq 0 ]; then
   DOCKER_HOST="unix://$work/docker/sock" docker load -q -i "$work/ferry.tar" > /dev/null
   read -r _ docker_save _ < <(run docker env DOCKER_HOST="unix://$work/docker/sock" docker save -o "$work/docker.tar" "$name")
 fi
-d4=$(start_registry ferry-restore); d5=$(start_registry skopeo-restore)
-restore() { "$ferry" --store "$work/restore-store" -q load -i "$work/ferry.tar" && "$ferry" --store "$work/restore-store" -q push "$name" "$d4/bench/app:1"; }
-export -f restore; export ferry name d4
-read -r _ ferry_restore ferry_restore_rss < <(run ferry bash -c restore)
+start_registry ferry-restore; d4=$host; start_registry skopeo-restore; d5=$host
+read -r _ ferry_restore ferry_restore_rss < <(run ferry "$ferry" --store "$work/unused" -q copy "archive:$work/ferry.tar" "$d4")
 read -r _ skopeo_restore _ < <(run skopeo skopeo copy -q --dest-tls-verify=false "docker-archive:$work/skopeo.tar" "docker://$d5/bench/app:1")
+
+echo "== registry -> archive"
+read -r _ ferry_backup ferry_backup_rss < <(run ferry "$ferry" --store "$work/unused" -q copy "$name" "archive:$work/ferry-remote.tar")
+read -r _ skopeo_backup _ < <(run skopeo skopeo copy -q --src-tls-verify=false "docker://$name" "docker-archive:$work/skopeo-remote.tar:$name")
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo
@@ -114,5 +120,7 @@ printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "copy registry->registry" "$ferry_cop
 printf '%-34s %7.2fs %7.2fs %7.2fs %10s\n' "pull registry->disk" "$ferry_pull" "$skopeo_pull" "$curl_pull" "$(ratio "$ferry_pull" "$skopeo_pull")"
 echo "floor/skopeo: copy $(ratio "$curl_copy" "$skopeo_copy"), pull $(ratio "$curl_pull" "$skopeo_pull")"
 printf '%-34s %7.2fs %7.2fs %8s %10s\n' "save store->archive" "$ferry_save" "$skopeo_save" "docker $docker_save" "$(ratio "$ferry_save" "$skopeo_save")"
-printf '%-34s %7.2fs %7.2fs %8s %10s\n' "archive->registry (load+push)" "$ferry_restore" "$skopeo_restore" "" "$(ratio "$ferry_restore" "$skopeo_restore")"
-echo "ferry peak RSS: copy ${ferry_copy_rss} MB, pull ${ferry_pull_rss} MB, save ${ferry_save_rss} MB, load+push ${ferry_restore_rss} MB"
+printf '%-34s %7.2fs %7.2fs %8s %10s\n' "archive->registry (copy archive:)" "$ferry_restore" "$skopeo_restore" "" "$(ratio "$ferry_restore" "$skopeo_restore")"
+printf '%-34s %7.2fs %7.2fs %8s %10s\n' "registry->archive (copy archive:)" "$ferry_backup" "$skopeo_backup" "" "$(ratio "$ferry_backup" "$skopeo_backup")"
+echo "ferry/floor: copy $(ratio "$ferry_copy" "$curl_copy") (target <= 1.1), pull $(ratio "$ferry_pull" "$curl_pull") (target <= 1.3), archive->registry $(ratio "$ferry_restore" "$curl_copy") (target <= 1.2)"
+echo "ferry peak RSS: copy ${ferry_copy_rss} MB, pull ${ferry_pull_rss} MB, save ${ferry_save_rss} MB, archive->registry ${ferry_restore_rss} MB, registry->archive ${ferry_backup_rss} MB (target <= 32)"

@@ -124,7 +124,7 @@ fn export_applies_whiteouts_and_keeps_links() {
         let directory = entry.header().entry_type() == tar::EntryType::Directory;
         assert_eq!(name.ends_with('/'), directory, "{name}");
     }
-    assert_eq!(listing["opt/tool"], ('d', 0o755, Vec::new()));
+    assert_eq!(listing["opt/tool"], ('d', 0o600, Vec::new()));
     assert_eq!(listing["top.txt"].2, b"new top");
     assert_eq!(listing["passwd"], ('l', 0o777, b"/etc/passwd".to_vec()));
     assert_eq!(listing["b/keep-link"].0, 'h');

@@ -186,7 +186,9 @@ fn implied_directory(path: &str) -> std::io::Result<tar::Header> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Directory);
     header.set_path(format!("{path}/"))?;
-    header.set_mode(0o755);
+    // Docker applies layers creating missing parents with mode 0600
+    // (UnpackLayer's MkdirAll), and `docker export` shows exactly that.
+    header.set_mode(0o600);
     header.set_uid(0);
     header.set_gid(0);
     header.set_size(0);
@@ -276,7 +278,7 @@ pub fn export(
     }
     // Pass 2, bottom layer up: write the survivors, so link targets come
     // before the links that name them. Parents a layer only implies get an
-    // entry of their own (0755, root), as docker export writes them.
+    // entry of their own (0600, root), as docker export writes them.
     let mut builder = tar::Builder::new(out);
     let mut written: HashSet<String> = HashSet::new();
     for (index, (digest, size)) in layers.iter().enumerate() {
