@@ -7,13 +7,14 @@
 //! every image verified are blobs committed and tags applied.
 
 use super::diff_ids::{check_diff_ids, DiffChecks, DiffIds};
-use super::read::{read_entries, Contents, Item, MAX_METADATA};
-use super::{ArchiveError, Compression, KnownBlobs};
+use super::docker_archive::DockerItem;
+use super::read::{read_entries, Contents, MAX_METADATA};
+use super::{ArchiveError, KnownBlobs};
 use crate::store::index::IndexEntry;
 use crate::store::staging::StagedBlob;
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
-use crate::types::{media, Digest, ParsedManifest, Reference};
+use crate::types::{Digest, ParsedManifest, Reference};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
@@ -28,42 +29,30 @@ pub struct LoadedImage {
     pub size: u64,
 }
 
-fn layer_media_type(staged: &StagedBlob) -> &'static str {
-    let mut head = [0u8; 8];
-    let read = std::fs::File::open(staged.path())
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    match Compression::detect(&head[..read]) {
-        Compression::Gzip => media::OCI_LAYER_GZIP,
-        Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-        _ => "application/vnd.oci.image.layer.v1.tar",
-    }
-}
-
 /// An image found in the archive, checked, waiting to be committed.
-struct Found {
-    names: Vec<Reference>,
-    root: ParsedManifest,
+pub(super) struct Found {
+    pub(super) names: Vec<Reference>,
+    pub(super) root: ParsedManifest,
     /// Manifests ferry built (docker-archive path) to stage at commit.
-    built: Vec<ParsedManifest>,
-    blobs: BTreeSet<Digest>,
-    id: Digest,
-    platforms: Vec<String>,
-    size: u64,
+    pub(super) built: Vec<ParsedManifest>,
+    pub(super) blobs: BTreeSet<Digest>,
+    pub(super) id: Digest,
+    pub(super) platforms: Vec<String>,
+    pub(super) size: u64,
 }
 
-struct Loader<'a> {
-    store: &'a Store,
-    known: &'a dyn KnownBlobs,
-    contents: Contents,
-    checks: DiffChecks,
-    missing: BTreeSet<Digest>,
+pub(super) struct Loader<'a> {
+    pub(super) store: &'a Store,
+    pub(super) known: &'a dyn KnownBlobs,
+    pub(super) contents: Contents,
+    pub(super) checks: DiffChecks,
+    pub(super) missing: BTreeSet<Digest>,
 }
 
 impl Loader<'_> {
     /// A small blob by digest: from the archive, else from where the
     /// archive's left-out blobs are (staged, so it commits with the rest).
-    fn lookup(
+    pub(super) fn lookup(
         &mut self,
         digest: &Digest,
         what: &str,
@@ -91,7 +80,7 @@ impl Loader<'_> {
     }
 
     /// Whether a blob is in the archive or where its left-out blobs are.
-    fn present(&self, digest: &Digest, what: &str) -> bool {
+    pub(super) fn present(&self, digest: &Digest, what: &str) -> bool {
         self.contents.by_digest.contains_key(digest) || self.known.has(what, digest)
     }
 
@@ -133,7 +122,7 @@ impl Loader<'_> {
 
     /// Check an image manifest: config present, layer count equal to the
     /// diffID count, each layer present, diffIDs queued for checking.
-    fn check_image(
+    pub(super) fn check_image(
         &mut self,
         manifest: &ParsedManifest,
         what: &str,
@@ -341,83 +330,6 @@ impl Loader<'_> {
         }
         Ok(found)
     }
-
-    /// The docker-archive path (Docker ≤ 24, podman/skopeo, crane).
-    fn docker_images(&mut self, items: &[DockerItem]) -> Result<Vec<Found>, ArchiveError> {
-        let mut found = Vec::new();
-        for item in items {
-            let what = item
-                .repo_tags
-                .first()
-                .cloned()
-                .unwrap_or_else(|| item.config.clone());
-            let config_bytes = self.contents.bytes(&item.config)?;
-            let config_digest = Digest::sha256_of(&config_bytes);
-            if !self.contents.by_digest.contains_key(&config_digest) {
-                let staged = self.store.stage_bytes(&config_bytes)?;
-                let index = self.contents.staged.len();
-                self.contents.by_digest.insert(config_digest.clone(), index);
-                self.contents.staged.push(staged);
-            }
-            let mut layers = Vec::new();
-            for path in &item.layers {
-                match self.contents.resolve(path)? {
-                    Item::Staged(index) => layers.push(*index),
-                    _ => {
-                        return Err(self
-                            .contents
-                            .invalid(format!("layer {path} of {what} is not a regular file")))
-                    }
-                }
-            }
-            let layer_descriptors: Vec<serde_json::Value> = layers
-                .iter()
-                .map(|&i| {
-                    let staged = &self.contents.staged[i];
-                    serde_json::json!({"mediaType": layer_media_type(staged), "digest": staged.digest, "size": staged.size})
-                })
-                .collect();
-            let manifest = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": media::OCI_MANIFEST,
-                "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-                "layers": layer_descriptors,
-            });
-            let bytes = serde_json::to_vec(&manifest).expect("JSON serialises");
-            let parsed = ParsedManifest::parse(bytes.into(), Some(media::OCI_MANIFEST), &what)
-                .map_err(|e| self.contents.invalid(e.to_string()))?;
-            let mut blobs = BTreeSet::new();
-            let (platform, size) = self.check_image(&parsed, &what, &mut blobs)?;
-            blobs.remove(&parsed.digest);
-            let names = item
-                .repo_tags
-                .iter()
-                .map(|t| {
-                    Reference::parse(t).map_err(|e| self.contents.invalid(format!("RepoTags: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            found.push(Found {
-                names,
-                id: config_digest,
-                root: parsed.clone(),
-                built: vec![parsed],
-                blobs,
-                platforms: vec![platform],
-                size,
-            });
-        }
-        Ok(found)
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct DockerItem {
-    #[serde(rename = "Config")]
-    config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Vec<String>,
-    #[serde(rename = "Layers", default)]
-    layers: Vec<String>,
 }
 
 /// Read an archive, check it, and (unless `dry_run`) add its images to the store.

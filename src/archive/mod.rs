@@ -5,6 +5,7 @@
 //! verified digest, and tags are applied only when everything verified.
 
 mod diff_ids;
+mod docker_archive;
 pub mod load;
 pub mod names;
 mod read;

@@ -6,7 +6,7 @@
 
 pub mod jobs;
 
-use crate::registry::RegistrySettings;
+use crate::types::RegistrySettings;
 use crate::types::{Platform, Secret};
 pub use jobs::{JobKind, JobSpec, RepositoryTarget};
 use serde::Deserialize;

@@ -5,31 +5,12 @@
 use super::error::{error_detail, RegistryError};
 use crate::progress::{Event, Reporter};
 use crate::types::time::{now_unix, parse_http_date};
-use crate::types::Secret;
 use reqwest::{Response, StatusCode};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Per-registry settings from the config file.
-#[derive(Debug, Clone, Default)]
-pub struct RegistrySettings {
-    /// Use plain HTTP (explicit per registry only).
-    pub insecure: bool,
-    /// Extra CA certificate(s) to trust, PEM.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS, PEM.
-    pub client_cert: Option<PathBuf>,
-    /// Key for `client_cert`, PEM.
-    pub client_key: Option<PathBuf>,
-    /// Username; the password comes from `password`.
-    pub username: Option<String>,
-    /// Password or token, resolved from `password_env` / `password_file`.
-    pub password: Option<Secret>,
-    /// Why the configured password could not be read (raised when the registry is used).
-    pub password_error: Option<String>,
-}
+pub use crate::types::RegistrySettings;
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]

@@ -109,13 +109,7 @@ pub fn write_index(store: &Store, entries: &[IndexEntry]) -> Result<(), StoreErr
     store.write_atomic(&store.root().join("index.json"), &bytes)
 }
 
-/// What a tag change did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagChange {
-    Created,
-    Unchanged,
-    Moved { previous: Digest },
-}
+pub use super::meta::TagChange;
 
 impl Store {
     /// Run `change` over the index and metadata under the tags lock, then

@@ -3,7 +3,6 @@
 //! config's `created`, which reproducible builds set to 1970), and an
 //! append-only history of which digest each tag held.
 
-use super::index::TagChange;
 use super::{Store, StoreError};
 use crate::types::{Digest, Reference};
 use std::collections::BTreeMap;
@@ -96,4 +95,12 @@ pub fn write_metadata(store: &Store, metadata: &Metadata) -> Result<(), StoreErr
             .map_err(|e| StoreError::io(&path, e))?;
     }
     Ok(())
+}
+
+/// What a tag change did (recorded in the tag history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagChange {
+    Created,
+    Unchanged,
+    Moved { previous: crate::types::Digest },
 }

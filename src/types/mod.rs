@@ -7,6 +7,7 @@ pub mod digest;
 pub mod manifest;
 pub mod platform;
 pub mod reference;
+pub mod registry_settings;
 pub mod secret;
 pub mod time;
 
@@ -15,4 +16,5 @@ pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{media, Manifest, ManifestError, ParsedManifest};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};
+pub use registry_settings::RegistrySettings;
 pub use secret::Secret;
