@@ -16,8 +16,12 @@ pub(super) type DiffChecks = Vec<(usize, Digest, String)>;
 
 /// The diffID of a staged layer: its own digest when uncompressed, else
 /// the digest of its decompressed bytes (capped against bombs).
-fn diff_id(path: &std::path::Path, digest: &Digest, size: u64) -> std::io::Result<Digest> {
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+fn diff_id(location: &Location, digest: &Digest) -> std::io::Result<Digest> {
+    use std::io::Seek;
+    let (path, offset, size) = location;
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(*offset))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file.take(*size));
     let compression = Compression::detect(reader.fill_buf()?);
     if compression == Compression::None {
         return Ok(digest.clone());
@@ -35,19 +39,22 @@ fn diff_id(path: &std::path::Path, digest: &Digest, size: u64) -> std::io::Resul
     }
 }
 
+/// Where a layer's bytes are: file, offset, size.
+type Location = (std::path::PathBuf, u64, u64);
+
 /// diffIDs computed so far, by compressed digest.
 type DiffResults = Arc<std::sync::Mutex<HashMap<Digest, Result<Digest, String>>>>;
 /// Staged compressed layers waiting for their diffID.
-type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, std::path::PathBuf, u64)>>>;
+type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, Location)>>>;
 
 /// Take jobs from the queue until it is closed and empty.
 fn diff_worker(queue: DiffQueue, results: DiffResults) {
     loop {
         let job = queue.lock().expect("queue lock").recv();
-        let Ok((digest, path, size)) = job else {
+        let Ok((digest, location)) = job else {
             return;
         };
-        let outcome = diff_id(&path, &digest, size).map_err(|e| e.to_string());
+        let outcome = diff_id(&location, &digest).map_err(|e| e.to_string());
         results
             .lock()
             .expect("results lock")
@@ -57,7 +64,7 @@ fn diff_worker(queue: DiffQueue, results: DiffResults) {
 
 /// Computes diffIDs on another core while the archive is still being read.
 pub(super) struct DiffIds {
-    sender: Option<mpsc::Sender<(Digest, std::path::PathBuf, u64)>>,
+    sender: Option<mpsc::Sender<(Digest, Location)>>,
     queue: DiffQueue,
     results: DiffResults,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -83,12 +90,14 @@ impl DiffIds {
     /// Queue a staged blob whose first bytes show compression.
     pub(super) fn offer(&self, staged: &StagedBlob) {
         let mut head = [0u8; 8];
-        let read = std::fs::File::open(staged.path())
+        let read = staged
+            .open()
             .and_then(|mut f| f.read(&mut head))
             .unwrap_or(0);
         if Compression::detect(&head[..read]) != Compression::None {
             if let Some(sender) = &self.sender {
-                let _ = sender.send((staged.digest.clone(), staged.path().to_owned(), staged.size));
+                let location = (staged.path().to_owned(), staged.offset, staged.size);
+                let _ = sender.send((staged.digest.clone(), location));
             }
         }
     }
@@ -140,8 +149,11 @@ pub(super) fn check_diff_ids(
                 };
                 let actual = match precomputed.get(&staged.digest) {
                     Some(done) => done.clone(),
-                    None => diff_id(staged.path(), &staged.digest, staged.size)
-                        .map_err(|e| e.to_string()),
+                    None => diff_id(
+                        &(staged.path().to_owned(), staged.offset, staged.size),
+                        &staged.digest,
+                    )
+                    .map_err(|e| e.to_string()),
                 };
                 let outcome = match actual {
                     Ok(actual) if &actual == expected => continue,

@@ -25,7 +25,8 @@ pub(super) struct DockerItem {
 
 fn layer_media_type(staged: &StagedBlob) -> &'static str {
     let mut head = [0u8; 8];
-    let read = std::fs::File::open(staged.path())
+    let read = staged
+        .open()
         .and_then(|mut f| f.read(&mut head))
         .unwrap_or(0);
     match Compression::detect(&head[..read]) {

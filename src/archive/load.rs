@@ -6,16 +6,14 @@
 //! Layer counts and diffIDs are checked against each config, and only when
 //! every image verified are blobs committed and tags applied.
 
-use super::diff_ids::{check_diff_ids, DiffChecks, DiffIds};
-use super::docker_archive::DockerItem;
-use super::read::{read_entries, Contents, MAX_METADATA};
+use super::checked::{check, ArchiveInput};
+use super::diff_ids::DiffChecks;
+use super::read::{Contents, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
-use crate::store::index::IndexEntry;
-use crate::store::staging::StagedBlob;
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
 use crate::types::{Digest, ParsedManifest, Reference};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
 /// One image an archive holds.
@@ -228,7 +226,7 @@ impl Loader<'_> {
     }
 
     /// The OCI layout path (ferry, Docker 25+, skopeo/podman oci-archive).
-    fn oci_images(
+    pub(super) fn oci_images(
         &mut self,
         docker_names: &HashMap<Digest, Vec<Reference>>,
     ) -> Result<Vec<Found>, ArchiveError> {
@@ -351,101 +349,10 @@ pub fn load_with(
     dry_run: bool,
 ) -> Result<Vec<LoadedImage>, ArchiveError> {
     let _writer = store.lock_writer()?;
-    let diff_ids = DiffIds::start();
-    let contents = read_entries(store, input, archive, &diff_ids)?;
-    let docker_items: Option<Vec<DockerItem>> = match contents.files.contains_key("manifest.json") {
-        true => {
-            let bytes = contents.bytes("manifest.json")?;
-            Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| contents.invalid(format!("manifest.json: {e}")))?,
-            )
-        }
-        false => None,
-    };
-    let oci =
-        contents.files.contains_key("oci-layout") && contents.files.contains_key("index.json");
-    if !oci && docker_items.is_none() {
-        return Err(contents.invalid(
-            "is not an image archive: it has neither index.json + oci-layout nor manifest.json",
-        ));
-    }
-    let mut loader = Loader {
-        store,
-        known,
-        contents,
-        checks: Vec::new(),
-        missing: BTreeSet::new(),
-    };
-    let found = if oci {
-        // Names for OCI entries that carry only a tag come from manifest.json.
-        let mut docker_names: HashMap<Digest, Vec<Reference>> = HashMap::new();
-        for item in docker_items.iter().flatten() {
-            if let Ok(bytes) = loader.contents.bytes(&item.config) {
-                let names = item
-                    .repo_tags
-                    .iter()
-                    .filter_map(|t| Reference::parse(t).ok());
-                docker_names
-                    .entry(Digest::sha256_of(&bytes))
-                    .or_default()
-                    .extend(names);
-            }
-        }
-        loader.oci_images(&docker_names)?
-    } else {
-        loader.docker_images(docker_items.as_deref().unwrap_or_default())?
-    };
-    if !loader.missing.is_empty() {
-        let missing: Vec<String> = loader.missing.iter().map(ToString::to_string).collect();
-        return Err(ArchiveError::MissingBlobs {
-            archive: archive.to_owned(),
-            missing: missing.join(", "),
-        });
-    }
-    let precomputed = diff_ids.finish();
-    check_diff_ids(&loader.contents, &loader.checks, &precomputed)?;
-    let images: Vec<LoadedImage> = found
-        .iter()
-        .map(|f| LoadedImage {
-            names: f.names.iter().map(ToString::to_string).collect(),
-            digest: f.root.digest.clone(),
-            id: f.id.clone(),
-            media_type: f.root.media_type.clone(),
-            platforms: f.platforms.clone(),
-            size: f.size,
-        })
-        .collect();
-    if dry_run {
-        return Ok(images);
-    }
-    // Everything verified: data first, then tags.
-    let Loader { mut contents, .. } = loader;
-    let needed: BTreeSet<Digest> = found.iter().flat_map(|f| f.blobs.iter().cloned()).collect();
-    let mut staged: BTreeMap<Digest, StagedBlob> = BTreeMap::new();
-    for blob in contents.staged.drain(..) {
-        if needed.contains(&blob.digest) && !staged.contains_key(&blob.digest) {
-            staged.insert(blob.digest.clone(), blob);
-        }
-    }
-    for (_, blob) in staged {
-        blob.commit(store)?;
-    }
-    for image in &found {
-        for built in &image.built {
-            store.stage_bytes(&built.bytes)?.commit(store)?;
-        }
-        let entry = IndexEntry::new(
-            &image.root.media_type,
-            image.root.digest.clone(),
-            image.root.bytes.len() as u64,
-        );
-        if image.names.is_empty() {
-            store.add_untagged(entry.clone())?;
-        }
-        for name in &image.names {
-            store.set_tag(name, entry.clone())?;
-        }
+    let checked = check(store, known, ArchiveInput::Stream(input), archive)?;
+    let images = checked.images.clone();
+    if !dry_run {
+        checked.commit(store)?;
     }
     Ok(images)
 }

@@ -4,6 +4,7 @@
 //! entries are never extracted by name: bytes go into the store under their
 //! verified digest, and tags are applied only when everything verified.
 
+pub mod checked;
 mod diff_ids;
 mod docker_archive;
 pub mod load;

@@ -69,10 +69,23 @@ impl Contents {
                 staged.digest, staged.size
             )));
         }
-        std::fs::read(staged.path()).map_err(|source| ArchiveError::Io {
-            archive: self.archive.clone(),
-            source,
-        })
+        let mut bytes = Vec::with_capacity(staged.size as usize);
+        staged
+            .open()
+            .and_then(|mut r| r.read_to_end(&mut bytes))
+            .map_err(|source| ArchiveError::Io {
+                archive: self.archive.clone(),
+                source,
+            })?;
+        // A blob read in place only claimed its digest by name: check it now.
+        if !staged.verified && Digest::sha256_of(&bytes) != staged.digest {
+            return Err(self.invalid(format!(
+                "blobs/sha256/{} does not match its name: its content hashes to {}",
+                staged.digest.hex(),
+                Digest::sha256_of(&bytes)
+            )));
+        }
+        Ok(bytes)
     }
 
     pub(super) fn bytes(&self, name: &str) -> Result<Vec<u8>, ArchiveError> {
@@ -144,6 +157,94 @@ impl<R: Read> Read for RatioGuard<R> {
 }
 
 /// Read the archive in one pass, staging regular files.
+/// A file of an archive read in place: a blob named by digest is taken at
+/// its word (checked when read); anything else is hashed where it lies.
+fn in_place<R: Read>(
+    path: &std::path::Path,
+    name: &str,
+    entry: &mut tar::Entry<'_, R>,
+    declared: u64,
+) -> Result<StagedBlob, StageError> {
+    let offset = entry.raw_file_position();
+    let claimed = name
+        .strip_prefix("blobs/sha256/")
+        .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok());
+    if let Some(digest) = claimed {
+        return Ok(StagedBlob::in_file(
+            path.to_owned(),
+            offset,
+            declared,
+            digest,
+            false,
+        ));
+    }
+    let mut hasher = crate::types::Hasher::new(crate::types::digest::Algorithm::Sha256);
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let read = match entry.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StageError::Read(e)),
+        };
+        size += read as u64;
+        hasher.update(&buffer[..read]);
+    }
+    Ok(StagedBlob::in_file(
+        path.to_owned(),
+        offset,
+        size,
+        hasher.finish(),
+        true,
+    ))
+}
+
+/// Read an archive file in place when it is an uncompressed tar: metadata
+/// is buffered, a `blobs/sha256/<hex>` entry is recorded by its byte range
+/// and the digest its name claims (checked by whoever reads it), and other
+/// files are hashed where they lie. Nothing is copied. `None`: the file is
+/// compressed, so it must be read as a stream ([`read_entries`]).
+pub(super) fn index_entries(
+    store: &Store,
+    path: &std::path::Path,
+    archive: &str,
+    diff_ids: &DiffIds,
+) -> Result<Option<Contents>, ArchiveError> {
+    let io = |source: std::io::Error| ArchiveError::Io {
+        archive: archive.to_owned(),
+        source,
+    };
+    let mut reader =
+        std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path).map_err(io)?);
+    if Compression::detect(reader.fill_buf().map_err(io)?) != Compression::None {
+        return Ok(None);
+    }
+    let mut tar = tar::Archive::new(reader);
+    let entries = tar
+        .entries_with_seek()
+        .map_err(|e| invalid(archive, format!("not a tar archive: {e}")))?;
+    let place = Placement::InPlace(path.to_owned());
+    collect(store, entries, archive, diff_ids, &place).map(Some)
+}
+
+fn invalid(archive: &str, message: String) -> ArchiveError {
+    ArchiveError::Invalid {
+        archive: archive.to_owned(),
+        message,
+    }
+}
+
+/// Where the bytes of non-metadata files go while the archive is read.
+enum Placement {
+    /// Copied and hashed into the store's staging area.
+    Staged,
+    /// Left in this archive file, recorded by range.
+    InPlace(std::path::PathBuf),
+}
+
+/// Read an archive from a stream (any compression), staging every
+/// non-metadata file under its computed digest.
 pub(super) fn read_entries(
     store: &Store,
     input: &mut dyn Read,
@@ -173,6 +274,21 @@ pub(super) fn read_entries(
         })
     };
     let mut tar = tar::Archive::new(reader);
+    let entries = tar
+        .entries()
+        .map_err(|e| invalid(archive, format!("not a tar archive: {e}")))?;
+    collect(store, entries, archive, diff_ids, &Placement::Staged)
+}
+
+/// Take the archive's entries one by one: names cleaned, metadata
+/// buffered under caps, other files placed as `place` says.
+fn collect<R: Read>(
+    store: &Store,
+    entries: tar::Entries<'_, R>,
+    archive: &str,
+    diff_ids: &DiffIds,
+    place: &Placement,
+) -> Result<Contents, ArchiveError> {
     let mut contents = Contents {
         archive: archive.to_owned(),
         files: HashMap::new(),
@@ -180,9 +296,6 @@ pub(super) fn read_entries(
         by_digest: HashMap::new(),
     };
     let mut metadata_total = 0u64;
-    let entries = tar
-        .entries()
-        .map_err(|e| contents.invalid(format!("not a tar archive: {e}")))?;
     for entry in entries {
         let mut entry =
             entry.map_err(|e| contents.invalid(format!("broken tar entry (truncated?): {e}")))?;
@@ -227,7 +340,11 @@ pub(super) fn read_entries(
                         .map_err(|e| contents.invalid(format!("{name}: {e} (truncated?)")))?;
                     Item::Buffered(bytes)
                 } else {
-                    let staged = store.stage(&mut entry, declared).map_err(|e| match e {
+                    let staged = match place {
+                        Placement::Staged => store.stage(&mut entry, declared),
+                        Placement::InPlace(path) => in_place(path, &name, &mut entry, declared),
+                    };
+                    let staged = staged.map_err(|e| match e {
                         StageError::Store(e) => ArchiveError::Store(e),
                         other => contents.invalid(format!("{name}: {other} (truncated?)")),
                     })?;

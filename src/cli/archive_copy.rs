@@ -8,6 +8,7 @@ use super::archive::write_output;
 use super::args::CopyArgs;
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
+use crate::archive::checked::ArchiveInput;
 use crate::engine::{
     copy_image, plan_archive, write_archive, ArchiveSource, ArchiveTarget, CopyOptions,
     Destination, DestinationBlobs, PlatformChoice, Source,
@@ -59,24 +60,31 @@ pub async fn from_archive(
             );
         }
         tokio::task::block_in_place(|| {
-            ArchiveSource::read(&mut std::io::stdin().lock(), "standard input", Some(&known))
+            let mut stdin = std::io::stdin().lock();
+            ArchiveSource::read(
+                ArchiveInput::Stream(&mut stdin),
+                "standard input",
+                Some(&known),
+            )
         })?
     } else {
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("cannot open archive {path}"))?;
-        tokio::task::block_in_place(|| ArchiveSource::read(&mut file, path, Some(&known)))?
+        std::fs::metadata(path).with_context(|| format!("cannot open archive {path}"))?;
+        let file = Path::new(path);
+        tokio::task::block_in_place(|| {
+            ArchiveSource::read(ArchiveInput::File(file), path, Some(&known))
+        })?
     };
     // Every destination is decided before the first byte moves.
     let destinations = target
-        .destinations(&source.images)
+        .destinations(source.images())
         .map_err(|e| UsageError(format!("archive:{path}: {e}")))?;
     context.reporter.set_verb("Copy");
     let mut outcomes = Vec::new();
-    for (image, targets) in source.images.iter().zip(destinations) {
+    for (index, targets) in destinations.into_iter().enumerate() {
         for to in targets {
             let client = registries.client(to.registry())?;
             let outcome = copy_image(
-                &source.source(image),
+                &source.source(index),
                 &Destination::Registry {
                     client,
                     reference: to.clone(),

@@ -31,6 +31,11 @@ pub enum Source {
         entry: IndexEntry,
         name: String,
     },
+    /// Image `image` of a checked archive (`copy archive:`).
+    Archive {
+        archive: Arc<super::from_archive::ArchiveSource>,
+        image: usize,
+    },
 }
 
 /// Where images go.
@@ -53,6 +58,7 @@ impl Source {
         match self {
             Source::Registry { reference, .. } => reference.to_string(),
             Source::Store { name, .. } => name.clone(),
+            Source::Archive { archive, image } => archive.describe(*image),
         }
     }
 
@@ -65,6 +71,7 @@ impl Source {
             Source::Store { store, entry, .. } => {
                 Ok(store.read_manifest(&entry.digest, &entry.media_type)?)
             }
+            Source::Archive { archive, image } => archive.root(*image),
         }
     }
 
@@ -81,6 +88,9 @@ impl Source {
                     .await?
             }
             Source::Store { store, .. } => store.read_manifest(digest, media_type)?,
+            Source::Archive { archive, image } => {
+                archive.checked.manifest(*image, digest, media_type)?
+            }
         };
         Ok(manifest)
     }
@@ -91,7 +101,7 @@ impl Source {
             Source::Registry { client, reference } => {
                 Some((client.registry(), reference.repository()))
             }
-            Source::Store { .. } => None,
+            Source::Store { .. } | Source::Archive { .. } => None,
         }
     }
 
@@ -103,52 +113,97 @@ impl Source {
             Source::Registry { client, reference } => {
                 client.blob_stream(reference.repository(), digest, size, verify)
             }
-            Source::Store { store, .. } => {
-                store_blob_stream(store.blob_path(digest), digest.clone(), size)
-            }
+            Source::Store { store, .. } => file_blob_stream(
+                store.blob_path(digest),
+                0,
+                digest.clone(),
+                size,
+                true,
+                STORED,
+            ),
+            Source::Archive { archive, .. } => match archive.checked.blob(digest) {
+                // A blob named by digest in an archive read in place is
+                // verified here, whatever the destination does.
+                Some(staged) => file_blob_stream(
+                    staged.path().to_owned(),
+                    staged.offset,
+                    digest.clone(),
+                    size,
+                    verify || !staged.verified,
+                    "archive blob",
+                ),
+                None => {
+                    let error = RegistryError::Io {
+                        what: format!("blob {digest}"),
+                        source: std::io::Error::other(
+                            "the archive leaves it out (a delta) and the destination does not have it; copy the archive this one was made against first",
+                        ),
+                    };
+                    futures_util::stream::once(async move { Err(error) }).boxed()
+                }
+            },
         }
     }
 }
 
-/// Stream a stored blob, re-verifying it: a corrupt store blob is never served.
-fn store_blob_stream(path: std::path::PathBuf, digest: Digest, size: u64) -> BlobStream {
+const STORED: &str = "stored blob";
+
+/// Stream `size` bytes of a file from `offset`, checking the size and (with
+/// `verify`) the digest: a corrupt blob is never served.
+fn file_blob_stream(
+    path: std::path::PathBuf,
+    offset: u64,
+    digest: Digest,
+    size: u64,
+    verify: bool,
+    kind: &'static str,
+) -> BlobStream {
     struct State {
-        file: Option<tokio::fs::File>,
+        file: Option<tokio::io::Take<tokio::fs::File>>,
         path: std::path::PathBuf,
+        offset: u64,
         hasher: Option<Hasher>,
+        verify: bool,
         digest: Digest,
         size: u64,
         read: u64,
+        kind: &'static str,
     }
     let state = State {
         file: None,
         path,
+        offset,
         hasher: Some(digest.hasher()),
+        verify,
         digest,
         size,
         read: 0,
+        kind,
     };
-    let what = |state: &State| format!("stored blob {}", state.digest);
+    let what = |state: &State| format!("{} {}", state.kind, state.digest);
     futures_util::stream::try_unfold(state, move |mut state| async move {
         let io = |state: &State, source| RegistryError::Io {
             what: what(state),
             source,
         };
-        if state.file.is_none() {
-            state.file = Some(
-                tokio::fs::File::open(&state.path)
+        let file = match state.file.as_mut() {
+            Some(file) => file,
+            None => {
+                use tokio::io::AsyncSeekExt;
+                let mut file = tokio::fs::File::open(&state.path)
                     .await
-                    .map_err(|e| io(&state, e))?,
-            );
-        }
+                    .map_err(|e| io(&state, e))?;
+                file.seek(std::io::SeekFrom::Start(state.offset))
+                    .await
+                    .map_err(|e| io(&state, e))?;
+                // A whole file may be longer than it should (one byte more
+                // tells); a range inside an archive is followed by padding.
+                let limit = state.size + u64::from(state.offset == 0 && state.kind == STORED);
+                state.file.insert(file.take(limit))
+            }
+        };
         let mut buffer = vec![0u8; READ_CHUNK];
-        let read = state
-            .file
-            .as_mut()
-            .expect("opened")
-            .read(&mut buffer)
-            .await
-            .map_err(|e| io(&state, e))?;
+        let read = file.read(&mut buffer).await.map_err(|e| io(&state, e))?;
         if read == 0 {
             let Some(hasher) = state.hasher.take() else {
                 return Ok(None);
@@ -159,6 +214,9 @@ fn store_blob_stream(path: std::path::PathBuf, digest: Digest, size: u64) -> Blo
                     expected: state.size,
                     actual: state.read,
                 });
+            }
+            if !state.verify {
+                return Ok(None);
             }
             let actual = hasher.finish();
             if actual != state.digest {
@@ -172,7 +230,16 @@ fn store_blob_stream(path: std::path::PathBuf, digest: Digest, size: u64) -> Blo
         }
         buffer.truncate(read);
         state.read += read as u64;
-        state.hasher.as_mut().expect("open").update(&buffer);
+        if state.read > state.size {
+            return Err(RegistryError::SizeMismatch {
+                what: what(&state),
+                expected: state.size,
+                actual: state.read,
+            });
+        }
+        if let (true, Some(hasher)) = (state.verify, state.hasher.as_mut()) {
+            hasher.update(&buffer);
+        }
         Ok(Some((Bytes::from(buffer), state)))
     })
     .boxed()

@@ -1,26 +1,29 @@
 //! The archive as a source: `copy archive:FILE DEST`. The archive is read
-//! and checked exactly as `load` does (blob digests, layer diffIDs, every
-//! format ferry loads) into a private spool — a throw-away store in the
-//! temp directory, never the user's store — and each image then goes
-//! through the same plan and transfer as any other copy, so the tag at the
-//! destination is written only after everything it points at is there.
+//! and checked exactly as `load` does (layer counts, diffIDs, every format
+//! ferry loads), never into the user's store: an uncompressed archive file
+//! is read in place, anything else is staged in a throw-away spool. Each
+//! image then goes through the same plan and transfer as any other copy —
+//! blobs verified as they stream — so the tag at the destination is written
+//! only after everything it points at is there.
 
 use super::endpoint::Source;
-use crate::archive::load::{self, LoadedImage};
+use crate::archive::checked::{self, ArchiveInput, CheckedArchive};
+use crate::archive::load::LoadedImage;
 use crate::archive::{ArchiveError, KnownBlobs};
 use crate::registry::{Registries, RegistryError};
-use crate::store::{IndexEntry, Store};
-use crate::types::Digest;
-use crate::types::Reference;
+use crate::store::Store;
+use crate::types::{Digest, ParsedManifest, Reference};
 use futures_util::StreamExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// A read and verified archive, held in a private spool.
+/// A read and checked archive: an uncompressed archive file is read in
+/// place (blobs streamed from their byte ranges, each verified on the way);
+/// a stream or a compressed file is staged in a private spool first.
 pub struct ArchiveSource {
-    spool: Store,
+    /// What the archive holds and where each blob's bytes are.
+    pub checked: CheckedArchive,
     dir: PathBuf,
-    /// The images in the archive, in archive order.
-    pub images: Vec<LoadedImage>,
 }
 
 impl Drop for ArchiveSource {
@@ -30,15 +33,15 @@ impl Drop for ArchiveSource {
 }
 
 impl ArchiveSource {
-    /// Read and verify an archive from `input` (`name` names it in errors).
-    /// The spool lives under `$TMPDIR` (or `FERRY_TMPDIR`) and is removed
-    /// when the source is dropped.
-    /// `known` finds blobs a delta archive leaves out (at the destination).
+    /// Read and check an archive (`name` names it in errors). `known` finds
+    /// blobs a delta archive leaves out (at the destination). The spool
+    /// lives under `$FERRY_TMPDIR` (else `$TMPDIR`) and is removed when the
+    /// source is dropped.
     pub fn read(
-        input: &mut dyn std::io::Read,
+        input: ArchiveInput<'_>,
         name: &str,
         known: Option<&dyn KnownBlobs>,
-    ) -> Result<ArchiveSource, ArchiveError> {
+    ) -> Result<Arc<ArchiveSource>, ArchiveError> {
         let base = std::env::var_os("FERRY_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -48,28 +51,57 @@ impl ArchiveSource {
             rand::random::<u64>()
         ));
         let spool = Store::open(&dir).map_err(ArchiveError::Store)?;
-        let mut source = ArchiveSource {
-            spool,
-            dir,
-            images: Vec::new(),
-        };
-        let known = known.unwrap_or(&source.spool);
-        source.images = load::load_with(&source.spool, known, input, name, false)?;
-        Ok(source)
+        let cleanup = Cleanup(dir.clone());
+        let known = known.unwrap_or(&spool);
+        let checked = checked::check(&spool, known, input, name)?;
+        std::mem::forget(cleanup);
+        Ok(Arc::new(ArchiveSource { checked, dir }))
     }
 
-    /// The engine source for one image of the archive.
-    pub fn source(&self, image: &LoadedImage) -> Source {
-        let size = self.spool.blob_size(&image.digest).unwrap_or_default();
-        Source::Store {
-            store: self.spool.clone(),
-            entry: IndexEntry::new(&image.media_type, image.digest.clone(), size),
-            name: image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.digest.to_string()),
+    /// The images in the archive, in archive order.
+    pub fn images(&self) -> &[LoadedImage] {
+        &self.checked.images
+    }
+
+    /// The engine source for image `index` of the archive.
+    pub fn source(self: &Arc<Self>, index: usize) -> Source {
+        Source::Archive {
+            archive: self.clone(),
+            image: index,
         }
+    }
+
+    /// A name for image `index`, for messages.
+    pub fn describe(&self, index: usize) -> String {
+        self.images()
+            .get(index)
+            .map(|i| {
+                i.names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| i.digest.to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    /// The top-level manifest of image `index`.
+    pub fn root(&self, index: usize) -> Result<ParsedManifest, super::EngineError> {
+        self.checked
+            .root(index)
+            .cloned()
+            .ok_or_else(|| super::EngineError::Invalid {
+                image: self.describe(index),
+                message: "no such image in the archive".into(),
+            })
+    }
+}
+
+/// Removes a spool that was never handed over (an error while checking).
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,7 +1,10 @@
 //! Staged blobs for all-or-nothing imports (archives): bytes are hashed
 //! into a private file under `ingest/` while they stream past, and become
 //! visible only through [`StagedBlob::commit`] after the caller has checked
-//! the whole import. Dropping a staged blob deletes it.
+//! the whole import. Dropping a staged blob deletes it. A staged blob may
+//! instead name a byte range of a file it does not own (an uncompressed
+//! archive read in place): that one is never deleted or committed, and its
+//! digest is only claimed until a reader verifies it.
 
 use super::{sync_dir, Store, StoreError};
 use crate::types::digest::Algorithm;
@@ -15,6 +18,12 @@ pub struct StagedBlob {
     path: Option<PathBuf>,
     pub digest: Digest,
     pub size: u64,
+    /// Where the bytes start in `path` (0 for a staged file).
+    pub offset: u64,
+    /// Whether the bytes were hashed (false: `digest` is only claimed by a name).
+    pub verified: bool,
+    /// Whether this blob owns its file (staged) or names a range of another.
+    owned: bool,
 }
 
 /// Why staging stopped early.
@@ -40,6 +49,9 @@ impl Store {
             path: Some(path.clone()),
             digest: Digest::sha256_of(b""),
             size: 0,
+            offset: 0,
+            verified: true,
+            owned: true,
         };
         let file = std::fs::File::create(&path).map_err(|e| StoreError::io(&path, e))?;
         let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -83,6 +95,32 @@ impl Store {
 }
 
 impl StagedBlob {
+    /// `size` bytes at `offset` of a file this blob does not own.
+    pub fn in_file(
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+        digest: Digest,
+        verified: bool,
+    ) -> StagedBlob {
+        StagedBlob {
+            path: Some(path),
+            digest,
+            size,
+            offset,
+            verified,
+            owned: false,
+        }
+    }
+
+    /// A reader over exactly the blob's bytes (not verified: wrap it).
+    pub fn open(&self) -> std::io::Result<std::io::Take<std::io::BufReader<std::fs::File>>> {
+        use std::io::Seek;
+        let mut file = std::fs::File::open(self.path())?;
+        file.seek(std::io::SeekFrom::Start(self.offset))?;
+        Ok(std::io::BufReader::with_capacity(256 * 1024, file).take(self.size))
+    }
+
     /// Where the staged bytes are, for reading them back before commit.
     pub fn path(&self) -> &std::path::Path {
         self.path
@@ -93,8 +131,13 @@ impl StagedBlob {
     /// Publish the blob under its digest (an existing blob is success).
     pub fn commit(mut self, store: &Store) -> Result<(), StoreError> {
         use std::os::unix::fs::PermissionsExt;
-        let path = self.path.take().expect("committed once");
         let target = store.blob_path(&self.digest);
+        let (true, Some(path)) = (self.owned, self.path.take()) else {
+            return Err(StoreError::Conflict(format!(
+                "blob {} is a range of an archive, not a staged file; it cannot be committed",
+                self.digest
+            )));
+        };
         let result = (|| {
             if target.exists() {
                 return std::fs::remove_file(&path);
@@ -112,6 +155,9 @@ impl StagedBlob {
 
 impl Drop for StagedBlob {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Some(path) = self.path.take() {
             let _ = std::fs::remove_file(path);
         }
