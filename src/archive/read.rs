@@ -78,12 +78,13 @@ impl Contents {
                 source,
             })?;
         // A blob read in place only claimed its digest by name: check it now.
-        if !staged.verified && Digest::sha256_of(&bytes) != staged.digest {
-            return Err(self.invalid(format!(
-                "blobs/sha256/{} does not match its name: its content hashes to {}",
-                staged.digest.hex(),
-                Digest::sha256_of(&bytes)
-            )));
+        if !staged.verified {
+            if let Err(error) = crate::types::Verifier::check(&staged.digest, &bytes) {
+                return Err(self.invalid(format!(
+                    "blobs/sha256/{} does not match its name: {error}",
+                    staged.digest.hex()
+                )));
+            }
         }
         Ok(bytes)
     }

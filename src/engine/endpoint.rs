@@ -6,7 +6,7 @@ use super::EngineError;
 use crate::registry::blobs::BlobStream;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{IndexEntry, Store, StoreError};
-use crate::types::{Digest, Hasher, ParsedManifest, Reference};
+use crate::types::{Digest, ParsedManifest, Reference, Verifier};
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
 use std::sync::Arc;
@@ -162,83 +162,58 @@ fn file_blob_stream(
         file: Option<tokio::io::Take<tokio::fs::File>>,
         path: std::path::PathBuf,
         offset: u64,
-        hasher: Option<Hasher>,
-        verify: bool,
-        digest: Digest,
         size: u64,
-        read: u64,
-        kind: &'static str,
+        /// `None` once the end was checked.
+        verifier: Option<Verifier>,
+        what: String,
     }
     let state = State {
         file: None,
         path,
         offset,
-        hasher: Some(digest.hasher()),
-        verify,
-        digest,
         size,
-        read: 0,
-        kind,
+        verifier: Some(if verify {
+            Verifier::new(&digest, Some(size))
+        } else {
+            Verifier::size_only(&digest, size)
+        }),
+        what: format!("{kind} {digest}"),
     };
-    let what = |state: &State| format!("{} {}", state.kind, state.digest);
     futures_util::stream::try_unfold(state, move |mut state| async move {
-        let io = |state: &State, source| RegistryError::Io {
-            what: what(state),
+        if state.verifier.is_none() {
+            return Ok(None);
+        }
+        let what = state.what.clone();
+        let io = |source| RegistryError::Io {
+            what: what.clone(),
             source,
         };
         let file = match state.file.as_mut() {
             Some(file) => file,
             None => {
                 use tokio::io::AsyncSeekExt;
-                let mut file = tokio::fs::File::open(&state.path)
-                    .await
-                    .map_err(|e| io(&state, e))?;
+                let mut file = tokio::fs::File::open(&state.path).await.map_err(io)?;
                 file.seek(std::io::SeekFrom::Start(state.offset))
                     .await
-                    .map_err(|e| io(&state, e))?;
+                    .map_err(io)?;
                 // A whole file may be longer than it should (one byte more
                 // tells); a range inside an archive is followed by padding.
-                let limit = state.size + u64::from(state.offset == 0 && state.kind == STORED);
+                let limit = state.size + u64::from(state.offset == 0 && kind == STORED);
                 state.file.insert(file.take(limit))
             }
         };
         let mut buffer = vec![0u8; READ_CHUNK];
-        let read = file.read(&mut buffer).await.map_err(|e| io(&state, e))?;
+        let read = file.read(&mut buffer).await.map_err(io)?;
+        let unverified = |e| RegistryError::unverified(what.clone(), e);
         if read == 0 {
-            let Some(hasher) = state.hasher.take() else {
-                return Ok(None);
-            };
-            if state.read != state.size {
-                return Err(RegistryError::SizeMismatch {
-                    what: what(&state),
-                    expected: state.size,
-                    actual: state.read,
-                });
-            }
-            if !state.verify {
-                return Ok(None);
-            }
-            let actual = hasher.finish();
-            if actual != state.digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: what(&state),
-                    expected: state.digest.clone(),
-                    actual,
-                });
+            if let Some(verifier) = state.verifier.take() {
+                verifier.finish().map_err(unverified)?;
             }
             return Ok(None);
         }
         buffer.truncate(read);
-        state.read += read as u64;
-        if state.read > state.size {
-            return Err(RegistryError::SizeMismatch {
-                what: what(&state),
-                expected: state.size,
-                actual: state.read,
-            });
-        }
-        if let (true, Some(hasher)) = (state.verify, state.hasher.as_mut()) {
-            hasher.update(&buffer);
+        if let Some(verifier) = state.verifier.as_mut() {
+            verifier.update(&buffer).map_err(unverified)?;
         }
         Ok(Some((Bytes::from(buffer), state)))
     })

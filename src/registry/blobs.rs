@@ -6,7 +6,7 @@
 use super::client::{header_string, pull_scope, push_scope, RegistryClient};
 use super::error::RegistryError;
 use super::transport::status_error;
-use crate::types::{Digest, Hasher};
+use crate::types::{Digest, Verifier};
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
@@ -24,9 +24,8 @@ struct DownloadState {
     client: Arc<RegistryClient>,
     repository: String,
     digest: Digest,
-    size: u64,
     offset: u64,
-    hasher: Option<Hasher>,
+    verifier: Option<Verifier>,
     body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
     resumes: u32,
     finished: bool,
@@ -102,15 +101,10 @@ impl DownloadState {
             match body.next().await {
                 Some(Ok(chunk)) => {
                     self.offset += chunk.len() as u64;
-                    if self.offset > self.size {
-                        return Err(RegistryError::SizeMismatch {
-                            what: self.what(),
-                            expected: self.size,
-                            actual: self.offset,
-                        });
-                    }
-                    if let Some(hasher) = self.hasher.as_mut() {
-                        hasher.update(&chunk);
+                    if let Some(verifier) = self.verifier.as_mut() {
+                        verifier
+                            .update(&chunk)
+                            .map_err(|e| RegistryError::unverified(self.what(), e))?;
                     }
                     self.resumes = 0;
                     return Ok(Some(chunk));
@@ -135,22 +129,10 @@ impl DownloadState {
                 }
                 None => {
                     self.finished = true;
-                    if self.offset != self.size {
-                        return Err(RegistryError::SizeMismatch {
-                            what: self.what(),
-                            expected: self.size,
-                            actual: self.offset,
-                        });
-                    }
-                    if let Some(hasher) = self.hasher.take() {
-                        let actual = hasher.finish();
-                        if actual != self.digest {
-                            return Err(RegistryError::DigestMismatch {
-                                what: self.what(),
-                                expected: self.digest.clone(),
-                                actual,
-                            });
-                        }
+                    if let Some(verifier) = self.verifier.take() {
+                        verifier
+                            .finish()
+                            .map_err(|e| RegistryError::unverified(self.what(), e))?;
                     }
                     return Ok(None);
                 }
@@ -202,9 +184,13 @@ impl RegistryClient {
             client: self.clone(),
             repository: repository.to_owned(),
             digest: digest.clone(),
-            size,
             offset: 0,
-            hasher: verify.then(|| digest.hasher()),
+            // The size is always checked; the digest unless the consumer hashes.
+            verifier: Some(if verify {
+                Verifier::new(digest, Some(size))
+            } else {
+                Verifier::size_only(digest, size)
+            }),
             body: None,
             resumes: 0,
             finished: false,

@@ -70,6 +70,24 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Content that failed the verifier, named by `what`.
+    pub fn unverified(what: String, error: crate::types::VerifyError) -> RegistryError {
+        match error {
+            crate::types::VerifyError::Size { expected, actual } => RegistryError::SizeMismatch {
+                what,
+                expected,
+                actual,
+            },
+            crate::types::VerifyError::Digest {
+                expected, actual, ..
+            } => RegistryError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            },
+        }
+    }
+
     /// Whether a later attempt could succeed (connection trouble, 408, 429, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {

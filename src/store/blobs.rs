@@ -4,7 +4,7 @@
 //! success; a failed or dropped writer leaves nothing behind.
 
 use super::{sync_dir, Store, StoreError};
-use crate::types::{Digest, Hasher};
+use crate::types::{Digest, Verifier};
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
@@ -47,13 +47,10 @@ impl Store {
             });
         }
         let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-        let mut hasher = digest.hasher();
-        hasher.update(&bytes);
-        let actual = hasher.finish();
-        if &actual != digest {
+        if let Err(error) = Verifier::check(digest, &bytes) {
             return Err(StoreError::Corrupt {
                 path: path.display().to_string(),
-                message: format!("content hashes to {actual}"),
+                message: error.to_string(),
             });
         }
         Ok(bytes.into())
@@ -78,10 +75,7 @@ impl Store {
             store: self.clone(),
             temp: Some(temp),
             file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
-            hasher: Some(digest.hasher()),
-            expected: digest.clone(),
-            expected_size: size,
-            written: 0,
+            verifier: Some(Verifier::new(digest, size)),
         })
     }
 
@@ -102,26 +96,18 @@ pub struct BlobWriter {
     store: Store,
     temp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
-    hasher: Option<Hasher>,
-    expected: Digest,
-    expected_size: Option<u64>,
-    written: u64,
+    /// `None` once committed.
+    verifier: Option<Verifier>,
 }
 
 impl BlobWriter {
     /// Append bytes. Writing past the expected size fails at once.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        self.written += chunk.len() as u64;
-        if let Some(expected) = self.expected_size {
-            if self.written > expected {
-                return Err(StoreError::SizeMismatch {
-                    digest: self.expected.clone(),
-                    expected,
-                    actual: self.written,
-                });
-            }
-        }
-        self.hasher.as_mut().expect("open writer").update(chunk);
+        let verifier = self.verifier.as_mut().expect("open writer");
+        let digest = verifier.expected().clone();
+        verifier
+            .update(chunk)
+            .map_err(|e| StoreError::unverified(&digest, e))?;
         let temp = self.temp.as_ref().expect("open writer");
         self.file
             .as_mut()
@@ -133,7 +119,7 @@ impl BlobWriter {
 
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.written
+        self.verifier.as_ref().map_or(0, Verifier::seen)
     }
 
     /// Verify and publish the blob. Always consumes the writer; on any
@@ -147,24 +133,12 @@ impl BlobWriter {
             .await
             .map_err(|e| StoreError::io(&temp, e))?;
         drop(file);
-        if let Some(expected) = self.expected_size {
-            if self.written != expected {
-                return Err(StoreError::SizeMismatch {
-                    digest: self.expected.clone(),
-                    expected,
-                    actual: self.written,
-                });
-            }
-        }
-        let actual = self.hasher.take().expect("open writer").finish();
-        if actual != self.expected {
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-                size: self.written,
-            });
-        }
-        let target = self.store.blob_path(&self.expected);
+        let verifier = self.verifier.take().expect("open writer");
+        let digest = verifier.expected().clone();
+        verifier
+            .finish()
+            .map_err(|e| StoreError::unverified(&digest, e))?;
+        let target = self.store.blob_path(&digest);
         let (from, to) = (temp.clone(), target.clone());
         let published = tokio::task::spawn_blocking(move || publish(&from, &to))
             .await

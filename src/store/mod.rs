@@ -58,6 +58,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Content for blob `digest` that failed the verifier.
+    pub fn unverified(
+        digest: &crate::types::Digest,
+        error: crate::types::VerifyError,
+    ) -> StoreError {
+        match error {
+            crate::types::VerifyError::Size { expected, actual } => StoreError::SizeMismatch {
+                digest: digest.clone(),
+                expected,
+                actual,
+            },
+            crate::types::VerifyError::Digest {
+                expected,
+                actual,
+                size,
+            } => StoreError::DigestMismatch {
+                expected,
+                actual,
+                size,
+            },
+        }
+    }
+
     /// Wrap an I/O error with the path it concerns and a hint for common causes.
     pub fn io(path: &Path, source: std::io::Error) -> StoreError {
         let hint = match source.raw_os_error() {

@@ -10,6 +10,7 @@ pub mod reference;
 pub mod registry_settings;
 pub mod secret;
 pub mod time;
+pub mod verify;
 
 pub use choice::{ChoiceError, PlatformChoice};
 pub use digest::{Digest, DigestError, Hasher};
@@ -18,3 +19,4 @@ pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};
 pub use registry_settings::RegistrySettings;
 pub use secret::Secret;
+pub use verify::{Verifier, VerifyError};
