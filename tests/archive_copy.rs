@@ -335,3 +335,61 @@ fn backup_goes_registry_to_archive_then_delta_and_restores_with_copy() {
         Some(fixture.multi.digest())
     );
 }
+
+#[test]
+fn a_layer_that_does_not_match_its_config_diff_id_is_refused_while_streaming() {
+    use crate::support::image::{self, Content};
+    let work = tempfile::tempdir().unwrap();
+    let mut lying = image::random_layer("x", 300_000, 11);
+    lying.diff_id = sha256(b"some other layer");
+    let built = image::image(vec![lying], "amd64", "lying");
+    let layout = work.path().join("layout");
+    image::write_layout(&layout, &[("1", Content::Image(&built))]);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
+        "annotations": {"io.containerd.image.name": "example.com/lying:1", "org.opencontainers.image.ref.name": "1"},
+    }]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let archive = work.path().join("lying.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg("."),
+    );
+    let target = Registry::start();
+    let ferry = Ferry::new();
+    // Read in place (the check runs while the layer streams) and from a pipe (checked first).
+    let in_place = ferry.run(&[
+        "copy",
+        &format!("archive:{}", archive.display()),
+        &target.host,
+    ]);
+    let piped = ferry.run_with_stdin(
+        &["copy", "archive:-", &target.host],
+        std::fs::read(&archive).unwrap(),
+    );
+    for run in [in_place, piped] {
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("does not match its config"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(remote_digest(&target, "lying:1"), None);
+    let loaded = ferry
+        .run(&["load", "-i", archive.to_str().unwrap()])
+        .expect_code(1);
+    assert!(
+        loaded.stderr.contains("does not match its config"),
+        "{}",
+        loaded.stderr
+    );
+}

@@ -21,7 +21,14 @@ fn diff_id(location: &Location, digest: &Digest) -> std::io::Result<Digest> {
     let (path, offset, size) = location;
     let mut file = std::fs::File::open(path)?;
     file.seek(std::io::SeekFrom::Start(*offset))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, file.take(*size));
+    let reader = std::io::BufReader::with_capacity(1 << 20, file.take(*size));
+    diff_id_of(reader, *size, digest)
+}
+
+/// The diffID of a layer read from `reader` (`size` compressed bytes):
+/// its own digest when uncompressed, else the digest of its decompressed
+/// bytes, capped against decompression bombs.
+pub fn diff_id_of(mut reader: impl BufRead, size: u64, digest: &Digest) -> std::io::Result<Digest> {
     let compression = Compression::detect(reader.fill_buf()?);
     if compression == Compression::None {
         return Ok(digest.clone());
@@ -62,6 +69,16 @@ fn diff_worker(queue: DiffQueue, results: DiffResults) {
     }
 }
 
+/// Whether a staged blob's first bytes show compression.
+pub(super) fn is_compressed(staged: &StagedBlob) -> bool {
+    let mut head = [0u8; 8];
+    let read = staged
+        .open()
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    Compression::detect(&head[..read]) != Compression::None
+}
+
 /// Computes diffIDs on another core while the archive is still being read.
 pub(super) struct DiffIds {
     sender: Option<mpsc::Sender<(Digest, Location)>>,
@@ -87,14 +104,13 @@ impl DiffIds {
         }
     }
 
-    /// Queue a staged blob whose first bytes show compression.
+    /// Queue a staged blob whose first bytes show compression. A blob read
+    /// in place (digest only claimed) is left to the stream that sends it.
     pub(super) fn offer(&self, staged: &StagedBlob) {
-        let mut head = [0u8; 8];
-        let read = staged
-            .open()
-            .and_then(|mut f| f.read(&mut head))
-            .unwrap_or(0);
-        if Compression::detect(&head[..read]) != Compression::None {
+        if !staged.verified {
+            return;
+        }
+        if is_compressed(staged) {
             if let Some(sender) = &self.sender {
                 let location = (staged.path().to_owned(), staged.offset, staged.size);
                 let _ = sender.send((staged.digest.clone(), location));

@@ -124,14 +124,25 @@ impl Source {
             Source::Archive { archive, .. } => match archive.checked.blob(digest) {
                 // A blob named by digest in an archive read in place is
                 // verified here, whatever the destination does.
-                Some(staged) => file_blob_stream(
-                    staged.path().to_owned(),
-                    staged.offset,
-                    digest.clone(),
-                    size,
-                    verify || !staged.verified,
-                    "archive blob",
-                ),
+                Some(staged) => {
+                    let stream = file_blob_stream(
+                        staged.path().to_owned(),
+                        staged.offset,
+                        digest.clone(),
+                        size,
+                        verify || !staged.verified,
+                        "archive blob",
+                    );
+                    match archive.checked.diff_ids_to_check(digest) {
+                        Some(expected) => super::from_archive::with_diff_id_check(
+                            stream,
+                            digest.clone(),
+                            size,
+                            expected.to_vec(),
+                        ),
+                        None => stream,
+                    }
+                }
                 None => {
                     let error = RegistryError::Io {
                         what: format!("blob {digest}"),
