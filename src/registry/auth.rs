@@ -88,6 +88,9 @@ pub struct Auth {
     credentials: Option<Credentials>,
     scheme: Mutex<Option<Scheme>>,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    /// Held while a rejected token is replaced, so requests that were
+    /// refused together fetch one new token, not one each.
+    refreshing: Mutex<()>,
 }
 
 #[derive(serde::Deserialize)]
@@ -106,6 +109,7 @@ impl Auth {
             credentials,
             scheme: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(()),
         }
     }
 
@@ -140,11 +144,13 @@ impl Auth {
 
     /// React to a 401: learn the scheme and, for bearer, fetch a fresh token
     /// (the caller then retries exactly once).
+    /// `rejected` is the `Authorization` value the registry refused.
     pub async fn handle_challenge(
         &self,
         http: &reqwest::Client,
         header: Option<&str>,
         scopes: &[String],
+        rejected: Option<&Secret>,
     ) -> Result<(), RegistryError> {
         let challenge =
             header
@@ -171,7 +177,21 @@ impl Auth {
                     realm: realm.clone(),
                     service: service.clone(),
                 });
-                self.tokens.lock().await.remove(&scopes.join(" "));
+                let _refreshing = self.refreshing.lock().await;
+                let key = scopes.join(" ");
+                {
+                    let mut tokens = self.tokens.lock().await;
+                    // Another request already replaced the refused token.
+                    let replaced = tokens.get(&key).is_some_and(|cached| {
+                        rejected.is_some_and(|r| {
+                            r.expose() != format!("Bearer {}", cached.token.expose())
+                        })
+                    });
+                    if replaced {
+                        return Ok(());
+                    }
+                    tokens.remove(&key);
+                }
                 self.fetch_token(http, &realm, service.as_deref(), scopes)
                     .await?;
             }

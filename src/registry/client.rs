@@ -204,8 +204,13 @@ impl RegistryClient {
                 .get(WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            auth.handle_challenge(&self.http, challenge.as_deref(), scopes)
-                .await?;
+            auth.handle_challenge(
+                &self.http,
+                challenge.as_deref(),
+                scopes,
+                authorization.as_ref(),
+            )
+            .await?;
         }
     }
 
