@@ -478,3 +478,57 @@ fn a_corrupt_job_state_file_is_an_error_not_an_empty_state() {
     assert!(!state.exists());
     ferry.run(&["run", "tidy"]).ok();
 }
+
+/// The same sync/prune job tables against a registry and the store: one
+/// repository interface serves both, so both must behave alike.
+#[test]
+fn sync_with_delete_extra_and_prune_behave_alike_in_a_registry_and_the_store() {
+    let source = Registry::start();
+    seed_tags(&source, "team/app", &["1.0.0", "1.1.0", "2.0.0"]);
+    let target = Registry::start();
+    for (label, destination, store_prefix) in [
+        ("registry", format!("{}/mirror/app", target.host), ""),
+        ("store", "store".to_owned(), "store/"),
+    ] {
+        let ferry = Ferry::new();
+        let write = |semver: &str| {
+            format!(
+                "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{src}/team/app\"\ntarget = \"{destination}\"\ntags = {{ semver = \"{semver}\" }}\ndelete_extra = true\n[[prune]]\nname = \"tidy\"\nrepository = \"{prune}\"\nkeep_latest = 1\n",
+                src = source.host,
+                prune = if store_prefix.is_empty() {
+                    destination.clone()
+                } else {
+                    format!("store/{}/team/app", source.host)
+                },
+            )
+        };
+        let ferry = ferry.with_config(&write(">=1.0"));
+        ferry.run(&["run", "mirror"]).ok();
+        let listed = |ferry: &Ferry| -> Vec<String> {
+            if store_prefix.is_empty() {
+                tags_of(&target, "mirror/app", ferry)
+            } else {
+                let json: serde_json::Value =
+                    serde_json::from_str(&ferry.run(&["--json", "images"]).ok().stdout).unwrap();
+                let mut tags: Vec<String> = json
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|i| i["name"].as_str())
+                    .filter_map(|n| n.rsplit_once(':').map(|(_, tag)| tag.to_owned()))
+                    .collect();
+                tags.sort();
+                tags
+            }
+        };
+        assert_eq!(listed(&ferry), ["1.0.0", "1.1.0", "2.0.0"], "{label}");
+        // The selection narrows: the tag that left it is deleted.
+        let ferry = ferry.with_config(&write(">=1.1"));
+        let run = ferry.run(&["run", "mirror"]).ok();
+        assert!(run.stdout.contains("deleted"), "{label}: {}", run.stdout);
+        assert_eq!(listed(&ferry), ["1.1.0", "2.0.0"], "{label}");
+        // Prune keeps the newest version only.
+        ferry.run(&["run", "tidy"]).ok();
+        assert_eq!(listed(&ferry), ["2.0.0"], "{label}");
+    }
+}

@@ -8,6 +8,7 @@ mod copy;
 mod endpoint;
 mod from_archive;
 mod plan;
+mod repository;
 mod to_archive;
 
 pub use crate::types::PlatformChoice;
@@ -15,6 +16,7 @@ pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
+pub use repository::{Repository, TaggedDigest};
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 
 use crate::registry::RegistryError;

@@ -26,7 +26,8 @@ pub fn reset_state(store: &Store, name: &str) -> anyhow::Result<bool> {
     state::reset(store, name)
 }
 
-use crate::config::{JobKind, JobSpec};
+use crate::config::{JobKind, JobSpec, RepositoryTarget};
+use crate::engine::Repository;
 use crate::progress::Reporter;
 use crate::registry::Registries;
 use crate::store::Store;
@@ -49,6 +50,21 @@ pub struct JobContext {
 impl JobContext {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The repository a job's `repository`/`target` key names: the one
+    /// place that tells a registry from the store.
+    fn repository(&self, target: &RepositoryTarget) -> Result<Repository, Stop> {
+        Ok(match target {
+            RepositoryTarget::Registry(name) => Repository::Registry {
+                client: self.registries.client(name.registry())?,
+                name: name.clone(),
+            },
+            RepositoryTarget::Store(name) => Repository::Store {
+                store: self.store.clone(),
+                name: name.clone(),
+            },
+        })
     }
 }
 

@@ -8,7 +8,6 @@
 use super::state::JobState;
 use super::{JobContext, JobReport, Stop};
 use crate::config::jobs::PruneSpec;
-use crate::config::RepositoryTarget;
 use crate::policy::TagVersion;
 use crate::types::time::now_unix;
 use crate::types::Digest;
@@ -40,58 +39,32 @@ pub async fn run(
     report: &mut JobReport,
 ) -> Result<(), Stop> {
     let now = now_unix();
-    // Every tag with its digest and age.
+    // Every tag with its digest and age: the store keeps first-seen times;
+    // for a registry this job remembers when it first saw each tag there.
+    let repository = context.repository(&spec.repository)?;
     let mut all: Vec<Candidate> = Vec::new();
-    match &spec.repository {
-        RepositoryTarget::Registry(repository) => {
-            let client = context.registries.client(repository.registry())?;
-            for tag in client.list_tags(repository.repository()).await? {
-                let Some(digest) = client
-                    .head_manifest(repository.repository(), &tag)
-                    .await?
-                    .and_then(|h| h.digest)
-                else {
-                    continue;
-                };
-                let first_seen = match state.first_seen.get(&tag) {
-                    Some((seen, at)) if *seen == digest => *at,
+    for listed in repository.tags().await? {
+        let first_seen = match listed.first_seen {
+            Some(at) => at,
+            None => {
+                let at = match state.first_seen.get(&listed.tag) {
+                    Some((seen, at)) if *seen == listed.digest => *at,
                     _ => now,
                 };
                 state
                     .first_seen
-                    .insert(tag.clone(), (digest.clone(), first_seen));
-                all.push(Candidate {
-                    tag,
-                    digest,
-                    first_seen,
-                });
+                    .insert(listed.tag.clone(), (listed.digest.clone(), at));
+                at
             }
-            let present: Vec<String> = all.iter().map(|c| c.tag.clone()).collect();
-            state.first_seen.retain(|tag, _| present.contains(tag));
-        }
-        RepositoryTarget::Store(repository) => {
-            for summary in context.store.summaries()? {
-                let Some(name) = &summary.name else { continue };
-                if repository.as_ref().is_some_and(|r| r.name() != name.name())
-                    || name.tag().is_none()
-                {
-                    continue;
-                }
-                let first_seen = summary.times.map_or(now, |t| t.first_seen);
-                // In the whole store, a "tag" is the full name.
-                let tag = if repository.is_some() {
-                    name.tag().unwrap_or_default().to_owned()
-                } else {
-                    name.to_string()
-                };
-                all.push(Candidate {
-                    tag,
-                    digest: summary.digest.clone(),
-                    first_seen,
-                });
-            }
-        }
+        };
+        all.push(Candidate {
+            tag: listed.tag,
+            digest: listed.digest,
+            first_seen,
+        });
     }
+    let present: Vec<String> = all.iter().map(|c| c.tag.clone()).collect();
+    state.first_seen.retain(|tag, _| present.contains(tag));
     let mut candidates: Vec<&Candidate> =
         all.iter().filter(|c| spec.filter.matches(&c.tag)).collect();
     candidates.sort_by(|a, b| newest_first(a, b));
@@ -122,53 +95,32 @@ pub async fn run(
         if context.cancelled() {
             return Err(Stop::Cancelled);
         }
-        match &spec.repository {
-            RepositoryTarget::Registry(repository) => {
-                if let Some(keeper) = kept.get(&candidate.digest) {
-                    report.notes.push(format!(
-                        "{}:{} kept: its digest is shared with kept tag {keeper}",
-                        repository.name(),
-                        candidate.tag
-                    ));
-                    continue;
-                }
-                let line = format!(
-                    "{}:{} ({})",
-                    repository.name(),
-                    candidate.tag,
-                    candidate.digest
-                );
-                if dry_run {
-                    report.changes.push(format!("would delete {line}"));
-                    continue;
-                }
-                if !deleted.contains(&&candidate.digest) {
-                    let client = context.registries.client(repository.registry())?;
-                    client
-                        .delete_manifest(repository.repository(), &candidate.digest)
-                        .await?;
-                    deleted.push(&candidate.digest);
-                }
-                state.first_seen.remove(&candidate.tag);
-                report.changes.push(format!("deleted {line}"));
-            }
-            RepositoryTarget::Store(repository) => {
-                let name = match repository {
-                    Some(repository) => repository.with_tag(&candidate.tag).to_string(),
-                    None => candidate.tag.clone(),
-                };
-                if dry_run {
-                    report
-                        .changes
-                        .push(format!("would remove {name} from the store"));
-                    continue;
-                }
-                context.store.rmi(std::slice::from_ref(&name), false)?;
-                report
-                    .changes
-                    .push(format!("removed {name} from the store"));
+        // A registry deletes by digest: a digest a kept tag shares stays.
+        if repository.deletes_by_digest() {
+            if let Some(keeper) = kept.get(&candidate.digest) {
+                report.notes.push(format!(
+                    "{}:{} kept: its digest is shared with kept tag {keeper}",
+                    repository.describe(),
+                    candidate.tag
+                ));
+                continue;
             }
         }
+        let line = format!(
+            "{} ({})",
+            repository.reference(&candidate.tag)?,
+            candidate.digest
+        );
+        if dry_run {
+            report.changes.push(format!("would delete {line}"));
+            continue;
+        }
+        if !repository.deletes_by_digest() || !deleted.contains(&&candidate.digest) {
+            repository.delete(&candidate.tag, &candidate.digest).await?;
+            deleted.push(&candidate.digest);
+        }
+        state.first_seen.remove(&candidate.tag);
+        report.changes.push(format!("deleted {line}"));
     }
     Ok(())
 }

@@ -8,7 +8,6 @@ use super::{JobContext, JobReport, Stop};
 use crate::config::jobs::RetagSpec;
 use crate::config::RepositoryTarget;
 use crate::policy::{compute_aliases, TagVersion};
-use crate::store::IndexEntry;
 use crate::types::Digest;
 use std::collections::BTreeMap;
 
@@ -35,47 +34,20 @@ pub async fn run(
     state: &mut JobState,
     report: &mut JobReport,
 ) -> Result<(), Stop> {
+    if matches!(spec.repository, RepositoryTarget::Store(None)) {
+        return Err(Stop::Failed(anyhow::anyhow!(
+            "retag needs a repository, e.g. store/team/app"
+        )));
+    }
     // Every tag's digest: HEADs on a registry, the index in the store.
-    let (tags, digests, name) = match &spec.repository {
-        RepositoryTarget::Registry(repository) => {
-            let client = context.registries.client(repository.registry())?;
-            let tags = client.list_tags(repository.repository()).await?;
-            let mut digests = BTreeMap::new();
-            for tag in &tags {
-                if let Some(digest) = client
-                    .head_manifest(repository.repository(), tag)
-                    .await?
-                    .and_then(|h| h.digest)
-                {
-                    digests.insert(tag.clone(), digest);
-                }
-            }
-            (tags, digests, repository.clone())
-        }
-        RepositoryTarget::Store(Some(repository)) => {
-            let mut digests = BTreeMap::new();
-            for summary in context.store.summaries()? {
-                if let Some(tag) = summary
-                    .name
-                    .as_ref()
-                    .filter(|n| n.name() == repository.name())
-                    .and_then(|n| n.tag())
-                {
-                    digests.insert(tag.to_owned(), summary.digest.clone());
-                }
-            }
-            (
-                digests.keys().cloned().collect(),
-                digests,
-                repository.clone(),
-            )
-        }
-        RepositoryTarget::Store(None) => {
-            return Err(Stop::Failed(anyhow::anyhow!(
-                "retag needs a repository, e.g. store/team/app"
-            )))
-        }
-    };
+    let repository = context.repository(&spec.repository)?;
+    let digests: BTreeMap<String, Digest> = repository
+        .tags()
+        .await?
+        .into_iter()
+        .map(|t| (t.tag, t.digest))
+        .collect();
+    let tags: Vec<String> = digests.keys().cloned().collect();
     let aliases = compute_aliases(&tags, &spec.aliases, spec.prerelease);
     for (alias, target_tag) in aliases {
         if context.cancelled() {
@@ -89,7 +61,9 @@ pub async fn run(
             continue;
         }
         if let Some(current) = &current {
-            let target_version = TagVersion::parse(&target_tag).expect("aliases point at versions");
+            let Some(target_version) = TagVersion::parse(&target_tag) else {
+                continue; // aliases always point at versions
+            };
             // What the alias points at now: the highest version tag with its
             // digest, or (when that tag is gone) the version this job set.
             let remembered = state
@@ -106,32 +80,15 @@ pub async fn run(
                 }
             }
         }
-        let line = format!("{}:{alias} → {target_tag} ({target_digest})", name.name());
+        let line = format!(
+            "{}:{alias} → {target_tag} ({target_digest})",
+            repository.describe()
+        );
         if dry_run {
             report.changes.push(format!("would point {line}"));
             continue;
         }
-        match &spec.repository {
-            RepositoryTarget::Registry(repository) => {
-                let client = context.registries.client(repository.registry())?;
-                let manifest = client
-                    .get_manifest(repository.repository(), &target_digest.to_string())
-                    .await?;
-                client
-                    .put_manifest(repository.repository(), &alias, &manifest)
-                    .await?;
-            }
-            _ => {
-                let entry = context
-                    .store
-                    .lookup_tag(&name.with_tag(&target_tag))?
-                    .ok_or_else(|| anyhow::anyhow!("{target_tag} vanished"))?;
-                context.store.set_tag(
-                    &name.with_tag(&alias),
-                    IndexEntry::new(&entry.media_type, entry.digest, entry.size),
-                )?;
-            }
-        }
+        repository.put_tag(&alias, &target_digest).await?;
         state
             .aliases
             .insert(alias.clone(), (target_tag.clone(), target_digest.clone()));

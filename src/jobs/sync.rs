@@ -8,24 +8,30 @@ use super::state::{JobState, SeenTag};
 use super::{JobContext, JobReport, Stop};
 use crate::config::jobs::SyncSpec;
 use crate::config::RepositoryTarget;
-use crate::engine::{copy_image, CopyOptions, Destination, PlatformChoice, Source};
+use crate::engine::{copy_image, CopyOptions, PlatformChoice, Repository, Source};
 use crate::types::time::{format_rfc3339, now_unix};
+use crate::types::Digest;
 use crate::types::Reference;
 
-/// Where a source repository goes.
-fn target_for(spec: &SyncSpec, source: &Reference) -> Option<Reference> {
-    match &spec.target {
+/// Where a source repository goes: under the target (by its last path
+/// part when there are several sources), or into the store under its own name.
+fn target_for(spec: &SyncSpec, source: &Reference) -> Result<RepositoryTarget, Stop> {
+    Ok(match &spec.target {
         RepositoryTarget::Registry(target) if spec.sources.len() > 1 => {
             let base = source
                 .repository()
                 .rsplit('/')
                 .next()
                 .unwrap_or(source.repository());
-            Reference::parse_repository_or_ref(&format!("{}/{base}", target.name())).ok()
+            let name = format!("{}/{base}", target.name());
+            RepositoryTarget::Registry(
+                Reference::parse_repository_or_ref(&name)
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
+            )
         }
-        RepositoryTarget::Registry(target) => Some(target.clone()),
-        RepositoryTarget::Store(_) => None,
-    }
+        RepositoryTarget::Registry(target) => RepositoryTarget::Registry(target.clone()),
+        RepositoryTarget::Store(_) => RepositoryTarget::Store(Some(source.clone())),
+    })
 }
 
 /// Expand `{tag}` and `{date}` in a backup tag template.
@@ -64,11 +70,7 @@ pub async fn run(
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let target = target_for(spec, source);
-        let target_client = match &target {
-            Some(target) => Some(context.registries.client(target.registry())?),
-            None => None,
-        };
+        let target = context.repository(&target_for(spec, source)?)?;
         for tag in &selected {
             if context.cancelled() {
                 return Err(Stop::Cancelled);
@@ -94,31 +96,8 @@ pub async fn run(
             }
             let source_digest = head.digest.clone();
             let from = source.with_tag(tag);
-            let (current, destination) = match (&target, &target_client) {
-                (Some(target), Some(client)) => {
-                    let current = client
-                        .head_manifest(target.repository(), tag)
-                        .await?
-                        .and_then(|h| h.digest);
-                    (
-                        current,
-                        Destination::Registry {
-                            client: client.clone(),
-                            reference: target.with_tag(tag),
-                        },
-                    )
-                }
-                _ => {
-                    let current = context.store.lookup_tag(&from)?.map(|e| e.digest);
-                    (
-                        current,
-                        Destination::Store {
-                            store: context.store.clone(),
-                            name: Some(from.clone()),
-                        },
-                    )
-                }
-            };
+            let current = target.digest(tag).await?;
+            let destination = target.destination(tag)?;
             let remembered = state.seen.get(&key);
             let unchanged = match (&source_digest, &current) {
                 (Some(source_digest), Some(current)) => {
@@ -138,20 +117,14 @@ pub async fn run(
                 report.changes.push(format!("would copy {from} → {shown}"));
                 continue;
             }
-            if let (Some(template), Some(old), Some(target), Some(client)) =
-                (&spec.backup_overwritten, &current, &target, &target_client)
-            {
+            if let (Some(template), Some(old)) = (&spec.backup_overwritten, &current) {
                 let backup = backup_tag(template, tag);
-                let manifest = client
-                    .get_manifest(target.repository(), &old.to_string())
-                    .await?;
-                client
-                    .put_manifest(target.repository(), &backup, &manifest)
-                    .await?;
+                target.put_tag(&backup, old).await?;
                 state.backup_tags.push(backup.clone());
-                report
-                    .changes
-                    .push(format!("kept the old {}:{tag} as {backup}", target.name()));
+                report.changes.push(format!(
+                    "kept the old {}:{tag} as {backup}",
+                    target.describe()
+                ));
             }
             let source_endpoint = Source::Registry {
                 client: source_client.clone(),
@@ -171,10 +144,7 @@ pub async fn run(
             ));
         }
         if spec.delete_extra {
-            delete_extra(
-                context, spec, source, &target, &selected, dry_run, state, report,
-            )
-            .await?;
+            delete_extra(&target, &selected, dry_run, state, report).await?;
         }
     }
     Ok(())
@@ -182,95 +152,39 @@ pub async fn run(
 
 /// Remove target tags that left the selection. A registry deletes by
 /// digest, so a tag whose digest a kept tag shares stays (with a note).
-#[allow(clippy::too_many_arguments)]
 async fn delete_extra(
-    context: &JobContext,
-    _spec: &SyncSpec,
-    source: &Reference,
-    target: &Option<Reference>,
+    target: &Repository,
     selected: &[String],
     dry_run: bool,
-    state: &mut JobState,
+    state: &JobState,
     report: &mut JobReport,
 ) -> Result<(), Stop> {
-    match target {
-        Some(target) => {
-            let client = context.registries.client(target.registry())?;
-            let tags = match client.list_tags(target.repository()).await {
-                Ok(tags) => tags,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let mut kept_digests = Vec::new();
-            for tag in tags
-                .iter()
-                .filter(|t| selected.contains(t) || state.backup_tags.contains(t))
-            {
-                if let Some(digest) = client
-                    .head_manifest(target.repository(), tag)
-                    .await?
-                    .and_then(|h| h.digest)
-                {
-                    kept_digests.push(digest);
-                }
-            }
-            for tag in tags
-                .iter()
-                .filter(|t| !selected.contains(t) && !state.backup_tags.contains(t))
-            {
-                let Some(digest) = client
-                    .head_manifest(target.repository(), tag)
-                    .await?
-                    .and_then(|h| h.digest)
-                else {
-                    continue;
-                };
-                if kept_digests.contains(&digest) {
-                    report.notes.push(format!(
-                        "{}:{tag} left the selection but shares {digest} with a kept tag; kept",
-                        target.name()
-                    ));
-                    continue;
-                }
-                if dry_run {
-                    report
-                        .changes
-                        .push(format!("would delete {}:{tag}", target.name()));
-                    continue;
-                }
-                client.delete_manifest(target.repository(), &digest).await?;
-                kept_digests.push(digest);
-                report.changes.push(format!(
-                    "deleted {}:{tag} (no longer selected)",
-                    target.name()
-                ));
-            }
+    let keep =
+        |tag: &str| selected.iter().any(|s| s == tag) || state.backup_tags.iter().any(|b| b == tag);
+    let listed = target.tags().await?;
+    let mut kept_digests: Vec<Digest> = listed
+        .iter()
+        .filter(|t| keep(&t.tag))
+        .map(|t| t.digest.clone())
+        .collect();
+    for extra in listed.iter().filter(|t| !keep(&t.tag)) {
+        let name = target.reference(&extra.tag)?;
+        if target.deletes_by_digest() && kept_digests.contains(&extra.digest) {
+            report.notes.push(format!(
+                "{name} left the selection but shares {} with a kept tag; kept",
+                extra.digest
+            ));
+            continue;
         }
-        None => {
-            let extra: Vec<String> = context
-                .store
-                .summaries()?
-                .into_iter()
-                .filter_map(|s| s.name)
-                .filter(|n| {
-                    n.name() == source.name()
-                        && n.tag().is_some_and(|t| !selected.iter().any(|s| s == t))
-                })
-                .map(|n| n.to_string())
-                .collect();
-            for name in extra {
-                if dry_run {
-                    report
-                        .changes
-                        .push(format!("would remove {name} from the store"));
-                } else {
-                    context.store.rmi(std::slice::from_ref(&name), false)?;
-                    report.changes.push(format!(
-                        "removed {name} from the store (no longer selected)"
-                    ));
-                }
-            }
+        if dry_run {
+            report.changes.push(format!("would delete {name}"));
+            continue;
         }
+        target.delete(&extra.tag, &extra.digest).await?;
+        kept_digests.push(extra.digest.clone());
+        report
+            .changes
+            .push(format!("deleted {name} (no longer selected)"));
     }
     Ok(())
 }

@@ -190,6 +190,11 @@ impl Store {
             .into_iter()
             .find(|e| e.name().as_ref() == Some(name)))
     }
+
+    /// An index entry (tagged or not) for the image `digest`, if any.
+    pub fn index_entry(&self, digest: &Digest) -> Result<Option<IndexEntry>, StoreError> {
+        Ok(read_index(self)?.into_iter().find(|e| &e.digest == digest))
+    }
 }
 
 fn target_digest(entries: &[IndexEntry], name: &Reference) -> Digest {
