@@ -4,7 +4,7 @@
 //! commits it to the store; `copy archive:` hands it to the engine as a
 //! source, so both share every check.
 
-use super::diff_ids::{check_diff_ids, is_compressed, DiffIds};
+use super::diff_ids::{check_diff_ids, DiffIds};
 use super::docker_archive::DockerItem;
 use super::load::{Found, LoadedImage, Loader};
 use super::read::{index_entries, read_entries, MAX_METADATA};
@@ -32,8 +32,6 @@ pub struct CheckedArchive {
     blobs: BTreeMap<Digest, StagedBlob>,
     /// For reading small blobs back (manifests of an index).
     contents: super::read::Contents,
-    /// Layers whose diffIDs the reader must check: digest → (diffID, what).
-    deferred: HashMap<Digest, Vec<(Digest, String)>>,
 }
 
 /// Read `input` and check every image: digests, layer counts, diffIDs,
@@ -110,22 +108,15 @@ pub fn check(
         });
     }
     let precomputed = diff_ids.finish();
-    // Compressed layers of an archive read in place are checked as they
-    // stream to the destination (in parallel with the upload), not here.
-    let mut deferred: HashMap<Digest, Vec<(Digest, String)>> = HashMap::new();
-    let mut now = Vec::new();
-    for check in std::mem::take(&mut loader.checks) {
-        let staged = &loader.contents.staged[check.0];
-        if !staged.verified && is_compressed(staged) {
-            deferred
-                .entry(staged.digest.clone())
-                .or_default()
-                .push((check.1, check.2));
-        } else {
-            now.push(check);
+    check_diff_ids(&loader.contents, &loader.checks, &precomputed)?;
+    // A compressed layer read in place had its digest checked with its
+    // diffID, in the same read: its reader need not hash it again.
+    for staged in loader.contents.staged.iter_mut() {
+        if !staged.verified && matches!(precomputed.get(&staged.digest), Some(Ok(_))) {
+            staged.verified = true;
         }
     }
-    check_diff_ids(&loader.contents, &now, &precomputed)?;
+
     let images: Vec<LoadedImage> = found
         .iter()
         .map(|f| LoadedImage {
@@ -156,7 +147,6 @@ pub fn check(
         found,
         blobs,
         contents,
-        deferred,
     })
 }
 
@@ -209,12 +199,6 @@ impl CheckedArchive {
             )));
         }
         Ok(parsed)
-    }
-
-    /// The diffIDs a layer must have, when its reader has to check them
-    /// (a compressed layer of an archive read in place).
-    pub fn diff_ids_to_check(&self, digest: &Digest) -> Option<&[(Digest, String)]> {
-        self.deferred.get(digest).map(Vec::as_slice)
     }
 
     /// Where a blob's bytes are.

@@ -5,7 +5,7 @@
 use super::read::{Contents, MAX_RATIO, RATIO_SLACK};
 use super::{ArchiveError, Compression, LimitedReader};
 use crate::store::staging::StagedBlob;
-use crate::types::Digest;
+use crate::types::{Digest, Verifier};
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
 use std::sync::atomic::Ordering;
@@ -16,13 +16,52 @@ pub(super) type DiffChecks = Vec<(usize, Digest, String)>;
 
 /// The diffID of a staged layer: its own digest when uncompressed, else
 /// the digest of its decompressed bytes (capped against bombs).
-fn diff_id(location: &Location, digest: &Digest) -> std::io::Result<Digest> {
+/// With `check_digest` (a blob read in place, whose name only claims its
+/// digest), the same read also checks the compressed bytes' digest.
+fn diff_id(location: &Location, digest: &Digest, check_digest: bool) -> Result<Digest, String> {
     use std::io::Seek;
     let (path, offset, size) = location;
-    let mut file = std::fs::File::open(path)?;
-    file.seek(std::io::SeekFrom::Start(*offset))?;
-    let reader = std::io::BufReader::with_capacity(1 << 20, file.take(*size));
-    diff_id_of(reader, *size, digest)
+    let undecodable = |e: std::io::Error| format!("cannot be decompressed: {e}");
+    let mut file = std::fs::File::open(path).map_err(undecodable)?;
+    file.seek(std::io::SeekFrom::Start(*offset))
+        .map_err(undecodable)?;
+    let verifier = check_digest.then(|| Verifier::new(digest, Some(*size)));
+    let mut reader = std::io::BufReader::with_capacity(
+        1 << 20,
+        Verifying {
+            inner: file.take(*size),
+            verifier,
+        },
+    );
+    let diff_id = diff_id_of(&mut reader, *size, digest).map_err(undecodable)?;
+    if check_digest {
+        // The decoder may stop before the end (a trailer): hash the rest too.
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(undecodable)?;
+        if let Some(verifier) = reader.into_inner().verifier {
+            verifier
+                .finish()
+                .map_err(|e| format!("does not match its name: {e}"))?;
+        }
+    }
+    Ok(diff_id)
+}
+
+/// Feeds what passes through to a verifier.
+struct Verifying<R> {
+    inner: R,
+    verifier: Option<Verifier>,
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        if let Some(verifier) = self.verifier.as_mut() {
+            verifier
+                .update(&buffer[..read])
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(read)
+    }
 }
 
 /// The diffID of a layer read from `reader` (`size` compressed bytes):
@@ -52,16 +91,16 @@ type Location = (std::path::PathBuf, u64, u64);
 /// diffIDs computed so far, by compressed digest.
 type DiffResults = Arc<std::sync::Mutex<HashMap<Digest, Result<Digest, String>>>>;
 /// Staged compressed layers waiting for their diffID.
-type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, Location)>>>;
+type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, Location, bool)>>>;
 
 /// Take jobs from the queue until it is closed and empty.
 fn diff_worker(queue: DiffQueue, results: DiffResults) {
     loop {
         let job = queue.lock().expect("queue lock").recv();
-        let Ok((digest, location)) = job else {
+        let Ok((digest, location, check_digest)) = job else {
             return;
         };
-        let outcome = diff_id(&location, &digest).map_err(|e| e.to_string());
+        let outcome = diff_id(&location, &digest, check_digest);
         results
             .lock()
             .expect("results lock")
@@ -81,7 +120,7 @@ pub(super) fn is_compressed(staged: &StagedBlob) -> bool {
 
 /// Computes diffIDs on another core while the archive is still being read.
 pub(super) struct DiffIds {
-    sender: Option<mpsc::Sender<(Digest, Location)>>,
+    sender: Option<mpsc::Sender<(Digest, Location, bool)>>,
     queue: DiffQueue,
     results: DiffResults,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -104,16 +143,13 @@ impl DiffIds {
         }
     }
 
-    /// Queue a staged blob whose first bytes show compression. A blob read
-    /// in place (digest only claimed) is left to the stream that sends it.
+    /// Queue a staged blob whose first bytes show compression. For a blob
+    /// read in place (digest only claimed) the same read checks the digest.
     pub(super) fn offer(&self, staged: &StagedBlob) {
-        if !staged.verified {
-            return;
-        }
         if is_compressed(staged) {
             if let Some(sender) = &self.sender {
                 let location = (staged.path().to_owned(), staged.offset, staged.size);
-                let _ = sender.send((staged.digest.clone(), location));
+                let _ = sender.send((staged.digest.clone(), location, !staged.verified));
             }
         }
     }
@@ -168,15 +204,15 @@ pub(super) fn check_diff_ids(
                     None => diff_id(
                         &(staged.path().to_owned(), staged.offset, staged.size),
                         &staged.digest,
-                    )
-                    .map_err(|e| e.to_string()),
+                        !staged.verified && is_compressed(staged),
+                    ),
                 };
                 let outcome = match actual {
                     Ok(actual) if &actual == expected => continue,
                     Ok(actual) => format!(
                         "{what} does not match its config: diffID {actual}, expected {expected}"
                     ),
-                    Err(e) => format!("{what} cannot be decompressed: {e}"),
+                    Err(e) => format!("{what} {e}"),
                 };
                 failure.lock().expect("failure lock").get_or_insert(outcome);
                 break;

@@ -122,27 +122,18 @@ impl Source {
                 STORED,
             ),
             Source::Archive { archive, .. } => match archive.checked.blob(digest) {
-                // A blob named by digest in an archive read in place is
-                // verified here, whatever the destination does.
-                Some(staged) => {
-                    let stream = file_blob_stream(
-                        staged.path().to_owned(),
-                        staged.offset,
-                        digest.clone(),
-                        size,
-                        verify || !staged.verified,
-                        "archive blob",
-                    );
-                    match archive.checked.diff_ids_to_check(digest) {
-                        Some(expected) => super::from_archive::with_diff_id_check(
-                            stream,
-                            digest.clone(),
-                            size,
-                            expected.to_vec(),
-                        ),
-                        None => stream,
-                    }
-                }
+                // A blob whose digest the archive check already verified
+                // (staged, or read with its diffID) is not hashed twice; one
+                // whose name only claims it is verified here, whatever the
+                // destination does. The size is always checked.
+                Some(staged) => file_blob_stream(
+                    staged.path().to_owned(),
+                    staged.offset,
+                    digest.clone(),
+                    size,
+                    !staged.verified,
+                    "archive blob",
+                ),
                 None => {
                     let error = RegistryError::Io {
                         what: format!("blob {digest}"),

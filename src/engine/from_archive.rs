@@ -10,7 +10,6 @@ use super::endpoint::Source;
 use crate::archive::checked::{self, ArchiveInput, CheckedArchive};
 use crate::archive::load::LoadedImage;
 use crate::archive::{ArchiveError, KnownBlobs};
-use crate::registry::blobs::BlobStream;
 use crate::registry::{Registries, RegistryError};
 use crate::store::Store;
 use crate::types::{Digest, ParsedManifest, Reference};
@@ -94,99 +93,6 @@ impl ArchiveSource {
                 image: self.describe(index),
                 message: "no such image in the archive".into(),
             })
-    }
-}
-
-/// Pass a compressed layer through while a helper thread decompresses and
-/// hashes a copy of it: the stream ends in an error (so the destination
-/// never commits the blob) when the diffID is not the one each config lists.
-pub fn with_diff_id_check(
-    stream: BlobStream,
-    digest: Digest,
-    size: u64,
-    expected: Vec<(Digest, String)>,
-) -> BlobStream {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let (done, result) = tokio::sync::oneshot::channel();
-    let layer = digest.clone();
-    std::thread::spawn(move || {
-        let reader = ChannelReader {
-            receiver: &mut receiver,
-            chunk: bytes::Bytes::new(),
-        };
-        let outcome = crate::archive::diff_id_of(std::io::BufReader::new(reader), size, &layer);
-        let _ = done.send(outcome);
-    });
-    struct State {
-        stream: BlobStream,
-        sender: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
-        result: Option<tokio::sync::oneshot::Receiver<std::io::Result<Digest>>>,
-        expected: Vec<(Digest, String)>,
-        digest: Digest,
-    }
-    let state = State {
-        stream,
-        sender: Some(sender),
-        result: Some(result),
-        expected,
-        digest,
-    };
-    futures_util::stream::try_unfold(state, |mut state| async move {
-        let failed = |message: String| RegistryError::Io {
-            what: format!("archive layer {}", state.digest),
-            source: std::io::Error::other(message),
-        };
-        match state.stream.next().await {
-            Some(Ok(chunk)) => {
-                if let Some(sender) = &state.sender {
-                    // A closed channel means the helper stopped early: its
-                    // error is reported at the end.
-                    let _ = sender.send(chunk.clone()).await;
-                }
-                Ok(Some((chunk, state)))
-            }
-            Some(Err(error)) => Err(error),
-            None => {
-                state.sender = None;
-                let Some(result) = state.result.take() else {
-                    return Ok(None);
-                };
-                let actual = match result.await {
-                    Ok(Ok(actual)) => actual,
-                    Ok(Err(error)) => {
-                        return Err(failed(format!("cannot be decompressed: {error}")))
-                    }
-                    Err(_) => return Err(failed("the diffID check stopped".into())),
-                };
-                if let Some((expected, what)) = state.expected.iter().find(|(e, _)| e != &actual) {
-                    return Err(failed(format!(
-                        "{what} does not match its config: diffID {actual}, expected {expected}"
-                    )));
-                }
-                Ok(None)
-            }
-        }
-    })
-    .boxed()
-}
-
-/// A blocking reader over chunks sent from the async side.
-struct ChannelReader<'a> {
-    receiver: &'a mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    chunk: bytes::Bytes,
-}
-
-impl std::io::Read for ChannelReader<'_> {
-    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
-        while self.chunk.is_empty() {
-            match self.receiver.blocking_recv() {
-                Some(chunk) => self.chunk = chunk,
-                None => return Ok(0),
-            }
-        }
-        let count = buffer.len().min(self.chunk.len());
-        buffer[..count].copy_from_slice(&self.chunk.split_to(count));
-        Ok(count)
     }
 }
 
