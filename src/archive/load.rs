@@ -126,8 +126,11 @@ impl Loader<'_> {
         what: &str,
         blobs: &mut BTreeSet<Digest>,
     ) -> Result<(String, u64), ArchiveError> {
-        let image = manifest.image().expect("caller passes image manifests");
-        let config = descriptor_digest(image.config()).expect("validated");
+        let bad = |message: String| self.contents.invalid(format!("{what}: {message}"));
+        let image = manifest
+            .image()
+            .ok_or_else(|| bad("not an image manifest".into()))?;
+        let config = descriptor_digest(image.config()).map_err(|e| bad(e.to_string()))?;
         blobs.insert(manifest.digest.clone());
         blobs.insert(config.clone());
         // A missing config is reported with the other missing blobs.
@@ -142,7 +145,8 @@ impl Loader<'_> {
         }
         let mut size = image.config().size();
         for (index, layer) in image.layers().iter().enumerate() {
-            let digest = descriptor_digest(layer).expect("validated");
+            let digest =
+                descriptor_digest(layer).map_err(|e| self.contents.invalid(e.to_string()))?;
             size += layer.size();
             blobs.insert(digest.clone());
             match self.contents.by_digest.get(&digest) {
@@ -305,7 +309,8 @@ impl Loader<'_> {
                 size = image_size;
             }
             let id = match root.image() {
-                Some(image) => descriptor_digest(image.config()).expect("validated"),
+                Some(image) => descriptor_digest(image.config())
+                    .map_err(|e| self.contents.invalid(e.to_string()))?,
                 None => root.digest.clone(),
             };
             let mut names: Vec<Reference> = entry

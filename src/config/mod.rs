@@ -5,6 +5,7 @@
 //! the file is readable by its owner alone.
 
 pub mod jobs;
+mod resolve;
 
 use crate::types::RegistrySettings;
 use crate::types::{Platform, Secret};
@@ -273,7 +274,7 @@ impl Config {
                 },
             );
         }
-        let resolver = jobs::Resolver { path: &shown, text };
+        let resolver = resolve::Resolver { path: &shown, text };
         let mut specs = Vec::new();
         let mut names: HashMap<String, ()> = HashMap::new();
         let mut add = |spec: JobSpec, span: std::ops::Range<usize>| -> Result<(), ConfigError> {

@@ -15,6 +15,15 @@ pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// Deepest index nesting ferry follows.
 const MAX_DEPTH: usize = 8;
 
+/// A manifest whose descriptors do not parse (they were checked when it was
+/// stored, so the file changed since).
+fn corrupt(digest: &Digest, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        path: digest.to_string(),
+        message: error.to_string(),
+    }
+}
+
 /// An image in the store: its index entry and parsed top-level manifest.
 #[derive(Debug, Clone)]
 pub struct LocalImage {
@@ -202,7 +211,7 @@ impl Store {
         seen.insert(digest.clone(), manifest.bytes.len() as u64);
         if manifest.is_index() {
             for child in manifest.children() {
-                let child_digest = descriptor_digest(child).expect("validated on parse");
+                let child_digest = descriptor_digest(child).map_err(|e| corrupt(digest, e))?;
                 self.walk(&child_digest, child.media_type().as_ref(), depth + 1, seen)?;
             }
         } else {
@@ -211,7 +220,7 @@ impl Store {
                     continue;
                 }
                 seen.insert(
-                    descriptor_digest(child).expect("validated on parse"),
+                    descriptor_digest(child).map_err(|e| corrupt(digest, e))?,
                     child.size(),
                 );
             }
@@ -268,8 +277,9 @@ impl Store {
         };
         match image.manifest.image() {
             Some(manifest) => {
-                let config =
-                    self.read_config(&descriptor_digest(manifest.config()).expect("validated"))?;
+                let config_digest = descriptor_digest(manifest.config())
+                    .map_err(|e| corrupt(&image.entry.digest, e))?;
+                let config = self.read_config(&config_digest)?;
                 Ok((created_of(&config), vec![platform_of(&config)]))
             }
             None => {
@@ -286,14 +296,17 @@ impl Store {
                             platforms.push(text);
                         }
                     }
-                    let child_digest = descriptor_digest(child).expect("validated");
+                    let Ok(child_digest) = descriptor_digest(child) else {
+                        continue;
+                    };
                     if let Ok(manifest) =
                         self.read_manifest(&child_digest, child.media_type().as_ref())
                     {
                         if let Some(image) = manifest.image() {
-                            if let Ok(config) = self
-                                .read_config(&descriptor_digest(image.config()).expect("validated"))
-                            {
+                            let config = descriptor_digest(image.config())
+                                .ok()
+                                .and_then(|d| self.read_config(&d).ok());
+                            if let Some(config) = config {
                                 created = created.max(created_of(&config));
                             }
                         }

@@ -1,0 +1,427 @@
+//! Resolving the job tables into validated specs: schedules, durations,
+//! tag filters, platforms and repositories checked, each error naming the
+//! `file:line:column` of the value at fault and the fix.
+
+use super::jobs::*;
+use crate::policy::{AliasKind, Schedule, TagFilter};
+use crate::types::{Platform, Reference};
+use toml::Spanned;
+
+/// Turns spans into `file:line:column` errors while resolving.
+pub struct Resolver<'a> {
+    pub path: &'a str,
+    pub text: &'a str,
+}
+
+impl Resolver<'_> {
+    /// An error at a span.
+    pub fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        hint: &str,
+    ) -> super::ConfigError {
+        let (line, column) = super::line_column(self.text, span.start);
+        super::ConfigError::Invalid {
+            path: format!("{}:{line}:{column}", self.path),
+            message: message.into(),
+            hint: hint.to_owned(),
+        }
+    }
+
+    fn schedule(
+        &self,
+        value: &Option<Spanned<String>>,
+    ) -> Result<Option<Schedule>, super::ConfigError> {
+        value
+            .as_ref()
+            .map(|s| {
+                s.get_ref().parse::<Schedule>().map_err(|e| {
+                    self.error(
+                        s.span(),
+                        e,
+                        "e.g. schedule = \"0 */6 * * *\", \"@daily\" or \"@every 30m\"",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A duration in seconds (`90s`, `30m`, `24h`, `7d`), or an error at its position.
+    pub fn duration(&self, text: &Spanned<String>, hint: &str) -> Result<u64, super::ConfigError> {
+        crate::types::time::parse_duration(text.get_ref())
+            .map(|d| d.as_secs())
+            .ok_or_else(|| {
+                self.error(
+                    text.span(),
+                    format!("bad duration {:?}", text.get_ref()),
+                    hint,
+                )
+            })
+    }
+
+    fn jitter(&self, value: &Option<Spanned<String>>) -> Result<u64, super::ConfigError> {
+        value
+            .as_ref()
+            .map_or(Ok(0), |text| self.duration(text, "e.g. jitter = \"5m\""))
+    }
+
+    fn filter(&self, tags: &TagsSection) -> Result<TagFilter, super::ConfigError> {
+        let regexes = |list: &[Spanned<String>]| {
+            list.iter()
+                .map(|r| {
+                    regex::Regex::new(r.get_ref()).map_err(|e| {
+                        self.error(
+                            r.span(),
+                            format!(
+                                "bad regex {:?}: {}",
+                                r.get_ref(),
+                                e.to_string().lines().last().unwrap_or("")
+                            ),
+                            "tag patterns are regexes, e.g. \"^1\\\\.\"",
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let semver = match &tags.semver {
+            None => None,
+            Some(range) => Some(semver::VersionReq::parse(range.get_ref()).map_err(|e| {
+                self.error(
+                    range.span(),
+                    format!("bad semver range {:?}: {e}", range.get_ref()),
+                    "e.g. semver = \">=1.25, <2\"",
+                )
+            })?),
+        };
+        let keep_latest = match &tags.keep_latest {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.error(
+                    n.span(),
+                    "keep_latest = 0 keeps nothing",
+                    "use a number ≥ 1, or remove it",
+                ))
+            }
+            other => other.as_ref().map(|n| *n.get_ref()),
+        };
+        Ok(TagFilter {
+            include: regexes(&tags.include)?,
+            exclude: regexes(&tags.exclude)?,
+            semver,
+            keep_latest,
+        })
+    }
+
+    fn platforms(
+        &self,
+        list: &Option<Vec<Spanned<String>>>,
+    ) -> Result<Option<Vec<Platform>>, super::ConfigError> {
+        list.as_ref()
+            .map(|list| {
+                list.iter()
+                    .map(|p| {
+                        p.get_ref().parse::<Platform>().map_err(|e| {
+                            self.error(
+                                p.span(),
+                                e.to_string(),
+                                "e.g. platforms = [\"linux/amd64\", \"linux/arm64\"]",
+                            )
+                        })
+                    })
+                    .collect()
+            })
+            .transpose()
+    }
+
+    fn repository(&self, text: &Spanned<String>) -> Result<Reference, super::ConfigError> {
+        let reference = Reference::parse_repository_or_ref(text.get_ref()).map_err(|e| {
+            self.error(
+                text.span(),
+                e.to_string(),
+                "give a repository such as registry.example.com/team/app",
+            )
+        })?;
+        if reference.tag().is_some() || reference.digest().is_some() {
+            return Err(self.error(
+                text.span(),
+                format!(
+                    "{} names a tag; a repository is expected here",
+                    text.get_ref()
+                ),
+                "drop the :tag; select tags with tags = { ... }",
+            ));
+        }
+        Ok(reference)
+    }
+
+    fn repository_target(
+        &self,
+        text: &Spanned<String>,
+        allow_whole_store: bool,
+    ) -> Result<RepositoryTarget, super::ConfigError> {
+        match text.get_ref().as_str() {
+            "store" if allow_whole_store => Ok(RepositoryTarget::Store(None)),
+            other => match other.strip_prefix("store/") {
+                Some(rest) => {
+                    let spanned = Spanned::new(text.span(), rest.to_owned());
+                    Ok(RepositoryTarget::Store(Some(self.repository(&spanned)?)))
+                }
+                None => Ok(RepositoryTarget::Registry(self.repository(text)?)),
+            },
+        }
+    }
+
+    fn common(
+        &self,
+        name: &Spanned<String>,
+        schedule: &Option<Spanned<String>>,
+        dry_run: bool,
+        jitter: &Option<Spanned<String>>,
+        kind: JobKind,
+    ) -> Result<JobSpec, super::ConfigError> {
+        let valid_name = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid_name {
+            return Err(self.error(
+                name.span(),
+                format!(
+                    "job name {:?} must be letters, digits, '-', '_' or '.'",
+                    name.get_ref()
+                ),
+                "e.g. name = \"mirror-nginx\"",
+            ));
+        }
+        Ok(JobSpec {
+            name: name.get_ref().clone(),
+            schedule: self.schedule(schedule)?,
+            schedule_text: schedule.as_ref().map(|s| s.get_ref().clone()),
+            dry_run,
+            jitter: self.jitter(jitter)?,
+            kind,
+        })
+    }
+
+    /// Resolve a `[[sync]]` table.
+    pub fn sync(&self, section: &SyncSection) -> Result<JobSpec, super::ConfigError> {
+        let sources = match section.source.get_ref() {
+            OneOrMany::One(one) => vec![one.clone()],
+            OneOrMany::Many(many) => many.clone(),
+        };
+        let sources = sources
+            .iter()
+            .map(|s| self.repository(&Spanned::new(section.source.span(), s.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if sources.is_empty() {
+            return Err(self.error(
+                section.source.span(),
+                "source is empty",
+                "give a repository or a list of them",
+            ));
+        }
+        let target = self.repository_target(&section.target, true)?;
+        if matches!(target, RepositoryTarget::Store(Some(_))) && sources.len() > 1 {
+            return Err(self.error(
+                section.target.span(),
+                "several sources cannot share one store repository",
+                "use target = \"store\"",
+            ));
+        }
+        if let Some(template) = &section.backup_overwritten {
+            if !template.get_ref().contains("{tag}") {
+                return Err(self.error(
+                    template.span(),
+                    "backup_overwritten must contain {tag}",
+                    "e.g. backup_overwritten = \"{tag}-{date}\"",
+                ));
+            }
+        }
+        let spec = SyncSpec {
+            sources,
+            target,
+            filter: self.filter(&section.tags)?,
+            platforms: self.platforms(&section.platforms)?,
+            backup_overwritten: section
+                .backup_overwritten
+                .as_ref()
+                .map(|t| t.get_ref().clone()),
+            delete_extra: section.delete_extra,
+            rate_limit_floor: section.rate_limit_floor.unwrap_or(10),
+        };
+        self.common(
+            &section.name,
+            &section.schedule,
+            section.dry_run,
+            &section.jitter,
+            JobKind::Sync(spec),
+        )
+    }
+
+    /// Resolve a `[[backup]]` table.
+    pub fn backup(&self, section: &BackupSection) -> Result<JobSpec, super::ConfigError> {
+        if section.images.is_empty() {
+            return Err(self.error(
+                section.name.span(),
+                "backup has no images",
+                "add images = [\"registry/app:*\"]",
+            ));
+        }
+        let mut images = Vec::new();
+        for image in &section.images {
+            let text = image.get_ref();
+            let (text, all_tags) = match text.strip_suffix(":*") {
+                Some(repository) => (repository.to_owned(), true),
+                None => (text.clone(), false),
+            };
+            let reference = if all_tags {
+                self.repository(&Spanned::new(image.span(), text))?
+            } else {
+                Reference::parse(&text).map_err(|e| {
+                    self.error(
+                        image.span(),
+                        e.to_string(),
+                        "e.g. \"registry/app:1.0\" or \"registry/app:*\"",
+                    )
+                })?
+            };
+            images.push(BackupImage {
+                reference,
+                all_tags,
+            });
+        }
+        let compress = section
+            .compress
+            .as_ref()
+            .map_or("none".to_owned(), |c| c.get_ref().clone());
+        if !["none", "gzip", "zstd"].contains(&compress.as_str()) {
+            let span = section.compress.as_ref().expect("set").span();
+            return Err(self.error(
+                span,
+                format!("compress = {compress:?}"),
+                "use \"none\", \"gzip\" or \"zstd\"",
+            ));
+        }
+        if let Some(keep) = &section.keep {
+            if *keep.get_ref() == 0 {
+                return Err(self.error(
+                    keep.span(),
+                    "keep = 0 would delete every backup",
+                    "use keep ≥ 1, or remove it to keep all",
+                ));
+            }
+        }
+        let output = section.output.get_ref().clone();
+        if !output.contains("{date}")
+            && !output.contains("{time}")
+            && !output.contains("{run}")
+            && section.keep.is_some()
+        {
+            return Err(self.error(
+                section.output.span(),
+                "output has no {date}, {time} or {run}, so each run would overwrite the last",
+                "e.g. output = \"/backups/app-{date}-{time}.tar\"",
+            ));
+        }
+        let spec = BackupSpec {
+            images,
+            filter: self.filter(&section.tags)?,
+            output,
+            keep: section.keep.as_ref().map(|k| *k.get_ref()),
+            incremental: section.incremental,
+            full_every: section
+                .full_every
+                .as_ref()
+                .map_or(7, |f| (*f.get_ref()).max(1)),
+            compress,
+            platforms: self.platforms(&section.platforms)?.unwrap_or_default(),
+            keep_in_store: section.keep_in_store,
+        };
+        self.common(
+            &section.name,
+            &section.schedule,
+            section.dry_run,
+            &section.jitter,
+            JobKind::Backup(spec),
+        )
+    }
+
+    /// Resolve a `[[retag]]` table.
+    pub fn retag(&self, section: &RetagSection) -> Result<JobSpec, super::ConfigError> {
+        let aliases = section
+            .aliases
+            .iter()
+            .map(|a| {
+                a.get_ref().parse::<AliasKind>().map_err(|e| {
+                    self.error(a.span(), e, "aliases = [\"minor\", \"major\", \"latest\"]")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if aliases.is_empty() {
+            return Err(self.error(
+                section.repository.span(),
+                "retag has no aliases",
+                "aliases = [\"minor\", \"major\"]",
+            ));
+        }
+        let repository = self.repository_target(&section.repository, false)?;
+        let spec = RetagSpec {
+            repository,
+            aliases,
+            prerelease: section.prerelease,
+        };
+        self.common(
+            &section.name,
+            &section.schedule,
+            section.dry_run,
+            &section.jitter,
+            JobKind::Retag(spec),
+        )
+    }
+
+    /// Resolve a `[[prune]]` table.
+    pub fn prune(&self, section: &PruneSection) -> Result<JobSpec, super::ConfigError> {
+        let older_than = section
+            .older_than
+            .as_ref()
+            .map(|o| self.duration(o, "e.g. older_than = \"30d\""))
+            .transpose()?;
+        let keep_latest = match &section.keep_latest {
+            Some(n) if *n.get_ref() == 0 && !section.allow_empty => {
+                return Err(self.error(
+                    n.span(),
+                    "keep_latest = 0 may delete every tag",
+                    "use keep_latest ≥ 1, or set allow_empty = true",
+                ))
+            }
+            other => other.as_ref().map(|n| *n.get_ref()),
+        };
+        let filter = self.filter(&section.tags)?;
+        if older_than.is_none()
+            && keep_latest.is_none()
+            && filter.include.is_empty()
+            && !section.allow_empty
+        {
+            return Err(self.error(
+                section.name.span(),
+                "this prune selects every tag",
+                "add older_than, keep_latest or tags.include (or allow_empty = true)",
+            ));
+        }
+        let spec = PruneSpec {
+            repository: self.repository_target(&section.repository, true)?,
+            filter,
+            older_than,
+            keep_latest,
+            allow_empty: section.allow_empty,
+        };
+        self.common(
+            &section.name,
+            &section.schedule,
+            section.dry_run,
+            &section.jitter,
+            JobKind::Prune(spec),
+        )
+    }
+}
