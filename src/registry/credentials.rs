@@ -113,30 +113,18 @@ fn load_config(
 }
 
 fn save_config(
-    path: &PathBuf,
+    path: &std::path::Path,
     map: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), CredentialStoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| CredentialStoreError::Io {
         path: path.display().to_string(),
         source,
     };
-    let dir = path.parent().expect("config.json has a parent");
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let temp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io)?;
-    let mut text = serde_json::to_vec_pretty(map).expect("JSON map serialises");
+    let mut text = serde_json::to_vec_pretty(map).map_err(|e| io(e.into()))?;
     text.push(b'\n');
-    file.write_all(&text)
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&temp, path).map_err(io)
+    // Readable by its owner alone: it may hold credentials.
+    crate::types::atomic_file::write_atomically(path, Some(0o600), |file| file.write_all(&text))
+        .map_err(io)
 }
 
 fn helper_for(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {

@@ -137,25 +137,9 @@ impl Store {
 
     /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
-        let dir = path.parent().expect("store paths have parents");
-        let temp = dir.join(format!(
-            ".{}.{}.{:x}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let result = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, path)?;
-            sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        result.map_err(|e| StoreError::io(path, e))
+        use std::io::Write as _;
+        crate::types::atomic_file::write_atomically(path, None, |file| file.write_all(bytes))
+            .map_err(|e| StoreError::io(path, e))
     }
 }
 

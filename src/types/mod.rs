@@ -1,7 +1,9 @@
 //! Pure value types shared by every layer: digests and verifying hashers,
 //! image references, platforms, manifests and media types, and redacted secrets.
-//! Nothing here does I/O beyond hashing bytes it is handed.
+//! Nothing here does I/O beyond hashing bytes it is handed, except the one
+//! atomic file writer every layer shares.
 
+pub mod atomic_file;
 pub mod choice;
 pub mod digest;
 pub mod manifest;
