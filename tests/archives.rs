@@ -328,6 +328,19 @@ fn bad_archives_change_nothing() {
             "layer 1",
         ),
     ];
+    // `copy archive:` refuses the same archives (read in place, no store),
+    // and the registry gets no tag.
+    let target = crate::support::registry::Registry::start();
+    let refused_by_copy = |path: &Path, expected: &str| {
+        let run = ferry.run(&["copy", &format!("archive:{}", path.display()), &target.host]);
+        assert_eq!(run.code, 1, "copy {}: {}", path.display(), run.stderr);
+        assert!(
+            run.stderr.contains(expected),
+            "copy {}: {}",
+            path.display(),
+            run.stderr
+        );
+    };
     for (label, entries, expected) in cases {
         let path = dir.join(format!("{}.tar", label.replace(' ', "-")));
         raw_tar(&path, &entries);
@@ -335,6 +348,13 @@ fn bad_archives_change_nothing() {
             .run(&["load", "-i", path.to_str().unwrap()])
             .expect_code(1);
         assert!(run.stderr.contains(expected), "{label}: {}", run.stderr);
+        // Read in place, a blob's name is checked when an image uses it;
+        // this archive has no image, and is refused for that.
+        let expected_by_copy = match label {
+            "wrong digest name" => "is not an image archive",
+            _ => expected,
+        };
+        refused_by_copy(&path, expected_by_copy);
         assert_eq!(ferry.index_json(), before, "{label} changed the index");
         assert!(ferry.blob_files().is_empty(), "{label} added blobs");
         assert!(
@@ -360,6 +380,7 @@ fn bad_archives_change_nothing() {
         .run(&["load", "-i", link.to_str().unwrap()])
         .expect_code(1);
     assert!(run.stderr.contains("links outside"), "{}", run.stderr);
+    refused_by_copy(&link, "links outside");
     // A truncated archive.
     let (registry, _) = seeded();
     let source = Ferry::new();
@@ -381,6 +402,17 @@ fn bad_archives_change_nothing() {
         run.stderr
     );
     assert!(ferry.blob_files().is_empty());
+    let copied = ferry.run(&[
+        "copy",
+        &format!("archive:{}", truncated.display()),
+        &target.host,
+    ]);
+    assert_eq!(copied.code, 1, "{}", copied.stderr);
+    assert!(
+        target.skopeo_raw_opt("team/app:2.0").is_none()
+            && target.skopeo_raw_opt("evil/app:1").is_none(),
+        "a refused archive left a tag"
+    );
     // A gzip bomb: a small compressed archive that expands far beyond 200×.
     let bomb = dir.join("bomb.tar.gz");
     {
@@ -565,6 +597,34 @@ fn loads_docker_25_and_crane_layouts() {
     assert_eq!(inspect[0]["Id"], sha256(&crane_config));
     assert_eq!(inspect[0]["Manifest"]["layers"][0]["digest"], layer.digest);
     ferry.run(&["verify", "--read-data"]).ok();
+
+    // copy archive: of both gives the manifest load + push gives.
+    let target = crate::support::registry::Registry::start();
+    for (archive, name, repository) in [
+        (&docker25, "busybox", "library/busybox:latest"),
+        (&crane, "example.com/crane/app:v1", "crane/app:v1"),
+    ] {
+        ferry
+            .run(&[
+                "push",
+                name,
+                &format!("{}/pushed/{repository}", target.host),
+            ])
+            .ok();
+        Ferry::new()
+            .run(&[
+                "copy",
+                &format!("archive:{}", archive.display()),
+                &format!("{}/copied", target.host),
+            ])
+            .ok();
+        assert_eq!(
+            target.skopeo_raw(&format!("copied/{repository}")),
+            target.skopeo_raw(&format!("pushed/{repository}")),
+            "{}",
+            archive.display()
+        );
+    }
 }
 
 #[test]

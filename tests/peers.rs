@@ -102,8 +102,30 @@ fn docker_engine_round_trips() {
                 serde_json::from_slice(&target.skopeo_raw("from-docker/app:2.0")).unwrap();
             assert_eq!(raw["config"]["digest"], fixture.app2.config_digest());
             assert_eq!(raw["layers"].as_array().unwrap().len(), 2);
+            // copy archive: of the same docker save output (read in place,
+            // layer.tar files hashed where they lie) gives the same digest.
+            other
+                .run(&[
+                    "copy",
+                    &format!("archive:{}", archive.display()),
+                    &format!("{}/via-copy", target.host),
+                ])
+                .ok();
+            let pushed = target.skopeo_raw("from-docker/app:2.0");
+            let copied = target.skopeo_raw(&format!("via-copy/{}", two.split_once('/').unwrap().1));
+            assert_eq!(pushed, copied);
         }
     }
+    // registry → archive with no store, then docker load.
+    let remote = out.path().join("remote.tar");
+    Ferry::new()
+        .run(&["copy", &one, &format!("archive:{}", remote.display())])
+        .ok();
+    docker.run(&["rmi", &one, "example.com/extra:one"]);
+    let loaded = docker.run(&["load", "-i", remote.to_str().unwrap()]);
+    assert!(loaded.contains(&one), "{loaded}");
+    let id = docker.run(&["image", "inspect", "--format", "{{.Id}}", &one]);
+    assert_eq!(id.trim(), fixture.app1.config_digest());
 
     // export matches docker export of a container made from the image.
     let (layout, _) = whiteout_image();

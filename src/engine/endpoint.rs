@@ -1,6 +1,27 @@
-//! The endpoints a copy reads from and writes to: a registry repository or
-//! the local store. Each side offers the same few operations so the copy
-//! loop never knows which one it talks to.
+//! The endpoints a copy reads from and writes to. Each side offers the same
+//! few operations, so plan and transfer never know which one they talk to.
+//! (An archive as a destination is written by `to_archive`, which needs the
+//! whole plan before the first byte; everything else goes through here.)
+//!
+//! Source contract:
+//! - `root` returns the top-level manifest with its exact bytes; `manifest`
+//!   returns a child by digest, checked against that digest.
+//! - `blob(digest, size, verify)` streams exactly `size` bytes or ends in an
+//!   error: the size is always checked; the digest is checked when `verify`
+//!   is asked, and always for bytes whose digest nothing has checked yet (an
+//!   archive blob that only its name vouches for). A stream that ends
+//!   cleanly has delivered the blob.
+//! - Nothing a source returns was trusted before it was verified.
+//!
+//! Destination contract:
+//! - `has_blob` may answer "no" wrongly (a re-upload), never "yes" wrongly.
+//! - `write_blob` makes a blob visible only complete and verified (by
+//!   ferry, or by the registry's digest check on the final PUT); a failed
+//!   write leaves nothing visible.
+//! - `write_manifest` for children before the root; the root is written
+//!   last and `finish` makes it visible under its name — so a reader never
+//!   sees a tag whose parts are missing, and a copy that stops half way
+//!   leaves every tag as it was.
 
 use super::EngineError;
 use crate::registry::blobs::BlobStream;
@@ -17,7 +38,7 @@ const SMALL_BLOB: u64 = 1024 * 1024;
 /// Read size for streaming store blobs.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Where images come from.
+/// Where images come from (see the module contract).
 #[derive(Clone)]
 pub enum Source {
     /// A registry repository at a tag or digest.
@@ -38,7 +59,7 @@ pub enum Source {
     },
 }
 
-/// Where images go.
+/// Where images go (see the module contract).
 pub enum Destination {
     /// A registry repository; the root is written under the reference's tag (or digest).
     Registry {

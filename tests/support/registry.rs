@@ -244,6 +244,17 @@ impl Registry {
         run_ok(&mut command).into_bytes()
     }
 
+    /// The exact manifest bytes at `reference`, or `None` when there is no such tag.
+    pub fn skopeo_raw_opt(&self, reference: &str) -> Option<Vec<u8>> {
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(self.skopeo_flags(""))
+            .arg(format!("docker://{}/{reference}", self.host))
+            .output()
+            .ok()?;
+        output.status.success().then_some(output.stdout)
+    }
+
     /// The config block for ferry.toml that reaches this registry.
     pub fn ferry_config(&self) -> String {
         let mut text = format!("[registries.\"{}\"]\n", self.host);
