@@ -6,6 +6,7 @@ mod support;
 
 mod archive_copy;
 mod archives;
+mod artifacts;
 mod auth;
 mod bad_input;
 mod config_files;

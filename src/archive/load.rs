@@ -12,7 +12,7 @@ use super::read::{Contents, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
-use crate::types::{Digest, ParsedManifest, Reference};
+use crate::types::{media, Digest, ParsedManifest, Reference};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
@@ -133,10 +133,21 @@ impl Loader<'_> {
         let config = descriptor_digest(image.config()).map_err(|e| bad(e.to_string()))?;
         blobs.insert(manifest.digest.clone());
         blobs.insert(config.clone());
+        // diffIDs belong to container image configs; an OCI artifact (a Helm
+        // chart, a signature, an SBOM) has only its blobs' digests.
+        let container = media::is_image_config(image.config().media_type().as_ref());
         // A missing config is reported with the other missing blobs.
-        let diff_ids = self.config_of(&config, what)?.unwrap_or_default();
+        let diff_ids = match container {
+            true => self.config_of(&config, what)?.unwrap_or_default(),
+            false => {
+                if !self.present(&config, what) {
+                    self.missing.insert(config.clone());
+                }
+                Vec::new()
+            }
+        };
         let config_present = self.present(&config, what);
-        if config_present && diff_ids.len() != image.layers().len() {
+        if container && config_present && diff_ids.len() != image.layers().len() {
             return Err(self.contents.invalid(format!(
                 "{what} has {} layers but its config lists {} diff_ids",
                 image.layers().len(),
@@ -165,8 +176,11 @@ impl Loader<'_> {
                 }
             }
         }
-        let platform = self
-            .lookup(&config, what, false)?
+        let config_bytes = match container {
+            true => self.lookup(&config, what, false)?,
+            false => None,
+        };
+        let platform = config_bytes
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .map(|c| {
                 format!(

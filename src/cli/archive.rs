@@ -168,7 +168,7 @@ pub fn export(
 ) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
     // Choose before the output file exists: a wrong platform writes nothing.
-    let (_, manifest) = store.resolve_platform(image, platform)?;
+    let (_, manifest) = store.resolve_container(image, platform)?;
     write_output(output, |out| {
         Ok(rootfs::export(&store, image, &manifest, out)?)
     })?;

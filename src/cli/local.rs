@@ -152,11 +152,16 @@ pub fn inspect(
         let image = store.resolve(text)?;
         let id = store.image_id(&image);
         let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
-        // An index shows the config of the chosen platform's image.
-        let (_, chosen) = store.resolve_platform(text, platform)?;
-        let config = match chosen.image() {
-            Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
-            None => serde_json::Value::Null,
+        // An index shows the config of the chosen platform's image; an
+        // index that names no platforms (an artifact index) has none.
+        let platformless =
+            image.manifest.is_index() && !crate::types::choice::lists_platforms(&image.manifest);
+        let config = match platformless {
+            true => serde_json::Value::Null,
+            false => match store.resolve_platform(text, platform)?.1.image() {
+                Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
+                None => serde_json::Value::Null,
+            },
         };
         let repo_tags: Vec<String> = summaries
             .iter()
@@ -204,7 +209,7 @@ pub fn history(
     platform: Option<&Platform>,
 ) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
-    let (_, manifest) = store.resolve_platform(text, platform)?;
+    let (_, manifest) = store.resolve_container(text, platform)?;
     let image_manifest = manifest
         .image()
         .ok_or_else(|| anyhow::anyhow!("{text}: the chosen manifest is not an image"))?;

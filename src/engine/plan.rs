@@ -76,7 +76,7 @@ async fn choose_root(
     choice: &PlatformChoice,
     image: &str,
 ) -> Result<ParsedManifest, EngineError> {
-    if !root.is_index() {
+    if !root.is_index() || !choice::lists_platforms(&root) {
         return Ok(root);
     }
     match choice {

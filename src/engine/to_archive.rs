@@ -11,7 +11,7 @@ use crate::archive::save::{self, ArchiveImage, SavePlan};
 use crate::archive::{ArchiveError, Compression};
 use crate::progress::{Event, Reporter};
 use crate::types::choice::{choose_image_now, PlatformChoice};
-use crate::types::{Digest, ParsedManifest, Platform, Reference};
+use crate::types::{media, Digest, ParsedManifest, Platform, Reference};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -77,9 +77,14 @@ fn docker_manifest(plan: &ImagePlan, wanted: &Platform) -> Option<ParsedManifest
             .cloned()
             .ok_or(())
     };
+    // manifest.json lists container images only: docker and podman refuse
+    // anything else (OCI artifacts travel in the OCI part alone).
     choose_image_now(plan.root.clone(), wanted, &plan.image, by_digest)
         .ok()
-        .filter(|m| m.image().is_some())
+        .filter(|m| {
+            m.image()
+                .is_some_and(|i| media::is_image_config(i.config().media_type().as_ref()))
+        })
 }
 
 /// A blocking reader over a source's verified blob stream.

@@ -92,6 +92,30 @@ impl Store {
         }
     }
 
+    /// [`Store::resolve_platform`] for commands that need a container image
+    /// (`history`, `export`): an OCI artifact (a Helm chart, a signature)
+    /// is refused by name.
+    pub fn resolve_container(
+        &self,
+        text: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(LocalImage, ParsedManifest), StoreError> {
+        let (image, manifest) = self.resolve_platform(text, platform)?;
+        let config_type = manifest
+            .image()
+            .map(|m| m.config().media_type().to_string())
+            .unwrap_or_default();
+        if !crate::types::media::is_image_config(&config_type) {
+            return Err(StoreError::Invalid {
+                image: text.to_owned(),
+                message: format!(
+                    "is an OCI artifact (config type {config_type}), not a container image: it has no layers to show or export"
+                ),
+            });
+        }
+        Ok((image, manifest))
+    }
+
     /// The single-image manifest of `text` for `platform` (the host's when
     /// `None`), through the one platform chooser: nested indexes followed,
     /// and an error naming the platforms the image has when none matches.

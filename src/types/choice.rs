@@ -55,6 +55,17 @@ fn join_platforms(names: &[String]) -> String {
     }
 }
 
+/// Whether an index names platforms at all (directly, or through an index
+/// nested in it). One that does not (an OCI artifact index, a referrers
+/// index) is not a multi-platform image: it is copied whole, with no
+/// platform to choose.
+pub fn lists_platforms(index: &ParsedManifest) -> bool {
+    index
+        .children()
+        .iter()
+        .any(|d| d.platform().is_some() || super::media::is_index(d.media_type().as_ref()))
+}
+
 /// Human list of the platforms an index offers.
 pub fn available(index: &ParsedManifest) -> String {
     join_platforms(&platforms_of(index))

@@ -32,6 +32,12 @@ pub mod media {
         media_type == DOCKER_LIST || media_type == OCI_INDEX
     }
 
+    /// Whether a config media type is a container image's (with rootfs
+    /// diffIDs, history, a platform), as opposed to an OCI artifact's.
+    pub fn is_image_config(media_type: &str) -> bool {
+        media_type == DOCKER_CONFIG || media_type == OCI_CONFIG
+    }
+
     /// Whether `media_type` names a single-image manifest.
     pub fn is_image_manifest(media_type: &str) -> bool {
         media_type == DOCKER_MANIFEST || media_type == OCI_MANIFEST
