@@ -224,6 +224,9 @@ pub struct CopyArgs {
     /// Copy only these platforms (repeat); the index is rebuilt with a new digest.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
+    /// Leave the image's signatures, attestations and SBOMs (its referrers) behind.
+    #[arg(long)]
+    pub no_referrers: bool,
     /// Parallel blob transfers (default: the config's, else 6).
     #[arg(long)]
     pub concurrency: Option<usize>,

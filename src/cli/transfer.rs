@@ -40,6 +40,7 @@ fn copy_options(
         platforms,
         concurrency: context.concurrency(concurrency),
         reporter: context.reporter.clone(),
+        referrers: true,
     }
 }
 
@@ -228,7 +229,8 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
     } else {
         PlatformChoice::Subset(platforms)
     };
-    let options = copy_options(context, choice.clone(), args.concurrency);
+    let mut options = copy_options(context, choice.clone(), args.concurrency);
+    options.referrers = !args.no_referrers;
     match (
         Endpoint::parse(&args.source),
         Endpoint::parse(&args.destination),

@@ -45,6 +45,8 @@ pub struct SyncSection {
     #[serde(default)]
     pub delete_extra: bool,
     pub rate_limit_floor: Option<u64>,
+    /// Copy signatures, attestations and SBOMs with each image (default true).
+    pub referrers: Option<bool>,
 }
 
 /// `[[backup]]`.
@@ -152,6 +154,8 @@ pub struct SyncSpec {
     pub backup_overwritten: Option<String>,
     pub delete_extra: bool,
     pub rate_limit_floor: u64,
+    /// Copy each image's referrers to a registry target.
+    pub referrers: bool,
 }
 
 /// One `images` entry of a backup: a repository with `:*`, or one image.

@@ -249,6 +249,7 @@ impl Resolver<'_> {
                 .map(|t| t.get_ref().clone()),
             delete_extra: section.delete_extra,
             rate_limit_floor: section.rate_limit_floor.unwrap_or(10),
+            referrers: section.referrers.unwrap_or(true),
         };
         self.common(
             &section.name,

@@ -5,6 +5,7 @@
 
 use super::endpoint::{Destination, Source};
 use super::plan::{plan_image, ImagePlan};
+use super::referrers::copy_referrers;
 use super::EngineError;
 use crate::progress::{BlobOutcome, Event, Reporter};
 use crate::store::index::TagChange;
@@ -22,6 +23,8 @@ pub struct CopyOptions {
     pub platforms: PlatformChoice,
     pub concurrency: usize,
     pub reporter: Arc<dyn Reporter>,
+    /// Copy the image's referrers too (between registries).
+    pub referrers: bool,
 }
 
 /// What a copy did.
@@ -38,6 +41,14 @@ pub struct CopyOutcome {
     pub bytes_copied: u64,
     #[serde(skip)]
     pub tag_change: Option<TagChange>,
+    /// The destination registry indexed the root's `subject` itself.
+    #[serde(skip)]
+    pub subject_indexed: bool,
+    /// Referrers (signatures, attestations, SBOMs) copied with the image.
+    pub referrers_copied: usize,
+    /// Referrers left behind, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Copy one image from `source` to `destination`: plan, then transfer.
@@ -47,7 +58,31 @@ pub async fn copy_image(
     options: &CopyOptions,
 ) -> Result<CopyOutcome, EngineError> {
     let plan = plan_image(source, &options.platforms).await?;
-    transfer(source, &plan, destination, options).await
+    let mut outcome = transfer(source, &plan, destination, options).await?;
+    // Signatures, attestations and SBOMs follow the image between registries.
+    if let (
+        true,
+        Source::Registry {
+            client: from_client,
+            reference: from,
+        },
+        Destination::Registry {
+            client: to_client,
+            reference: to,
+        },
+    ) = (options.referrers, source, destination)
+    {
+        let mut subjects = vec![plan.root.digest.clone()];
+        subjects.extend(plan.manifests.iter().map(|m| m.digest.clone()));
+        let copied =
+            copy_referrers((from_client, from), (to_client, to), subjects, options).await?;
+        for note in &copied.notes {
+            tracing::warn!("{note}");
+        }
+        outcome.referrers_copied = copied.copied;
+        outcome.notes = copied.notes;
+    }
+    Ok(outcome)
 }
 
 /// Step two: execute a plan against a registry or store destination.
@@ -74,6 +109,9 @@ pub async fn transfer(
         blobs_mounted: 0,
         bytes_copied: 0,
         tag_change: None,
+        subject_indexed: false,
+        referrers_copied: 0,
+        notes: Vec::new(),
     };
     let limit = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let mut transfers = FuturesUnordered::new();
@@ -115,7 +153,7 @@ pub async fn transfer(
             digest: manifest.digest.clone(),
         });
     }
-    destination.write_manifest(root, true).await?;
+    outcome.subject_indexed = destination.write_manifest(root, true).await?;
     options.reporter.report(Event::ManifestWritten {
         digest: root.digest.clone(),
     });

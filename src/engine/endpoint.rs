@@ -26,7 +26,7 @@
 use super::EngineError;
 use crate::registry::blobs::BlobStream;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::store::{IndexEntry, Store, StoreError};
+use crate::store::{IndexEntry, Store};
 use crate::types::{Digest, ParsedManifest, Reference, Verifier};
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
@@ -372,11 +372,12 @@ impl Destination {
     }
 
     /// Write a manifest: by digest for children, under the tag for the root.
+    /// Returns whether a registry indexed the manifest's subject itself.
     pub async fn write_manifest(
         &self,
         manifest: &ParsedManifest,
         root: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         match self {
             Destination::Registry { client, reference } => {
                 let target = if root {
@@ -397,15 +398,16 @@ impl Destination {
                         }
                     }
                 }
-                client
+                Ok(client
                     .put_manifest(reference.repository(), &target, manifest)
-                    .await?;
-                Ok(())
+                    .await?)
             }
-            Destination::Store { store, .. } => store
-                .put_blob_bytes(&manifest.digest, &manifest.bytes)
-                .await
-                .map_err(StoreError::into),
+            Destination::Store { store, .. } => {
+                store
+                    .put_blob_bytes(&manifest.digest, &manifest.bytes)
+                    .await?;
+                Ok(false)
+            }
         }
     }
 

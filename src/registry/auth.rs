@@ -126,13 +126,14 @@ impl Auth {
             Some(Scheme::Basic) => Ok(self.basic_header()),
             Some(Scheme::Bearer { realm, service }) => {
                 let key = scopes.join(" ");
-                if let Some(cached) = self.tokens.lock().await.get(&key) {
-                    if cached.expires > Instant::now() + Duration::from_secs(10) {
-                        return Ok(Some(Secret::new(format!(
-                            "Bearer {}",
-                            cached.token.expose()
-                        ))));
-                    }
+                if let Some(header) = self.fresh_token(&key).await {
+                    return Ok(Some(header));
+                }
+                // One fetch at a time: requests that found no token together
+                // share the one fetched by the first.
+                let _refreshing = self.refreshing.lock().await;
+                if let Some(header) = self.fresh_token(&key).await {
+                    return Ok(Some(header));
                 }
                 let token = self
                     .fetch_token(http, &realm, service.as_deref(), scopes)
@@ -140,6 +141,14 @@ impl Auth {
                 Ok(Some(Secret::new(format!("Bearer {}", token.expose()))))
             }
         }
+    }
+
+    /// The cached token for `key` as a header, unless it expires soon.
+    async fn fresh_token(&self, key: &str) -> Option<Secret> {
+        let tokens = self.tokens.lock().await;
+        let cached = tokens.get(key)?;
+        (cached.expires > Instant::now() + Duration::from_secs(10))
+            .then(|| Secret::new(format!("Bearer {}", cached.token.expose())))
     }
 
     /// React to a 401: learn the scheme and, for bearer, fetch a fresh token
@@ -179,18 +188,15 @@ impl Auth {
                 });
                 let _refreshing = self.refreshing.lock().await;
                 let key = scopes.join(" ");
-                {
-                    let mut tokens = self.tokens.lock().await;
-                    // Another request already replaced the refused token.
-                    let replaced = tokens.get(&key).is_some_and(|cached| {
-                        rejected.is_some_and(|r| {
-                            r.expose() != format!("Bearer {}", cached.token.expose())
-                        })
-                    });
-                    if replaced {
-                        return Ok(());
-                    }
-                    tokens.remove(&key);
+                // Another request already replaced the refused token. (The
+                // refused one stays cached until its replacement arrives, so
+                // no request fetches a token of its own meanwhile.)
+                let replaced = self.tokens.lock().await.get(&key).is_some_and(|cached| {
+                    rejected
+                        .is_some_and(|r| r.expose() != format!("Bearer {}", cached.token.expose()))
+                });
+                if replaced {
+                    return Ok(());
                 }
                 self.fetch_token(http, &realm, service.as_deref(), scopes)
                     .await?;

@@ -363,13 +363,15 @@ impl RegistryClient {
         }))
     }
 
-    /// Upload a manifest under `reference` (a tag or its digest).
+    /// Upload a manifest under `reference` (a tag or its digest). Returns
+    /// whether the registry indexed the manifest's `subject` itself (it
+    /// answered with `OCI-Subject`, OCI distribution 1.1).
     pub async fn put_manifest(
         &self,
         repository: &str,
         reference: &str,
         manifest: &ParsedManifest,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
@@ -402,7 +404,7 @@ impl RegistryClient {
                 });
             }
         }
-        Ok(())
+        Ok(response.headers().contains_key("oci-subject"))
     }
 
     /// Delete a manifest by digest (the registry drops every tag on it).
@@ -495,7 +497,7 @@ pub fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The target of `rel="next"` in a `Link` header.
-fn parse_next_link(link: &str) -> Option<String> {
+pub(super) fn parse_next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         if !params.contains("rel=\"next\"") && !params.contains("rel=next") {

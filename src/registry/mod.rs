@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod referrers;
 pub mod transport;
 
 pub use client::{Registries, RegistryClient};

@@ -23,6 +23,8 @@ pub mod media {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// The empty descriptor's media type (`{}`), used as an artifact's config.
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// The `Accept` header for manifest requests: every type we can parse.
     pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";

@@ -1,0 +1,289 @@
+//! Referrers (OCI distribution 1.1): the manifests whose `subject` is a
+//! given manifest — signatures, attestations, SBOMs. Found through the
+//! referrers API, or, where a registry answers it with 404 (distribution
+//! 2.8, Docker Hub, GHCR), through the fallback tag `<alg>-<hex>` holding an
+//! index of them. Written back the same way: a registry that indexes the
+//! subject itself says so with `OCI-Subject` on the push; for any other the
+//! fallback index is updated by read-modify-write, never dropping an entry
+//! someone else added, with `If-Match` on the ETag where one is offered.
+
+use super::client::{header_string, parse_next_link, pull_scope, push_scope, RegistryClient};
+use super::error::RegistryError;
+use super::transport::{read_capped, status_error};
+use crate::types::manifest::MAX_MANIFEST_BYTES;
+use crate::types::{media, Digest, ParsedManifest};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+/// Most referrers ferry takes for one subject.
+pub const MAX_REFERRERS: usize = 1_000;
+/// Most pages of a paginated referrers answer followed.
+const MAX_PAGES: usize = 20;
+/// Read-modify-write attempts on a fallback index that keeps changing.
+const UPDATE_ATTEMPTS: usize = 3;
+
+/// One manifest that refers to a subject, as a referrers index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// The whole descriptor as listed (artifactType, annotations), kept to
+    /// write it back unchanged.
+    pub descriptor: serde_json::Value,
+}
+
+/// The fallback tag for `subject`: `sha256:abc…` → `sha256-abc…`.
+pub fn fallback_tag(subject: &Digest) -> String {
+    let text = subject.to_string();
+    let (algorithm, encoded) = text.split_once(':').unwrap_or((&text, ""));
+    let clean = |part: &str, limit: usize| -> String {
+        part.chars()
+            .take(limit)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    format!("{}-{}", clean(algorithm, 32), clean(encoded, 64))
+}
+
+/// The descriptor a referrers index lists for `manifest`.
+pub fn referrer_descriptor(manifest: &ParsedManifest) -> serde_json::Value {
+    let document: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
+    let mut descriptor = serde_json::json!({
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": manifest.bytes.len(),
+    });
+    // artifactType, else the config's media type unless it is the empty one.
+    let artifact_type = document["artifactType"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            document["config"]["mediaType"]
+                .as_str()
+                .filter(|t| *t != media::OCI_EMPTY)
+                .map(str::to_owned)
+        });
+    if let Some(artifact_type) = artifact_type {
+        descriptor["artifactType"] = artifact_type.into();
+    }
+    if let Some(annotations) = document.get("annotations").filter(|a| a.is_object()) {
+        descriptor["annotations"] = annotations.clone();
+    }
+    descriptor
+}
+
+fn protocol(client: &RegistryClient, message: String) -> RegistryError {
+    RegistryError::Protocol {
+        registry: client.registry().to_owned(),
+        message,
+    }
+}
+
+/// The entries of a referrers index body, each checked.
+fn entries(
+    client: &RegistryClient,
+    bytes: &[u8],
+    what: &str,
+) -> Result<Vec<Referrer>, RegistryError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| protocol(client, format!("{what} is not JSON: {e}")))?;
+    let manifests = document["manifests"]
+        .as_array()
+        .ok_or_else(|| protocol(client, format!("{what} is not an image index")))?;
+    manifests
+        .iter()
+        .map(|entry| {
+            let digest = entry["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .ok_or_else(|| protocol(client, format!("{what} lists an invalid digest")))?;
+            let media_type = entry["mediaType"].as_str().unwrap_or_default().to_owned();
+            if !media::is_image_manifest(&media_type) && !media::is_index(&media_type) {
+                return Err(protocol(
+                    client,
+                    format!("{what} lists {digest} of type {media_type:?}, not a manifest"),
+                ));
+            }
+            Ok(Referrer {
+                digest,
+                media_type,
+                size: entry["size"].as_u64().unwrap_or_default(),
+                descriptor: entry.clone(),
+            })
+        })
+        .collect()
+}
+
+impl RegistryClient {
+    /// The manifests in `repository` whose subject is `subject`: the
+    /// referrers API, else the fallback tag. Entries are descriptors only;
+    /// every manifest is fetched (and verified) by whoever copies it.
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, RegistryError> {
+        let what = format!("referrers of {}/{repository}@{subject}", self.registry());
+        let mut found = Vec::new();
+        let mut next = Some(format!("v2/{repository}/referrers/{subject}"));
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(protocol(
+                    self,
+                    format!("{what}: more than {MAX_PAGES} pages"),
+                ));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, media::OCI_INDEX.parse().expect("static header"));
+            let response = self
+                .request(Method::GET, &path, &[pull_scope(repository)], headers, None)
+                .await?;
+            match response.status() {
+                // No referrers API here: the fallback tag holds the same index.
+                StatusCode::NOT_FOUND if pages == 1 => {
+                    return self.fallback_referrers(repository, subject).await;
+                }
+                status if status.is_success() => {}
+                _ => return Err(status_error(self.registry(), "GET", &path, response).await),
+            }
+            next = header_string(response.headers(), "link").and_then(|l| parse_next_link(&l));
+            let body = read_capped(response, MAX_MANIFEST_BYTES, &what).await?;
+            found.extend(entries(self, &body, &what)?);
+            if found.len() > MAX_REFERRERS {
+                return Err(protocol(self, format!("{what}: more than {MAX_REFERRERS}")));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The fallback tag's index, or nothing when the tag does not exist.
+    async fn fallback_referrers(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, RegistryError> {
+        Ok(self
+            .fallback_index(repository, subject)
+            .await?
+            .map(|(entries, _)| entries)
+            .unwrap_or_default())
+    }
+
+    /// The fallback index with its ETag, `None` when the tag does not exist.
+    async fn fallback_index(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<Option<(Vec<Referrer>, Option<String>)>, RegistryError> {
+        let tag = fallback_tag(subject);
+        let what = format!("{}/{repository}:{tag}", self.registry());
+        let path = format!("v2/{repository}/manifests/{tag}");
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, media::OCI_INDEX.parse().expect("static header"));
+        let response = self
+            .request(Method::GET, &path, &[pull_scope(repository)], headers, None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(status_error(self.registry(), "GET", &path, response).await);
+        }
+        let etag = header_string(response.headers(), "etag");
+        let body = read_capped(response, MAX_MANIFEST_BYTES, &what).await?;
+        let mut found = entries(self, &body, &what)?;
+        // Some registries answer a digest-shaped tag with the subject itself:
+        // its own children are not its referrers.
+        found.retain(|r| &r.digest != subject);
+        if found.len() > MAX_REFERRERS {
+            return Err(protocol(
+                self,
+                format!("{what}: more than {MAX_REFERRERS} referrers"),
+            ));
+        }
+        Ok(Some((found, etag)))
+    }
+
+    /// Record `referrer` in the fallback index of `subject`: read, add if
+    /// missing, write with `If-Match` when the registry gave an ETag.
+    pub async fn add_to_fallback_index(
+        &self,
+        repository: &str,
+        subject: &Digest,
+        referrer: &ParsedManifest,
+    ) -> Result<(), RegistryError> {
+        let tag = fallback_tag(subject);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut listed, etag) = self
+                .fallback_index(repository, subject)
+                .await?
+                .unwrap_or_default();
+            if listed.iter().any(|r| r.digest == referrer.digest) {
+                return Ok(());
+            }
+            listed.push(Referrer {
+                digest: referrer.digest.clone(),
+                media_type: referrer.media_type.clone(),
+                size: referrer.bytes.len() as u64,
+                descriptor: referrer_descriptor(referrer),
+            });
+            let body = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_INDEX,
+                "manifests": listed.iter().map(|r| r.descriptor.clone()).collect::<Vec<_>>(),
+            })
+            .to_string();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                media::OCI_INDEX.parse().expect("static header"),
+            );
+            if let Some(etag) = etag.as_deref().and_then(|e| e.parse().ok()) {
+                headers.insert(reqwest::header::IF_MATCH, etag);
+            }
+            let path = format!("v2/{repository}/manifests/{tag}");
+            let response = self
+                .request(
+                    Method::PUT,
+                    &path,
+                    &[push_scope(repository)],
+                    headers,
+                    Some(body.into()),
+                )
+                .await?;
+            match response.status() {
+                // Someone changed it since we read it: read again and merge.
+                StatusCode::PRECONDITION_FAILED => continue,
+                status if status.is_success() => return Ok(()),
+                _ => return Err(status_error(self.registry(), "PUT", &path, response).await),
+            }
+        }
+        Err(protocol(
+            self,
+            format!(
+                "{repository}:{tag} kept changing while ferry added {}",
+                referrer.digest
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_tags_follow_the_spec() {
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(fallback_tag(&digest), format!("sha256-{}", "a".repeat(64)));
+    }
+}
