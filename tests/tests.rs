@@ -14,6 +14,7 @@ mod crash;
 mod hostile;
 mod jobs;
 mod peers;
+mod referrers;
 mod rootfs;
 mod round_trip;
 mod store_commands;

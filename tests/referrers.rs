@@ -1,0 +1,302 @@
+//! Signatures, attestations and SBOMs travel with their images between
+//! registries: OCI 1.1 referrers through the fallback tag schema (the real
+//! registry has no referrers API), referrers of referrers, and cosign's
+//! `.sig` tags; `--no-referrers` leaves them; a sync with a tag filter
+//! brings them; the destination's fallback index keeps entries it had.
+
+use crate::support::image::{self, Content};
+use crate::support::registry::Registry;
+use crate::support::{run_ok, sha256, Ferry};
+use std::process::Command;
+
+const EMPTY: &[u8] = b"{}";
+const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// What the fixture holds.
+struct Signed {
+    /// The store the fixture was loaded into (every tag under example.com/signed/app).
+    store: Ferry,
+    image: String,
+    sbom: String,
+    signature: String,
+    cosign: String,
+    repository: String,
+}
+
+/// Write an OCI layout with an image, an SPDX SBOM referring to it, a
+/// signature referring to the SBOM, their fallback indexes, and a cosign
+/// `.sig` tag; load it into a store and push every tag to `registry`.
+fn seed(registry: &Registry, repository: &str) -> Signed {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let built = image::image(
+        vec![image::random_layer("signed", 2_000, 21)],
+        "amd64",
+        "signed",
+    );
+    image::write_layout(&layout, &[("1.0", Content::Image(&built))]);
+    let blob = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        let path = layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::write(path, bytes).unwrap();
+        digest
+    };
+    let descriptor = |media: &str, bytes: &[u8]| serde_json::json!({"mediaType": media, "digest": sha256(bytes), "size": bytes.len()});
+    let artifact = |artifact_type: &str, payload: &[u8], subject: serde_json::Value| {
+        blob(EMPTY);
+        blob(payload);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": EMPTY_TYPE, "digest": sha256(EMPTY), "size": 2},
+            "layers": [descriptor(artifact_type, payload)],
+            "subject": subject,
+            "annotations": {"org.opencontainers.image.created": "2026-11-01T00:00:00Z"},
+        }))
+        .unwrap();
+        blob(&manifest);
+        manifest
+    };
+    let image_descriptor = descriptor(MANIFEST, &built.manifest);
+    let sbom = artifact(
+        "application/spdx+json",
+        br#"{"spdxVersion":"SPDX-2.3"}"#,
+        image_descriptor,
+    );
+    let signature = artifact(
+        "application/vnd.cncf.notary.signature",
+        b"signature-bytes",
+        descriptor(MANIFEST, &sbom),
+    );
+    let fallback = |listed: &[u8], artifact_type: &str| {
+        let mut entry = descriptor(MANIFEST, listed);
+        entry["artifactType"] = artifact_type.into();
+        let index = serde_json::to_vec(
+            &serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [entry]}),
+        )
+        .unwrap();
+        blob(&index);
+        index
+    };
+    let image_index = fallback(&sbom, "application/spdx+json");
+    let sbom_index = fallback(&signature, "application/vnd.cncf.notary.signature");
+    // cosign: a simple-signing payload layer with the signature in an annotation.
+    let payload = serde_json::to_vec(&serde_json::json!({"critical": {"image": {"docker-manifest-digest": built.digest()}, "type": "cosign container image signature"}})).unwrap();
+    blob(&payload);
+    // As cosign writes it: the payload (uncompressed) is its own diffID.
+    let cosign_config = serde_json::to_vec(&serde_json::json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sha256(&payload)]}})).unwrap();
+    let cosign_config = cosign_config.as_slice();
+    blob(cosign_config);
+    let cosign = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", cosign_config),
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": sha256(&payload), "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="}}],
+    }))
+    .unwrap();
+    blob(&cosign);
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    let name = "example.com/signed/app";
+    let tags: Vec<(String, &str, Vec<u8>)> = vec![
+        ("1.0".into(), MANIFEST, built.manifest.clone()),
+        (
+            format!("sha256-{}", hex(&built.digest())),
+            INDEX,
+            image_index,
+        ),
+        (format!("sha256-{}", hex(&sha256(&sbom))), INDEX, sbom_index),
+        (
+            format!("sha256-{}.sig", hex(&built.digest())),
+            MANIFEST,
+            cosign.clone(),
+        ),
+    ];
+    let entries: Vec<serde_json::Value> = tags
+        .iter()
+        .map(|(tag, media, bytes)| {
+            let mut entry = descriptor(media, bytes);
+            entry["annotations"] = serde_json::json!({"io.containerd.image.name": format!("{name}:{tag}"), "org.opencontainers.image.ref.name": tag});
+            entry
+        })
+        .collect();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries})).unwrap(),
+    )
+    .unwrap();
+    let archive = work.path().join("signed.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg("."),
+    );
+    let ferry = Ferry::new();
+    ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    for (tag, _, _) in &tags {
+        ferry
+            .run(&[
+                "push",
+                &format!("{name}:{tag}"),
+                &format!("{}/{repository}:{tag}", registry.host),
+            ])
+            .ok();
+    }
+    Signed {
+        store: ferry,
+        image: built.digest(),
+        sbom: sha256(&sbom),
+        signature: sha256(&signature),
+        cosign: sha256(&cosign),
+        repository: repository.to_owned(),
+    }
+}
+
+fn raw(registry: &Registry, reference: &str) -> Option<Vec<u8>> {
+    registry.skopeo_raw_opt(reference)
+}
+
+/// The digests a fallback index at `repository:sha256-<hex of subject>` lists.
+fn listed(registry: &Registry, repository: &str, subject: &str) -> Vec<String> {
+    let tag = format!("sha256-{}", subject.trim_start_matches("sha256:"));
+    let Some(bytes) = raw(registry, &format!("{repository}:{tag}")) else {
+        return Vec::new();
+    };
+    let index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn copy_brings_referrers_referrers_of_referrers_and_cosign_tags() {
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let target = Registry::start();
+    let ferry = Ferry::new();
+    let from = format!("{}/{}:1.0", source.host, signed.repository);
+    // Without referrers: the image alone.
+    ferry
+        .run(&[
+            "copy",
+            "--no-referrers",
+            &from,
+            &format!("{}/bare/app:1.0", target.host),
+        ])
+        .ok();
+    assert!(listed(&target, "bare/app", &signed.image).is_empty());
+    // A referrer someone else attached at the destination stays listed.
+    let other = Registry::start();
+    let elsewhere = seed(&other, "other/app");
+    assert_eq!(elsewhere.image, signed.image, "same image, same digest");
+    let run = ferry
+        .run(&["copy", &from, &format!("{}/mirror/app:1.0", target.host)])
+        .ok();
+    assert!(run.stdout.contains("digest"), "{}", run.stdout);
+    assert_eq!(
+        listed(&target, "mirror/app", &signed.image),
+        [signed.sbom.clone()]
+    );
+    assert!(raw(&target, &format!("mirror/app@{}", signed.sbom)).is_some());
+    assert_eq!(
+        listed(&target, "mirror/app", &signed.sbom),
+        [signed.signature.clone()]
+    );
+    assert_eq!(
+        raw(&target, &format!("mirror/app@{}", signed.signature)).map(|b| sha256(&b)),
+        Some(signed.signature.clone())
+    );
+    let cosign_tag = format!(
+        "mirror/app:sha256-{}.sig",
+        signed.image.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        raw(&target, &cosign_tag).map(|b| sha256(&b)),
+        Some(signed.cosign.clone())
+    );
+    // Copying again changes nothing and duplicates no entry.
+    ferry
+        .run(&["copy", &from, &format!("{}/mirror/app:1.0", target.host)])
+        .ok();
+    assert_eq!(
+        listed(&target, "mirror/app", &signed.image),
+        [signed.sbom.clone()]
+    );
+}
+
+#[test]
+fn a_sync_with_a_tag_filter_brings_the_selected_images_signatures() {
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let target = Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{}/signed/app\"\ntarget = \"{}/mirror/app\"\ntags = {{ semver = \">=1.0\" }}\n[[sync]]\nname = \"bare\"\nsource = \"{}/signed/app\"\ntarget = \"{}/bare/app\"\ntags = {{ semver = \">=1.0\" }}\nreferrers = false\n",
+        source.host, target.host, source.host, target.host
+    ));
+    ferry.run(&["run"]).ok();
+    // The filter selected 1.0 only, yet its SBOM, the SBOM's signature and
+    // the cosign signature came along.
+    assert_eq!(
+        listed(&target, "mirror/app", &signed.image),
+        [signed.sbom.clone()]
+    );
+    assert_eq!(
+        listed(&target, "mirror/app", &signed.sbom),
+        [signed.signature.clone()]
+    );
+    let cosign_tag = format!(
+        "mirror/app:sha256-{}.sig",
+        signed.image.trim_start_matches("sha256:")
+    );
+    assert!(raw(&target, &cosign_tag).is_some());
+    assert!(listed(&target, "bare/app", &signed.image).is_empty());
+}
+
+#[test]
+fn a_referrers_index_that_lies_is_a_note_and_the_image_still_copies() {
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    // In `lying/app`, the image's fallback index lists the signature, whose
+    // subject is the SBOM, not the image.
+    for (from, to) in [
+        ("1.0".to_owned(), "1.0".to_owned()),
+        (
+            format!("sha256-{}", hex(&signed.sbom)),
+            format!("sha256-{}", hex(&signed.image)),
+        ),
+    ] {
+        signed
+            .store
+            .run(&[
+                "push",
+                &format!("example.com/signed/app:{from}"),
+                &format!("{}/lying/app:{to}", source.host),
+            ])
+            .ok();
+    }
+    let target = Registry::start();
+    let run = Ferry::new()
+        .run(&[
+            "copy",
+            &format!("{}/lying/app:1.0", source.host),
+            &format!("{}/mirror/app:1.0", target.host),
+        ])
+        .ok();
+    assert!(
+        run.stderr.contains("does not name it as its subject"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(sha256(&target.skopeo_raw("mirror/app:1.0")), signed.image);
+    assert!(listed(&target, "mirror/app", &signed.image).is_empty());
+    assert!(raw(&target, &format!("mirror/app@{}", signed.signature)).is_none());
+}
