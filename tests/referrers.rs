@@ -203,12 +203,12 @@ fn copy_brings_referrers_referrers_of_referrers_and_cosign_tags() {
     assert!(run.stdout.contains("digest"), "{}", run.stdout);
     assert_eq!(
         listed(&target, "mirror/app", &signed.image),
-        [signed.sbom.clone()]
+        std::slice::from_ref(&signed.sbom)
     );
     assert!(raw(&target, &format!("mirror/app@{}", signed.sbom)).is_some());
     assert_eq!(
         listed(&target, "mirror/app", &signed.sbom),
-        [signed.signature.clone()]
+        std::slice::from_ref(&signed.signature)
     );
     assert_eq!(
         raw(&target, &format!("mirror/app@{}", signed.signature)).map(|b| sha256(&b)),
@@ -228,7 +228,7 @@ fn copy_brings_referrers_referrers_of_referrers_and_cosign_tags() {
         .ok();
     assert_eq!(
         listed(&target, "mirror/app", &signed.image),
-        [signed.sbom.clone()]
+        std::slice::from_ref(&signed.sbom)
     );
 }
 
@@ -246,11 +246,11 @@ fn a_sync_with_a_tag_filter_brings_the_selected_images_signatures() {
     // the cosign signature came along.
     assert_eq!(
         listed(&target, "mirror/app", &signed.image),
-        [signed.sbom.clone()]
+        std::slice::from_ref(&signed.sbom)
     );
     assert_eq!(
         listed(&target, "mirror/app", &signed.sbom),
-        [signed.signature.clone()]
+        std::slice::from_ref(&signed.signature)
     );
     let cosign_tag = format!(
         "mirror/app:sha256-{}.sig",
