@@ -300,3 +300,111 @@ fn a_referrers_index_that_lies_is_a_note_and_the_image_still_copies() {
     assert!(listed(&target, "mirror/app", &signed.image).is_empty());
     assert!(raw(&target, &format!("mirror/app@{}", signed.signature)).is_none());
 }
+
+/// An artifact manifest referring to `subject` (manifest bytes), with its blobs.
+fn artifact_on(
+    subject: &[u8],
+    artifact_type: &str,
+    payload: &[u8],
+) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": MANIFEST, "artifactType": artifact_type,
+        "config": {"mediaType": EMPTY_TYPE, "digest": sha256(EMPTY), "size": 2},
+        "layers": [{"mediaType": artifact_type, "digest": sha256(payload), "size": payload.len()}],
+        "subject": {"mediaType": MANIFEST, "digest": sha256(subject), "size": subject.len()},
+    }))
+    .unwrap();
+    let blobs = vec![
+        (sha256(EMPTY), EMPTY.to_vec()),
+        (sha256(payload), payload.to_vec()),
+    ];
+    (manifest, blobs)
+}
+
+#[test]
+fn from_a_registry_with_the_referrers_api_to_one_without_it() {
+    use crate::support::fake::{FakeRegistry, Faults};
+    let built = image::image(vec![image::random_layer("api", 3_000, 31)], "amd64", "api");
+    let kinds = [
+        ("application/spdx+json", b"spdx".as_slice()),
+        ("application/vnd.in-toto+json", b"in-toto".as_slice()),
+        (
+            "application/vnd.cncf.notary.signature",
+            b"notary".as_slice(),
+        ),
+    ];
+    let mut faults = Faults {
+        referrers_api: true,
+        ..Faults::default()
+    };
+    let mut expected = Vec::new();
+    for (artifact_type, payload) in kinds {
+        let (manifest, blobs) = artifact_on(&built.manifest, artifact_type, payload);
+        expected.push(sha256(&manifest));
+        faults
+            .extra_manifests
+            .push((sha256(&manifest), MANIFEST.into(), manifest));
+        faults.extra_blobs.extend(blobs);
+    }
+    expected.sort();
+    // Three referrers, two per page: the second page must be followed.
+    let source = FakeRegistry::start(&built, "1.0", faults);
+    let target = Registry::start();
+    Ferry::new()
+        .run(&[
+            "copy",
+            &format!("{}/app:1.0", source.host),
+            &format!("{}/mirror/app:1.0", target.host),
+        ])
+        .ok();
+    assert!(
+        source.count("GET", "/referrers/") >= 2,
+        "{:?}",
+        source.log()
+    );
+    let mut listed = listed(&target, "mirror/app", &built.digest());
+    listed.sort();
+    assert_eq!(listed, expected);
+    for digest in &expected {
+        assert!(raw(&target, &format!("mirror/app@{digest}")).is_some());
+    }
+}
+
+#[test]
+fn to_a_registry_with_the_referrers_api_no_fallback_tag_is_written() {
+    use crate::support::fake::{FakeRegistry, Faults};
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let filler = image::image(vec![image::random_layer("x", 10, 3)], "amd64", "x");
+    let target = FakeRegistry::start(
+        &filler,
+        "filler",
+        Faults {
+            referrers_api: true,
+            ..Faults::default()
+        },
+    );
+    Ferry::new()
+        .run(&[
+            "copy",
+            &format!("{}/signed/app:1.0", source.host),
+            &format!("{}/app:1.0", target.host),
+        ])
+        .ok();
+    let log = target.log();
+    let put = |reference: &str| {
+        log.iter()
+            .any(|l| l.starts_with(&format!("PUT /v2/app/manifests/{reference} ")))
+    };
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
+    assert!(put(&signed.sbom), "{log:?}");
+    assert!(put(&signed.signature), "{log:?}");
+    // The registry indexed the subjects itself (OCI-Subject): no fallback tags.
+    assert!(!put(&format!("sha256-{}", hex(&signed.image))), "{log:?}");
+    assert!(!put(&format!("sha256-{}", hex(&signed.sbom))), "{log:?}");
+    // cosign signatures are tags, on every registry.
+    assert!(
+        put(&format!("sha256-{}.sig", hex(&signed.image))),
+        "{log:?}"
+    );
+}

@@ -42,6 +42,12 @@ pub struct Faults {
     pub fail_first_patch: Option<&'static str>,
     /// More manifests to serve: (tag or digest, media type, bytes).
     pub extra_manifests: Vec<(String, String, Vec<u8>)>,
+    /// More blobs to serve: (digest, bytes).
+    pub extra_blobs: Vec<(String, Vec<u8>)>,
+    /// Serve the OCI 1.1 referrers API (`GET /v2/app/referrers/<digest>`,
+    /// paginated two per page, with the `artifactType` filter) and answer
+    /// pushes of manifests with a subject with `OCI-Subject`.
+    pub referrers_api: bool,
 }
 
 /// A fault that goes away after a few answers.
@@ -95,8 +101,10 @@ struct State {
     stalled: Mutex<mpsc::Sender<()>>,
     requests: Arc<Mutex<Vec<String>>>,
     served: Arc<Mutex<HashMap<String, usize>>>,
-    /// Blobs and manifests pushed to this fake.
+    /// Blobs pushed to this fake.
     pushed: Mutex<HashMap<String, Vec<u8>>>,
+    /// Manifests pushed to this fake, by tag and by digest.
+    pushed_manifests: Mutex<HashMap<String, (String, Vec<u8>)>>,
     /// Bearer token generation (bumped to expire the current token).
     token_generation: Mutex<u64>,
     host: String,
@@ -117,6 +125,9 @@ impl FakeRegistry {
         for (reference, media_type, bytes) in std::mem::take(&mut faults.extra_manifests) {
             manifests.insert(reference, (media_type, bytes));
         }
+        for (digest, bytes) in std::mem::take(&mut faults.extra_blobs) {
+            blobs.insert(digest, bytes);
+        }
         let (tx, rx) = mpsc::channel();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(Mutex::new(HashMap::new()));
@@ -130,6 +141,7 @@ impl FakeRegistry {
             requests: requests.clone(),
             served: served.clone(),
             pushed: Mutex::new(HashMap::new()),
+            pushed_manifests: Mutex::new(HashMap::new()),
             token_generation: Mutex::new(1),
             host: host.clone(),
         });
@@ -356,15 +368,33 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         pushed.insert(digest, data);
         return respond(&mut stream, "201 Created", &[], b"", false);
     }
-    if method == "PUT" && path.starts_with("/v2/app/manifests/") {
+    if let (true, Some(reference)) = (method == "PUT", path.strip_prefix("/v2/app/manifests/")) {
         let digest = super::sha256(&body_in);
-        return respond(
-            &mut stream,
-            "201 Created",
-            &[("Docker-Content-Digest", digest)],
-            b"",
-            false,
-        );
+        let media_type = headers.get("content-type").cloned().unwrap_or_default();
+        let mut stored = state.pushed_manifests.lock().unwrap();
+        stored.insert(reference.to_owned(), (media_type.clone(), body_in.clone()));
+        stored.insert(digest.clone(), (media_type, body_in.clone()));
+        drop(stored);
+        let mut answer = vec![("Docker-Content-Digest", digest)];
+        let subject = serde_json::from_slice::<serde_json::Value>(&body_in)
+            .ok()
+            .and_then(|m| m["subject"]["digest"].as_str().map(str::to_owned));
+        if let (true, Some(subject)) = (state.faults.lock().unwrap().referrers_api, subject) {
+            answer.push(("OCI-Subject", subject));
+        }
+        return respond(&mut stream, "201 Created", &answer, b"", false);
+    }
+    if let Some(rest) = path.strip_prefix("/v2/app/referrers/") {
+        if !state.faults.lock().unwrap().referrers_api {
+            return respond(
+                &mut stream,
+                "404 Not Found",
+                &[],
+                b"404 page not found",
+                head,
+            );
+        }
+        return referrers(&mut stream, state, rest, head);
     }
     if method == "HEAD" && path.starts_with("/v2/app/blobs/") {
         let digest = &path["/v2/app/blobs/".len()..];
@@ -397,7 +427,13 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         );
     }
     if let Some(reference) = path.strip_prefix("/v2/app/manifests/") {
-        return match state.manifests.get(reference) {
+        let pushed = state
+            .pushed_manifests
+            .lock()
+            .unwrap()
+            .get(reference)
+            .cloned();
+        return match state.manifests.get(reference).or(pushed.as_ref()) {
             Some((media_type, bytes)) => {
                 let faults = state.faults.lock().unwrap();
                 let huge;
@@ -525,4 +561,73 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         return respond(&mut stream, "200 OK", &[], &body, head);
     }
     respond(&mut stream, "404 Not Found", &[], b"", head)
+}
+
+/// `GET /v2/app/referrers/<digest>[?artifactType=…][&last=…]`, as the OCI
+/// distribution spec 1.1 describes it: an image index of every manifest
+/// whose subject is the digest, filtered by artifactType when asked (and
+/// saying so), two per page with a `Link` to the next.
+fn referrers(stream: &mut TcpStream, state: &State, rest: &str, head: bool) -> std::io::Result<()> {
+    let (subject, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .map(|v| v.replace("%2B", "+").replace("%2F", "/"))
+    };
+    let mut all: Vec<(String, Vec<u8>)> = state
+        .manifests
+        .values()
+        .cloned()
+        .chain(state.pushed_manifests.lock().unwrap().values().cloned())
+        .collect();
+    all.sort_by_key(|(_, bytes)| super::sha256(bytes));
+    all.dedup_by_key(|(_, bytes)| super::sha256(bytes));
+    let filter = param("artifactType");
+    let mut listed: Vec<serde_json::Value> = Vec::new();
+    for (media_type, bytes) in all {
+        let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if manifest["subject"]["digest"].as_str() != Some(subject) {
+            continue;
+        }
+        let artifact_type = manifest["artifactType"]
+            .as_str()
+            .or(manifest["config"]["mediaType"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        if filter.as_ref().is_some_and(|f| f != &artifact_type) {
+            continue;
+        }
+        let mut entry = serde_json::json!({"mediaType": media_type, "digest": super::sha256(&bytes), "size": bytes.len(), "artifactType": artifact_type});
+        if manifest["annotations"].is_object() {
+            entry["annotations"] = manifest["annotations"].clone();
+        }
+        listed.push(entry);
+    }
+    let start = param("last")
+        .and_then(|last| listed.iter().position(|e| e["digest"] == last.as_str()))
+        .map_or(0, |i| i + 1);
+    let page: Vec<serde_json::Value> = listed.iter().skip(start).take(2).cloned().collect();
+    let mut headers = vec![(
+        "Content-Type",
+        "application/vnd.oci.image.index.v1+json".to_owned(),
+    )];
+    if start + page.len() < listed.len() {
+        let last = page
+            .last()
+            .and_then(|e| e["digest"].as_str())
+            .unwrap_or_default();
+        let mut next = format!("</v2/app/referrers/{subject}?last={last}");
+        if let Some(filter) = &filter {
+            next.push_str(&format!("&artifactType={filter}"));
+        }
+        headers.push(("Link", format!("{next}>; rel=\"next\"")));
+    }
+    if filter.is_some() {
+        headers.push(("OCI-Filters-Applied", "artifactType".to_owned()));
+    }
+    let body = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": page}).to_string();
+    respond(stream, "200 OK", &headers, body.as_bytes(), head)
 }
