@@ -238,8 +238,8 @@ fn a_sync_with_a_tag_filter_brings_the_selected_images_signatures() {
     let signed = seed(&source, "signed/app");
     let target = Registry::start();
     let ferry = Ferry::new().with_config(&format!(
-        "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{}/signed/app\"\ntarget = \"{}/mirror/app\"\ntags = {{ semver = \">=1.0\" }}\n[[sync]]\nname = \"bare\"\nsource = \"{}/signed/app\"\ntarget = \"{}/bare/app\"\ntags = {{ semver = \">=1.0\" }}\nreferrers = false\n",
-        source.host, target.host, source.host, target.host
+        "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{}/signed/app\"\ntarget = \"{}/mirror/app\"\ntags = {{ semver = \">=1.0\" }}\n[[sync]]\nname = \"bare\"\nsource = \"{}/signed/app\"\ntarget = \"{}/bare/app\"\ntags = {{ semver = \">=1.0\" }}\nreferrers = false\n[[sync]]\nname = \"sboms\"\nsource = \"{}/signed/app\"\ntarget = \"{}/sboms/app\"\ntags = {{ semver = \">=1.0\" }}\nreferrers = {{ artifact_types = [\"application/spdx+json\"] }}\n",
+        source.host, target.host, source.host, target.host, source.host, target.host
     ));
     ferry.run(&["run"]).ok();
     // The filter selected 1.0 only, yet its SBOM, the SBOM's signature and
@@ -258,6 +258,23 @@ fn a_sync_with_a_tag_filter_brings_the_selected_images_signatures() {
     );
     assert!(raw(&target, &cosign_tag).is_some());
     assert!(listed(&target, "bare/app", &signed.image).is_empty());
+    // Narrowed to SPDX: the SBOM travels; its signature and cosign's do not.
+    assert_eq!(
+        listed(&target, "sboms/app", &signed.image),
+        std::slice::from_ref(&signed.sbom)
+    );
+    assert!(
+        listed(&target, "sboms/app", &signed.sbom).is_empty(),
+        "{:?}",
+        Ferry::new()
+            .run(&["tags", &format!("{}/sboms/app", target.host)])
+            .stdout
+    );
+    let cosign_tag = format!(
+        "sboms/app:sha256-{}.sig",
+        signed.image.trim_start_matches("sha256:")
+    );
+    assert!(raw(&target, &cosign_tag).is_none());
 }
 
 #[test]

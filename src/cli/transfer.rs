@@ -11,7 +11,7 @@ use crate::engine::{copy_image, CopyOptions, CopyOutcome, Destination, PlatformC
 use crate::registry::credentials;
 use crate::registry::{Registries, RegistrySettings};
 use crate::store::index::TagChange;
-use crate::types::{Platform, Reference, Secret};
+use crate::types::{Platform, Reference, ReferrerFilter, Secret};
 use anyhow::Context as _;
 use std::collections::HashMap;
 use std::io::Read;
@@ -40,7 +40,7 @@ fn copy_options(
         platforms,
         concurrency: context.concurrency(concurrency),
         reporter: context.reporter.clone(),
-        referrers: true,
+        referrers: ReferrerFilter::All,
     }
 }
 
@@ -230,7 +230,9 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
         PlatformChoice::Subset(platforms)
     };
     let mut options = copy_options(context, choice.clone(), args.concurrency);
-    options.referrers = !args.no_referrers;
+    if args.no_referrers {
+        options.referrers = ReferrerFilter::None;
+    }
     match (
         Endpoint::parse(&args.source),
         Endpoint::parse(&args.destination),

@@ -45,8 +45,24 @@ pub struct SyncSection {
     #[serde(default)]
     pub delete_extra: bool,
     pub rate_limit_floor: Option<u64>,
-    /// Copy signatures, attestations and SBOMs with each image (default true).
-    pub referrers: Option<bool>,
+    /// Copy signatures, attestations and SBOMs with each image (default
+    /// true); a table narrows them to some artifact types.
+    pub referrers: Option<ReferrersSection>,
+}
+
+/// `referrers = true | false | { artifact_types = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ReferrersSection {
+    Enabled(bool),
+    Narrowed(ArtifactTypes),
+}
+
+/// `referrers = { artifact_types = [...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactTypes {
+    pub artifact_types: Vec<String>,
 }
 
 /// `[[backup]]`.
@@ -154,8 +170,8 @@ pub struct SyncSpec {
     pub backup_overwritten: Option<String>,
     pub delete_extra: bool,
     pub rate_limit_floor: u64,
-    /// Copy each image's referrers to a registry target.
-    pub referrers: bool,
+    /// Which referrers travel with each image to a registry target.
+    pub referrers: crate::types::ReferrerFilter,
 }
 
 /// One `images` entry of a backup: a repository with `:*`, or one image.

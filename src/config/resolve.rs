@@ -249,7 +249,13 @@ impl Resolver<'_> {
                 .map(|t| t.get_ref().clone()),
             delete_extra: section.delete_extra,
             rate_limit_floor: section.rate_limit_floor.unwrap_or(10),
-            referrers: section.referrers.unwrap_or(true),
+            referrers: match &section.referrers {
+                None | Some(ReferrersSection::Enabled(true)) => crate::types::ReferrerFilter::All,
+                Some(ReferrersSection::Enabled(false)) => crate::types::ReferrerFilter::None,
+                Some(ReferrersSection::Narrowed(narrowed)) => {
+                    crate::types::ReferrerFilter::Types(narrowed.artifact_types.clone())
+                }
+            },
         };
         self.common(
             &section.name,

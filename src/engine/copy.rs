@@ -9,7 +9,7 @@ use super::referrers::copy_referrers;
 use super::EngineError;
 use crate::progress::{BlobOutcome, Event, Reporter};
 use crate::store::index::TagChange;
-use crate::types::choice::PlatformChoice;
+use crate::types::choice::{PlatformChoice, ReferrerFilter};
 use crate::types::Digest;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
@@ -23,8 +23,8 @@ pub struct CopyOptions {
     pub platforms: PlatformChoice,
     pub concurrency: usize,
     pub reporter: Arc<dyn Reporter>,
-    /// Copy the image's referrers too (between registries).
-    pub referrers: bool,
+    /// Which of the image's referrers travel with it (between registries).
+    pub referrers: ReferrerFilter,
 }
 
 /// What a copy did.
@@ -70,7 +70,7 @@ pub async fn copy_image(
             client: to_client,
             reference: to,
         },
-    ) = (options.referrers, source, destination)
+    ) = (options.referrers.enabled(), source, destination)
     {
         let mut subjects = vec![plan.root.digest.clone()];
         subjects.extend(plan.manifests.iter().map(|m| m.digest.clone()));

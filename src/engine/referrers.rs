@@ -19,8 +19,13 @@ use std::sync::Arc;
 
 /// How deep referrers of referrers are followed (a signature on an SBOM on an image).
 const MAX_DEPTH: usize = 3;
-/// cosign's tag suffixes.
-const COSIGN_SUFFIXES: [&str; 3] = [".sig", ".att", ".sbom"];
+/// cosign's tag suffixes, with the artifact types regclient and cosign
+/// give them (what `referrers = { artifact_types }` matches).
+const COSIGN_SUFFIXES: [(&str, &str); 3] = [
+    (".sig", "application/vnd.dev.cosign.artifact.sig.v1+json"),
+    (".att", "application/vnd.dev.cosign.artifact.att.v1+json"),
+    (".sbom", "application/vnd.dev.cosign.artifact.sbom.v1+json"),
+];
 
 /// What copying an image's referrers did.
 #[derive(Debug, Default)]
@@ -73,11 +78,19 @@ pub async fn copy_referrers(
         let mut found: Vec<(Attachment, Reference)> = Vec::new();
         match source_client.referrers(from.repository(), &subject).await {
             Ok(listed) => {
-                for Referrer { digest, .. } in listed {
-                    found.push((
-                        Attachment::Subject(subject.clone()),
-                        from.with_digest(digest),
-                    ));
+                for Referrer {
+                    digest, descriptor, ..
+                } in listed
+                {
+                    if options
+                        .referrers
+                        .admits(descriptor["artifactType"].as_str())
+                    {
+                        found.push((
+                            Attachment::Subject(subject.clone()),
+                            from.with_digest(digest),
+                        ));
+                    }
                 }
             }
             Err(error) => outcome.notes.push(format!(
@@ -85,9 +98,9 @@ pub async fn copy_referrers(
                 from.name()
             )),
         }
-        for suffix in COSIGN_SUFFIXES {
+        for (suffix, artifact_type) in COSIGN_SUFFIXES {
             let tag = format!("{}{suffix}", fallback_tag(&subject));
-            if tags.contains(&tag) {
+            if tags.contains(&tag) && options.referrers.admits(Some(artifact_type)) {
                 found.push((Attachment::Tag(tag.clone()), from.with_tag(&tag)));
             }
         }

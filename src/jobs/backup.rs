@@ -72,7 +72,7 @@ pub async fn run(
         platforms,
         concurrency: context.concurrency,
         reporter: context.reporter.clone(),
-        referrers: false,
+        referrers: crate::types::ReferrerFilter::None,
     };
     let mut sources = Vec::new();
     for image in &images {

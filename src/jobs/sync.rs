@@ -60,7 +60,7 @@ pub async fn run(
         platforms,
         concurrency: context.concurrency,
         reporter: context.reporter.clone(),
-        referrers: spec.referrers,
+        referrers: spec.referrers.clone(),
     };
     for source in &spec.sources {
         let source_client = context.registries.client(source.registry())?;

@@ -210,3 +210,32 @@ pub fn subset(index: &ParsedManifest, wanted: &[Platform]) -> Option<Bytes> {
     });
     serde_json::to_vec(&document).ok().map(Bytes::from)
 }
+
+/// Which referrers (signatures, attestations, SBOMs) travel with an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferrerFilter {
+    /// None (`--no-referrers`, `referrers = false`).
+    None,
+    /// Every one (the default).
+    All,
+    /// Only these artifact types (`referrers = { artifact_types = [...] }`).
+    Types(Vec<String>),
+}
+
+impl ReferrerFilter {
+    /// Whether referrers are copied at all.
+    pub fn enabled(&self) -> bool {
+        !matches!(self, ReferrerFilter::None)
+    }
+
+    /// Whether a referrer of `artifact_type` (when known) is copied.
+    pub fn admits(&self, artifact_type: Option<&str>) -> bool {
+        match self {
+            ReferrerFilter::None => false,
+            ReferrerFilter::All => true,
+            ReferrerFilter::Types(types) => {
+                artifact_type.is_some_and(|t| types.iter().any(|w| w == t))
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ pub mod secret;
 pub mod time;
 pub mod verify;
 
-pub use choice::{ChoiceError, PlatformChoice};
+pub use choice::{ChoiceError, PlatformChoice, ReferrerFilter};
 pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{media, Manifest, ManifestError, ParsedManifest};
 pub use platform::Platform;
