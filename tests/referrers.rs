@@ -425,3 +425,47 @@ fn to_a_registry_with_the_referrers_api_no_fallback_tag_is_written() {
         "{log:?}"
     );
 }
+
+#[test]
+fn a_resync_notices_new_signatures_of_an_unchanged_image_with_heads_only() {
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let target = Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{}/signed/app\"\ntarget = \"{}/mirror/app\"\ntags = {{ semver = \">=1.0\" }}\n",
+        source.host, target.host
+    ));
+    ferry.run(&["run"]).ok();
+    // Unchanged image, unchanged referrers: HEADs and one tag list, no GETs
+    // of manifests or blobs.
+    source.clear_log();
+    let quiet = ferry.run(&["run"]).ok();
+    assert!(quiet.stdout.contains("0 changes"), "{}", quiet.stdout);
+    assert_eq!(source.requests("GET", "/manifests/"), 0);
+    assert_eq!(source.requests("GET", "/blobs/"), 0);
+    // Per signed tag: the tag's HEAD (as before), the fallback tag's HEAD and
+    // one HEAD per cosign tag; one referrers-API probe per registry per run.
+    assert_eq!(source.requests("HEAD", "/manifests/"), 3);
+    assert_eq!(source.requests("GET", "/referrers/"), 1);
+    // A new cosign attestation arrives for the unchanged image.
+    let hex = signed.image.trim_start_matches("sha256:").to_owned();
+    let store_name = |suffix: &str| format!("example.com/signed/app:sha256-{hex}{suffix}");
+    signed
+        .store
+        .run(&["tag", &store_name(".sig"), &store_name(".att")])
+        .ok();
+    signed
+        .store
+        .run(&[
+            "push",
+            &store_name(".att"),
+            &format!("{}/signed/app:sha256-{hex}.att", source.host),
+        ])
+        .ok();
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("referrers"), "{}", run.stdout);
+    assert!(raw(&target, &format!("mirror/app:sha256-{hex}.att")).is_some());
+    // And then it is quiet again.
+    let again = ferry.run(&["run"]).ok();
+    assert!(again.stdout.contains("0 changes"), "{}", again.stdout);
+}

@@ -17,7 +17,7 @@ pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
-pub use referrers::{copy_referrers, ReferrersOutcome};
+pub use referrers::{copy_referrers, referrers_fingerprint, ReferrersOutcome};
 pub use repository::{Repository, TaggedDigest};
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 

@@ -43,6 +43,32 @@ enum Attachment {
     Tag(String),
 }
 
+/// A cheap fingerprint of what refers to `subject` in `from`'s repository
+/// (its OCI 1.1 referrers and cosign tags): compared with the last run's,
+/// it tells a sync whether an unchanged image got new signatures, with no
+/// manifest or blob GETs. `tags` is the repository's tag list.
+pub async fn referrers_fingerprint(
+    client: &Arc<RegistryClient>,
+    from: &Reference,
+    subject: &Digest,
+    tags: &BTreeSet<String>,
+) -> Result<String, EngineError> {
+    let mut parts = vec![
+        client
+            .referrers_fingerprint(from.repository(), subject)
+            .await?,
+    ];
+    for (suffix, _) in COSIGN_SUFFIXES {
+        let tag = format!("{}{suffix}", fallback_tag(subject));
+        if tags.contains(&tag) {
+            let head = client.head_manifest(from.repository(), &tag).await?;
+            let digest = head.and_then(|h| h.digest).map(|d| d.to_string());
+            parts.push(format!("{tag}={}", digest.unwrap_or_default()));
+        }
+    }
+    Ok(parts.join(";"))
+}
+
 /// Copy the referrers of `subjects` (the image's root and child manifests)
 /// from `from` to `to`, two repositories in registries.
 pub async fn copy_referrers(
@@ -125,8 +151,12 @@ pub async fn copy_referrers(
                     continue;
                 }
             };
-            if !seen.insert(plan.root.digest.clone()) {
-                continue; // listed twice, or a loop (A refers to B refers to A)
+            // Each manifest is walked once (an entry listed twice, or a loop
+            // A → B → A, ends here); a cosign tag is still written, since two
+            // tags may name one manifest.
+            let first_time = seen.insert(plan.root.digest.clone());
+            if !first_time && matches!(attachment, Attachment::Subject(_)) {
+                continue;
             }
             if let Attachment::Subject(expected) = &attachment {
                 // A referrers index may lie: the manifest must name the subject.
@@ -155,7 +185,9 @@ pub async fn copy_referrers(
                     .await?;
             }
             outcome.copied += 1;
-            queue.push_back((plan.root.digest.clone(), depth + 1));
+            if first_time {
+                queue.push_back((plan.root.digest.clone(), depth + 1));
+            }
         }
     }
     Ok(outcome)

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 pub struct SeenTag {
     pub source: Option<Digest>,
     pub target: Option<Digest>,
+    /// What referred to the source image then (see `referrers_fingerprint`).
+    #[serde(default)]
+    pub referrers: Option<String>,
 }
 
 /// One archive a backup job wrote.

@@ -8,10 +8,14 @@ use super::state::{JobState, SeenTag};
 use super::{JobContext, JobReport, Stop};
 use crate::config::jobs::SyncSpec;
 use crate::config::RepositoryTarget;
-use crate::engine::{copy_image, CopyOptions, PlatformChoice, Repository, Source};
+use crate::engine::{
+    copy_image, copy_referrers, referrers_fingerprint, CopyOptions, Destination, PlatformChoice,
+    Repository, Source,
+};
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Digest;
 use crate::types::Reference;
+use std::collections::BTreeSet;
 
 /// Where a source repository goes: under the target (by its last path
 /// part when there are several sources), or into the store under its own name.
@@ -72,6 +76,9 @@ pub async fn run(
             .map(str::to_owned)
             .collect();
         let target = context.repository(&target_for(spec, source)?)?;
+        let tag_set: BTreeSet<String> = tags.iter().cloned().collect();
+        // Referrers go to registry targets (the store does not keep them yet).
+        let referrers_on = spec.referrers.enabled() && target.deletes_by_digest();
         for tag in &selected {
             if context.cancelled() {
                 return Err(Stop::Cancelled);
@@ -110,7 +117,42 @@ pub async fn run(
                 }
                 _ => false,
             };
+            let fingerprint = match (&source_digest, referrers_on) {
+                (Some(digest), true) => {
+                    Some(referrers_fingerprint(&source_client, source, digest, &tag_set).await?)
+                }
+                _ => None,
+            };
             if unchanged {
+                let seen_referrers = remembered.and_then(|seen| seen.referrers.clone());
+                if fingerprint.is_none() || fingerprint == seen_referrers {
+                    continue;
+                }
+                // The image is unchanged but what refers to it is not.
+                if dry_run {
+                    report
+                        .changes
+                        .push(format!("would copy new signatures or SBOMs of {from}"));
+                    continue;
+                }
+                let copied = copy_new_referrers(
+                    &source_client,
+                    &from,
+                    &destination,
+                    source_digest.as_ref(),
+                    head.media_type.as_deref(),
+                    &options,
+                )
+                .await?;
+                let seen = state.seen.entry(key).or_insert_with(|| SeenTag {
+                    source: source_digest.clone(),
+                    target: current.clone(),
+                    referrers: None,
+                });
+                seen.referrers = fingerprint;
+                report.changes.push(format!(
+                    "copied {copied} referrers (signatures, attestations, SBOMs) of {from}"
+                ));
                 continue;
             }
             let shown = destination.describe();
@@ -137,6 +179,7 @@ pub async fn run(
                 SeenTag {
                     source: source_digest,
                     target: Some(outcome.digest.clone()),
+                    referrers: fingerprint,
                 },
             );
             report.changes.push(format!(
@@ -149,6 +192,44 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Copy the referrers of an image that is already at the destination: its
+/// own, and (for an index) its platform manifests'.
+async fn copy_new_referrers(
+    client: &std::sync::Arc<crate::registry::RegistryClient>,
+    from: &Reference,
+    destination: &Destination,
+    digest: Option<&Digest>,
+    media_type: Option<&str>,
+    options: &CopyOptions,
+) -> Result<usize, Stop> {
+    let (
+        Some(digest),
+        Destination::Registry {
+            client: to_client,
+            reference: to,
+        },
+    ) = (digest, destination)
+    else {
+        return Ok(0);
+    };
+    let mut subjects = vec![digest.clone()];
+    if media_type.is_some_and(crate::types::media::is_index) {
+        let index = client
+            .get_manifest(from.repository(), &digest.to_string())
+            .await?;
+        for child in index.children() {
+            if let Ok(child) = crate::types::manifest::descriptor_digest(child) {
+                subjects.push(child);
+            }
+        }
+    }
+    let copied = copy_referrers((client, from), (to_client, to), subjects, options).await?;
+    for note in copied.notes {
+        tracing::warn!("{note}");
+    }
+    Ok(copied.copied)
 }
 
 /// Remove target tags that left the selection. A registry deletes by

@@ -79,6 +79,7 @@ impl Registries {
             settings,
             retry: self.retry.clone(),
             reporter: self.reporter.clone(),
+            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
         });
         clients.insert(registry.to_owned(), client.clone());
         Ok(client)
@@ -104,6 +105,9 @@ pub struct RegistryClient {
     settings: RegistrySettings,
     pub(crate) retry: RetryPolicy,
     pub(crate) reporter: Arc<dyn Reporter>,
+    /// Set once the registry answered the referrers API with 404: it has
+    /// none, so later lookups go straight to the fallback tag.
+    pub(crate) no_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 /// The scope that lets a token pull from `repository`.

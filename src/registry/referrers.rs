@@ -130,6 +130,46 @@ impl RegistryClient {
         repository: &str,
         subject: &Digest,
     ) -> Result<Vec<Referrer>, RegistryError> {
+        match self.referrers_api(repository, subject).await? {
+            Some(found) => Ok(found),
+            None => self.fallback_referrers(repository, subject).await,
+        }
+    }
+
+    /// A cheap fingerprint of `subject`'s referrers for change detection:
+    /// the API's listing where there is one (not a manifest GET), else a
+    /// HEAD of the fallback tag (Docker Hub does not count HEADs).
+    pub async fn referrers_fingerprint(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<String, RegistryError> {
+        if let Some(found) = self.referrers_api(repository, subject).await? {
+            let mut digests: Vec<String> = found.iter().map(|r| r.digest.to_string()).collect();
+            digests.sort();
+            return Ok(format!("api:{}", digests.join(",")));
+        }
+        let head = self
+            .head_manifest(repository, &fallback_tag(subject))
+            .await?;
+        Ok(format!(
+            "tag:{}",
+            head.and_then(|h| h.digest)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        ))
+    }
+
+    /// The referrers API's answer, `None` when the registry has no such API.
+    async fn referrers_api(
+        &self,
+        repository: &str,
+        subject: &Digest,
+    ) -> Result<Option<Vec<Referrer>>, RegistryError> {
+        use std::sync::atomic::Ordering;
+        if self.no_referrers_api.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let what = format!("referrers of {}/{repository}@{subject}", self.registry());
         let mut found = Vec::new();
         let mut next = Some(format!("v2/{repository}/referrers/{subject}"));
@@ -150,7 +190,8 @@ impl RegistryClient {
             match response.status() {
                 // No referrers API here: the fallback tag holds the same index.
                 StatusCode::NOT_FOUND if pages == 1 => {
-                    return self.fallback_referrers(repository, subject).await;
+                    self.no_referrers_api.store(true, Ordering::Relaxed);
+                    return Ok(None);
                 }
                 status if status.is_success() => {}
                 _ => return Err(status_error(self.registry(), "GET", &path, response).await),
@@ -162,7 +203,7 @@ impl RegistryClient {
                 return Err(protocol(self, format!("{what}: more than {MAX_REFERRERS}")));
             }
         }
-        Ok(found)
+        Ok(Some(found))
     }
 
     /// The fallback tag's index, or nothing when the tag does not exist.
