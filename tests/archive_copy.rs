@@ -355,14 +355,7 @@ fn a_layer_that_does_not_match_its_config_diff_id_is_refused_while_streaming() {
     )
     .unwrap();
     let archive = work.path().join("lying.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-    );
+    crate::support::tar_dir(&layout, &archive);
     let target = Registry::start();
     let ferry = Ferry::new();
     // Read in place (the check runs while the layer streams) and from a pipe (checked first).

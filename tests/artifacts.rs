@@ -55,14 +55,7 @@ fn helm_archive(dir: &std::path::Path) -> (String, String, std::path::PathBuf) {
     ]});
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     let archive = dir.join("helm.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-    );
+    crate::support::tar_dir(&layout, &archive);
     (chart_digest, index_digest, archive)
 }
 

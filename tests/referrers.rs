@@ -6,8 +6,7 @@
 
 use crate::support::image::{self, Content};
 use crate::support::registry::Registry;
-use crate::support::{run_ok, sha256, Ferry};
-use std::process::Command;
+use crate::support::{sha256, Ferry};
 
 const EMPTY: &[u8] = b"{}";
 const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -128,14 +127,7 @@ fn seed(registry: &Registry, repository: &str) -> Signed {
     )
     .unwrap();
     let archive = work.path().join("signed.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-    );
+    crate::support::tar_dir(&layout, &archive);
     let ferry = Ferry::new();
     ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
     for (tag, _, _) in &tags {

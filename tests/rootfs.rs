@@ -245,14 +245,7 @@ fn nested_index_archive(dir: &std::path::Path) -> (image::Image, std::path::Path
     )
     .unwrap();
     let archive = dir.join("nested.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-cf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&layout)
-            .arg("."),
-    );
+    crate::support::tar_dir(&layout, &archive);
     (arm, archive)
 }
 

@@ -127,14 +127,7 @@ pub async fn to_archive(
     let registries = context.registries();
     let client = registries.client(requested.registry())?;
     let references = if args.all_tags {
-        if requested.tag().is_some() || requested.digest().is_some() {
-            return Err(
-                UsageError("--all-tags takes a repository without tag or digest".into()).into(),
-            );
-        }
-        let mut tags = client.list_tags(requested.repository()).await?;
-        tags.sort();
-        tags.iter().map(|t| requested.with_tag(t)).collect()
+        super::transfer::every_tag(&client, &requested).await?
     } else {
         vec![Reference::parse(source).map_err(|e| UsageError(e.to_string()))?]
     };

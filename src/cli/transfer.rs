@@ -64,6 +64,22 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
     })
 }
 
+/// Every tag of `repository` (a reference without tag or digest), sorted,
+/// for `--all-tags`.
+pub(super) async fn every_tag(
+    client: &crate::registry::RegistryClient,
+    repository: &Reference,
+) -> anyhow::Result<Vec<Reference>> {
+    if repository.tag().is_some() || repository.digest().is_some() {
+        return Err(
+            UsageError("--all-tags takes a repository without tag or digest".into()).into(),
+        );
+    }
+    let mut tags = client.list_tags(repository.repository()).await?;
+    tags.sort();
+    Ok(tags.iter().map(|tag| repository.with_tag(tag)).collect())
+}
+
 /// `ferry pull`.
 pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
     let platforms = pull_platforms(context, &args)?;
@@ -73,16 +89,7 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
         Reference::parse_repository_or_ref(&args.image).map_err(|e| UsageError(e.to_string()))?;
     let client = registries.client(requested.registry())?;
     let references = if args.all_tags {
-        if requested.tag().is_some() || requested.digest().is_some() {
-            return Err(
-                UsageError("--all-tags takes a repository without tag or digest".into()).into(),
-            );
-        }
-        let mut tags = client.list_tags(requested.repository()).await?;
-        tags.sort();
-        tags.into_iter()
-            .map(|tag| requested.with_tag(&tag))
-            .collect()
+        every_tag(&client, &requested).await?
     } else {
         if requested.tag().is_none()
             && requested.digest().is_none()

@@ -151,6 +151,18 @@ pub fn run_ok(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Tar the contents of `dir` (an OCI layout) into `archive`, as GNU tar writes it.
+pub fn tar_dir(dir: &Path, archive: &Path) {
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(archive)
+            .arg("-C")
+            .arg(dir)
+            .arg("."),
+    );
+}
+
 /// sha256 of bytes as `sha256:<hex>`.
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
