@@ -48,6 +48,15 @@ pub fn resolve_link(name: &str, target: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// A link entry's target as text (lossy: names are checked afterwards).
+pub fn link_target<R: std::io::Read>(entry: &tar::Entry<'_, R>) -> String {
+    let target = entry
+        .link_name_bytes()
+        .map(|t| t.into_owned())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&target).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

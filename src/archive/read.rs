@@ -374,11 +374,7 @@ fn collect<R: Read>(
                 }
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let target = String::from_utf8_lossy(&target).into_owned();
+                let target = super::names::link_target(&entry);
                 // Hard link names are relative to the archive root, symlinks to their directory.
                 let resolved = if kind == tar::EntryType::Link {
                     clean(target.as_bytes()).ok()

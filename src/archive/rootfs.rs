@@ -309,11 +309,7 @@ pub fn export(
             }
             match header.entry_type() {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| t.into_owned())
-                        .unwrap_or_default();
-                    let target = String::from_utf8_lossy(&target).into_owned();
+                    let target = super::names::link_target(&entry);
                     builder
                         .append_link(&mut header, &path, &target)
                         .map_err(io)?;
