@@ -45,6 +45,7 @@ impl ArchiveSource {
         let base = std::env::var_os("FERRY_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
+        sweep_spools(&base);
         let dir = base.join(format!(
             "ferry-spool-{}-{:x}",
             std::process::id(),
@@ -93,6 +94,28 @@ impl ArchiveSource {
                 image: self.describe(index),
                 message: "no such image in the archive".into(),
             })
+    }
+}
+
+/// Remove spools left by ferry processes that are gone (killed mid-copy).
+fn sweep_spools(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ferry-spool-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
