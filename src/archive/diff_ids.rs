@@ -67,7 +67,7 @@ impl<R: Read> Read for Verifying<R> {
 /// The diffID of a layer read from `reader` (`size` compressed bytes):
 /// its own digest when uncompressed, else the digest of its decompressed
 /// bytes, capped against decompression bombs.
-pub fn diff_id_of(mut reader: impl BufRead, size: u64, digest: &Digest) -> std::io::Result<Digest> {
+fn diff_id_of(mut reader: impl BufRead, size: u64, digest: &Digest) -> std::io::Result<Digest> {
     let compression = Compression::detect(reader.fill_buf()?);
     if compression == Compression::None {
         return Ok(digest.clone());

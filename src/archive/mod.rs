@@ -6,7 +6,6 @@
 
 pub mod checked;
 mod diff_ids;
-pub use diff_ids::diff_id_of;
 mod docker_archive;
 pub mod load;
 pub mod names;

@@ -72,15 +72,6 @@ impl SavePlan {
     pub fn blob_count(&self) -> usize {
         self.kept().count()
     }
-
-    /// Every digest the archive refers to, kept or left out.
-    pub fn all_digests(&self) -> BTreeSet<Digest> {
-        self.blobs
-            .keys()
-            .chain(self.manifests.keys())
-            .cloned()
-            .collect()
-    }
 }
 
 fn invalid(image: &str, message: impl Into<String>) -> ArchiveError {

@@ -23,13 +23,6 @@ pub struct ImagePlan {
     pub blobs: BTreeMap<Digest, u64>,
 }
 
-impl ImagePlan {
-    /// Bytes of config and layer content.
-    pub fn blob_bytes(&self) -> u64 {
-        self.blobs.values().sum()
-    }
-}
-
 fn invalid(image: &str, message: impl Into<String>) -> EngineError {
     EngineError::Invalid {
         image: image.to_owned(),
