@@ -24,9 +24,12 @@ fn images_lists_docker_columns_and_tag_shares_the_id() {
             && header.contains("TAG")
             && header.contains("IMAGE ID")
             && header.contains("CREATED")
-            && header.ends_with("SIZE"),
+            && header.contains("SIZE")
+            && header.ends_with("KIND"),
         "{header}"
     );
+    let row = listing.stdout.lines().nth(1).unwrap();
+    assert!(row.ends_with(" image"), "{row}");
     let id = &fixture.app1.config_digest()["sha256:".len()..][..12];
     assert_eq!(listing.stdout.matches(id).count(), 2, "{}", listing.stdout);
     assert!(listing.stdout.contains("local/app") && listing.stdout.contains("stable"));

@@ -126,6 +126,7 @@ pub fn check(
             media_type: f.root.media_type.clone(),
             platforms: f.platforms.clone(),
             size: f.size,
+            link: f.link.clone(),
         })
         .collect();
     // Keep only what the images need, each blob once.
@@ -215,6 +216,10 @@ impl CheckedArchive {
         for image in &self.found {
             for built in &image.built {
                 store.stage_bytes(&built.bytes)?.commit(store)?;
+            }
+            if let Some(link) = &image.link {
+                store.add_referrer(IndexEntry::referrer(&image.root, link))?;
+                continue;
             }
             let entry = IndexEntry::new(
                 &image.root.media_type,

@@ -102,6 +102,7 @@ impl Loader<'_> {
                 blobs,
                 platforms: vec![platform],
                 size,
+                link: None,
             });
         }
         Ok(found)

@@ -12,7 +12,7 @@ use super::read::{Contents, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
-use crate::types::{media, Digest, ParsedManifest, Reference};
+use crate::types::{media, Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
@@ -25,6 +25,10 @@ pub struct LoadedImage {
     pub media_type: String,
     pub platforms: Vec<String>,
     pub size: u64,
+    /// Set for a referrer (a signature, an attestation, an SBOM): the
+    /// manifest it is kept with. Referrers are not images of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<ReferrerLink>,
 }
 
 /// An image found in the archive, checked, waiting to be committed.
@@ -37,6 +41,7 @@ pub(super) struct Found {
     pub(super) id: Digest,
     pub(super) platforms: Vec<String>,
     pub(super) size: u64,
+    pub(super) link: Option<ReferrerLink>,
 }
 
 pub(super) struct Loader<'a> {
@@ -327,12 +332,13 @@ impl Loader<'_> {
                     .map_err(|e| self.contents.invalid(e.to_string()))?,
                 None => root.digest.clone(),
             };
+            let link = entry.link();
             let mut names: Vec<Reference> = entry
                 .name()
                 .into_iter()
                 .filter(|n| n.tag().is_some())
                 .collect();
-            if names.is_empty() {
+            if names.is_empty() && link.is_none() {
                 names = docker_names.get(&id).cloned().unwrap_or_default();
             }
             found.push(Found {
@@ -343,6 +349,7 @@ impl Loader<'_> {
                 id,
                 platforms,
                 size,
+                link,
             });
         }
         Ok(found)

@@ -10,7 +10,7 @@
 use super::{ArchiveError, Compression};
 use crate::store::{CONTAINERD_NAME, REF_NAME};
 use crate::types::manifest::descriptor_digest;
-use crate::types::{media, Digest, ParsedManifest, Reference};
+use crate::types::{media, Digest, ParsedManifest, Reference, ReferrerLink};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -28,6 +28,8 @@ pub struct ArchiveImage {
     pub blobs: BTreeMap<Digest, u64>,
     /// The single-platform manifest for `manifest.json` (docker load), if any.
     pub docker: Option<ParsedManifest>,
+    /// Set for a referrer: the manifest it is kept with.
+    pub link: Option<ReferrerLink>,
 }
 
 /// One image in a written archive (for `--json` and `--list`).
@@ -38,6 +40,9 @@ pub struct SavedImage {
     pub media_type: String,
     /// The single-platform manifest listed in manifest.json.
     pub docker_manifest: Option<Digest>,
+    /// Set for a referrer (a signature, an attestation, an SBOM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<ReferrerLink>,
 }
 
 /// Everything `write` needs, decided before the first byte is written.
@@ -66,6 +71,20 @@ impl SavePlan {
     /// Bytes of blob content the archive will hold.
     pub fn blob_bytes(&self) -> u64 {
         self.kept().map(|(_, s)| s).sum()
+    }
+
+    /// Images (not counting their referrers) and referrers the archive holds.
+    pub fn counts(&self) -> (usize, usize) {
+        let referrers = self.images.iter().filter(|i| i.link.is_some()).count();
+        (self.images.len() - referrers, referrers)
+    }
+
+    /// "3 images" or "3 images with 2 referrers", for messages.
+    pub fn describe_counts(&self) -> String {
+        match self.counts() {
+            (images, 0) => format!("{images} images"),
+            (images, referrers) => format!("{images} images with {referrers} referrers"),
+        }
     }
 
     /// Number of blobs the archive will hold.
@@ -152,15 +171,25 @@ pub fn plan(
             }
             let _ = docker;
         }
-        let mut annotations = serde_json::Map::new();
+        let mut annotations = BTreeMap::new();
         if let Some(name) = &name {
-            annotations.insert(CONTAINERD_NAME.into(), name.to_string().into());
-            annotations.insert(REF_NAME.into(), name.tag().unwrap_or("latest").into());
+            annotations.insert(CONTAINERD_NAME.to_owned(), name.to_string());
+            annotations.insert(
+                REF_NAME.to_owned(),
+                name.tag().unwrap_or("latest").to_owned(),
+            );
         }
         let root = &image.root;
         let mut entry = serde_json::json!({"mediaType": root.media_type, "digest": root.digest, "size": root.bytes.len()});
+        if let Some(link) = &image.link {
+            // Referrers ride in the OCI part only, unnamed, tied to their subject.
+            link.annotate(&mut annotations);
+            if let Some(kind) = crate::types::referrer::artifact_type(root) {
+                entry["artifactType"] = kind.into();
+            }
+        }
         if !annotations.is_empty() {
-            entry["annotations"] = annotations.into();
+            entry["annotations"] = serde_json::to_value(&annotations).expect("string map");
         }
         plan.index_entries.push(entry);
         plan.images.push(SavedImage {
@@ -168,6 +197,7 @@ pub fn plan(
             digest: root.digest.clone(),
             media_type: root.media_type.clone(),
             docker_manifest: image.docker.map(|d| d.digest),
+            link: image.link,
         });
     }
     Ok(plan)

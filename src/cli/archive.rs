@@ -56,18 +56,19 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
         [one] => PlatformChoice::Single(one.clone()),
         several => PlatformChoice::Subset(several.to_vec()),
     };
-    let plan = plan_archive(sources, &choice, platforms.first(), exclude).await?;
+    let referrers = super::transfer::referrer_filter(args.no_referrers);
+    let plan = plan_archive(sources, &choice, platforms.first(), exclude, &referrers).await?;
     let layout = &plan.layout;
     if args.list {
         if context.json {
             json(&layout.images)?;
         } else {
             for image in &layout.images {
-                println(&format!(
-                    "{} {}",
-                    image.name.as_deref().unwrap_or("<none>"),
-                    image.digest
-                ))?;
+                let name = match &image.link {
+                    Some(link) => format!("(referrer of {})", link.subject),
+                    None => image.name.clone().unwrap_or_else(|| "<none>".into()),
+                };
+                println(&format!("{name} {}", image.digest))?;
             }
             println(&format!(
                 "{} blobs, {} ({} left out as already there)",
@@ -87,8 +88,8 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     context.reporter.clear();
     if let (Some(path), false) = (written, context.quiet || context.json) {
         eprintln!(
-            "Saved {} images, {} blobs ({}) to {}",
-            layout.images.len(),
+            "Saved {}, {} blobs ({}) to {}",
+            layout.describe_counts(),
             layout.blob_count(),
             human_size(layout.blob_bytes()),
             path.display()
@@ -207,10 +208,10 @@ fn read_archive(
 
 fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {
     for image in images {
-        let names = if image.names.is_empty() {
-            "<none>".to_owned()
-        } else {
-            image.names.join(", ")
+        let names = match (&image.link, image.names.is_empty()) {
+            (Some(link), _) => format!("(referrer of {})", link.subject),
+            (None, true) => "<none>".to_owned(),
+            (None, false) => image.names.join(", "),
         };
         println(&format!(
             "{names}  {}  {}  {}",
@@ -230,13 +231,19 @@ pub fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
     } else if args.dry_run {
         list_images(&images)?;
     } else if !context.quiet {
-        for image in &images {
+        let referrers = images.iter().filter(|i| i.link.is_some()).count();
+        for image in images.iter().filter(|i| i.link.is_none()) {
             if image.names.is_empty() {
                 println(&format!("Loaded image ID: {}", image.id))?;
             }
             for name in &image.names {
                 println(&format!("Loaded image: {name}"))?;
             }
+        }
+        if referrers > 0 {
+            println(&format!(
+                "Loaded {referrers} referrers (signatures, attestations, SBOMs)"
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -249,10 +256,15 @@ pub fn verify_archive(context: &Context, path: &Path) -> anyhow::Result<ExitCode
         json(&images)?;
     } else {
         list_images(&images)?;
+        let referrers = images.iter().filter(|i| i.link.is_some()).count();
+        let with = match referrers {
+            0 => String::new(),
+            n => format!(" with {n} referrers"),
+        };
         println(&format!(
-            "{}: {} images verified",
+            "{}: {} images verified{with}",
             path.display(),
-            images.len()
+            images.len() - referrers
         ))?;
     }
     Ok(ExitCode::SUCCESS)

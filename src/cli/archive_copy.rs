@@ -152,6 +152,7 @@ pub async fn to_archive(
         &choice,
         docker_platform.as_ref(),
         Default::default(),
+        &super::transfer::referrer_filter(args.no_referrers),
     )
     .await
     .with_context(|| format!("copy {source} → archive:{path} failed; nothing was written"))?;
@@ -173,8 +174,8 @@ pub async fn to_archive(
         json(&layout.images)?;
     } else if let (Some(path), false) = (written, context.quiet) {
         println(&format!(
-            "Wrote {} images, {} blobs ({}) to {}",
-            layout.images.len(),
+            "Wrote {}, {} blobs ({}) to {}",
+            layout.describe_counts(),
             layout.blob_count(),
             human_size(layout.blob_bytes()),
             path.display()

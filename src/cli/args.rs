@@ -194,6 +194,9 @@ pub struct PullArgs {
     /// Parallel blob transfers (default: the config's, else 6).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Leave the image's signatures, attestations and SBOMs (its referrers) behind.
+    #[arg(long)]
+    pub no_referrers: bool,
 }
 
 /// `ferry push`.
@@ -206,6 +209,9 @@ pub struct PushArgs {
     /// Parallel blob transfers (default: the config's, else 6).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Leave the image's signatures, attestations and SBOMs (its referrers) behind.
+    #[arg(long)]
+    pub no_referrers: bool,
 }
 
 /// `ferry copy`.
@@ -282,6 +288,9 @@ pub struct SaveArgs {
     /// List what the archive would hold instead of writing it.
     #[arg(long)]
     pub list: bool,
+    /// Leave the image's signatures, attestations and SBOMs (its referrers) behind.
+    #[arg(long)]
+    pub no_referrers: bool,
 }
 
 /// Archive compression choices.

@@ -126,7 +126,12 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
             if args.digests {
                 row.push(s.digest.to_string());
             }
-            row.extend([s.id.short().to_owned(), created, human_size(s.size)]);
+            row.extend([
+                s.id.short().to_owned(),
+                created,
+                human_size(s.size),
+                s.kind.to_owned(),
+            ]);
             row
         })
         .collect();
@@ -134,7 +139,7 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     if args.digests {
         header.push("DIGEST");
     }
-    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    header.extend(["IMAGE ID", "CREATED", "SIZE", "KIND"]);
     table(&header, &rows)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -183,6 +188,7 @@ pub fn inspect(
             })
             .collect();
         let summary = summaries.iter().find(|s| s.digest == image.entry.digest);
+        let referrers = referrers_shown(&store, &image)?;
         out.push(serde_json::json!({
             "Id": id,
             "Digest": image.entry.digest,
@@ -193,12 +199,60 @@ pub fn inspect(
             "Platforms": summary.map(|s| s.platforms.clone()),
             "FirstSeen": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.first_seen)),
             "LastPulled": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.last_pulled)),
+            "Kind": summary.map(|s| s.kind),
+            "Referrers": referrers,
             "Manifest": manifest,
             "Config": config,
         }));
     }
     json(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `inspect` shows of an image's referrers (and theirs): artifact
+/// type, digest, size, annotations, and what each refers to.
+fn referrers_shown(
+    store: &crate::store::Store,
+    image: &crate::store::LocalImage,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut manifests: Vec<crate::types::Digest> = store
+        .reachable(&image.entry.digest, &image.entry.media_type)?
+        .into_keys()
+        .collect();
+    let all: Vec<IndexEntry> = crate::store::index::read_index(store)?
+        .into_iter()
+        .filter(IndexEntry::is_referrer)
+        .collect();
+    let mut shown = Vec::new();
+    let mut next = 0;
+    while next < manifests.len() {
+        let subject = &manifests[next];
+        let found: Vec<IndexEntry> = all
+            .iter()
+            .filter(|e| e.link().is_some_and(|l| &l.subject == subject))
+            .cloned()
+            .collect();
+        for entry in found {
+            if manifests.contains(&entry.digest) {
+                continue;
+            }
+            let referrer = store.load_image(&entry)?;
+            let document: serde_json::Value = serde_json::from_slice(&referrer.manifest.bytes)?;
+            let link = entry.link();
+            shown.push(serde_json::json!({
+                "ArtifactType": entry.artifact_type,
+                "Digest": entry.digest,
+                "MediaType": entry.media_type,
+                "Size": store.reachable(&entry.digest, &entry.media_type)?.values().sum::<u64>(),
+                "Subject": link.as_ref().map(|l| &l.subject),
+                "Tag": link.and_then(|l| l.tag),
+                "Annotations": document.get("annotations"),
+            }));
+            manifests.push(entry.digest);
+        }
+        next += 1;
+    }
+    Ok(shown)
 }
 
 /// `ferry history`: the config's history with layer sizes, newest first.

@@ -35,12 +35,21 @@ fn copy_options(
     context: &Context,
     platforms: PlatformChoice,
     concurrency: Option<usize>,
+    no_referrers: bool,
 ) -> CopyOptions {
     CopyOptions {
         platforms,
         concurrency: context.concurrency(concurrency),
         reporter: context.reporter.clone(),
-        referrers: ReferrerFilter::All,
+        referrers: referrer_filter(no_referrers),
+    }
+}
+
+/// Referrers travel unless `--no-referrers`.
+pub(super) fn referrer_filter(no_referrers: bool) -> ReferrerFilter {
+    match no_referrers {
+        true => ReferrerFilter::None,
+        false => ReferrerFilter::All,
     }
 }
 
@@ -101,7 +110,7 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
         vec![parse_reference(&args.image)?]
     };
     context.reporter.set_verb("Pull");
-    let options = copy_options(context, platforms, args.concurrency);
+    let options = copy_options(context, platforms, args.concurrency, args.no_referrers);
     let mut outcomes = Vec::new();
     for reference in references {
         if !context.quiet && !context.json {
@@ -118,6 +127,7 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
         let destination = Destination::Store {
             store: store.clone(),
             name: Some(reference.clone()),
+            referrer: None,
         };
         let outcome = copy_image(&source, &destination, &options)
             .await
@@ -198,7 +208,12 @@ pub async fn push(context: &Context, args: PushArgs) -> anyhow::Result<ExitCode>
         client,
         reference: destination.clone(),
     };
-    let options = copy_options(context, PlatformChoice::All, args.concurrency);
+    let options = copy_options(
+        context,
+        PlatformChoice::All,
+        args.concurrency,
+        args.no_referrers,
+    );
     let outcome = copy_image(&source, &target, &options)
         .await
         .with_context(|| format!("push to {destination} failed; no tag was changed there"))?;
@@ -236,10 +251,7 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
     } else {
         PlatformChoice::Subset(platforms)
     };
-    let mut options = copy_options(context, choice.clone(), args.concurrency);
-    if args.no_referrers {
-        options.referrers = ReferrerFilter::None;
-    }
+    let options = copy_options(context, choice.clone(), args.concurrency, args.no_referrers);
     match (
         Endpoint::parse(&args.source),
         Endpoint::parse(&args.destination),

@@ -86,6 +86,9 @@ pub struct BackupSection {
     pub platforms: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub keep_in_store: bool,
+    /// Carry signatures, attestations and SBOMs in the archive (default
+    /// true); a table narrows them to some artifact types.
+    pub referrers: Option<ReferrersSection>,
 }
 
 /// `[[retag]]`.
@@ -194,6 +197,8 @@ pub struct BackupSpec {
     pub platforms: Vec<Platform>,
     /// Also keep the images in the local store (else registry → archive directly).
     pub keep_in_store: bool,
+    /// Which referrers go into the archive with each image.
+    pub referrers: crate::types::ReferrerFilter,
 }
 
 /// A validated `[[retag]]`.

@@ -249,13 +249,7 @@ impl Resolver<'_> {
                 .map(|t| t.get_ref().clone()),
             delete_extra: section.delete_extra,
             rate_limit_floor: section.rate_limit_floor.unwrap_or(10),
-            referrers: match &section.referrers {
-                None | Some(ReferrersSection::Enabled(true)) => crate::types::ReferrerFilter::All,
-                Some(ReferrersSection::Enabled(false)) => crate::types::ReferrerFilter::None,
-                Some(ReferrersSection::Narrowed(narrowed)) => {
-                    crate::types::ReferrerFilter::Types(narrowed.artifact_types.clone())
-                }
-            },
+            referrers: referrer_filter(&section.referrers),
         };
         self.common(
             &section.name,
@@ -344,6 +338,7 @@ impl Resolver<'_> {
             compress,
             platforms: self.platforms(&section.platforms)?.unwrap_or_default(),
             keep_in_store: section.keep_in_store,
+            referrers: referrer_filter(&section.referrers),
         };
         self.common(
             &section.name,
@@ -430,5 +425,16 @@ impl Resolver<'_> {
             &section.jitter,
             JobKind::Prune(spec),
         )
+    }
+}
+
+/// `referrers = true | false | { artifact_types = [...] }` (default: all).
+fn referrer_filter(section: &Option<ReferrersSection>) -> crate::types::ReferrerFilter {
+    match section {
+        None | Some(ReferrersSection::Enabled(true)) => crate::types::ReferrerFilter::All,
+        Some(ReferrersSection::Enabled(false)) => crate::types::ReferrerFilter::None,
+        Some(ReferrersSection::Narrowed(narrowed)) => {
+            crate::types::ReferrerFilter::Types(narrowed.artifact_types.clone())
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::endpoint::{Destination, Source};
 use super::plan::{plan_image, ImagePlan};
-use super::referrers::copy_referrers;
+use super::referrers::{copy_referrers, subjects_of};
 use super::EngineError;
 use crate::progress::{BlobOutcome, Event, Reporter};
 use crate::store::index::TagChange;
@@ -23,7 +23,7 @@ pub struct CopyOptions {
     pub platforms: PlatformChoice,
     pub concurrency: usize,
     pub reporter: Arc<dyn Reporter>,
-    /// Which of the image's referrers travel with it (between registries).
+    /// Which of the image's referrers travel with it.
     pub referrers: ReferrerFilter,
 }
 
@@ -59,23 +59,9 @@ pub async fn copy_image(
 ) -> Result<CopyOutcome, EngineError> {
     let plan = plan_image(source, &options.platforms).await?;
     let mut outcome = transfer(source, &plan, destination, options).await?;
-    // Signatures, attestations and SBOMs follow the image between registries.
-    if let (
-        true,
-        Source::Registry {
-            client: from_client,
-            reference: from,
-        },
-        Destination::Registry {
-            client: to_client,
-            reference: to,
-        },
-    ) = (options.referrers.enabled(), source, destination)
-    {
-        let mut subjects = vec![plan.root.digest.clone()];
-        subjects.extend(plan.manifests.iter().map(|m| m.digest.clone()));
-        let copied =
-            copy_referrers((from_client, from), (to_client, to), subjects, options).await?;
+    // Signatures, attestations and SBOMs follow the image.
+    if options.referrers.enabled() {
+        let copied = copy_referrers(source, destination, subjects_of(&plan), options).await?;
         for note in &copied.notes {
             tracing::warn!("{note}");
         }

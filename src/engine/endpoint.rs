@@ -27,7 +27,7 @@ use super::EngineError;
 use crate::registry::blobs::BlobStream;
 use crate::registry::{RegistryClient, RegistryError};
 use crate::store::{IndexEntry, Store};
-use crate::types::{Digest, ParsedManifest, Reference, Verifier};
+use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink, Verifier};
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
 use std::sync::Arc;
@@ -66,10 +66,12 @@ pub enum Destination {
         client: Arc<RegistryClient>,
         reference: Reference,
     },
-    /// The local store; the root is tagged with `name` when given.
+    /// The local store; the root is tagged with `name` when given, or
+    /// kept with its subject when it is a referrer.
     Store {
         store: Store,
         name: Option<Reference>,
+        referrer: Option<ReferrerLink>,
     },
 }
 
@@ -273,6 +275,26 @@ fn coalesce(stream: BlobStream) -> BlobStream {
 }
 
 impl Destination {
+    /// Where a referrer of the image this destination receives goes: the
+    /// same repository, by digest (or under its cosign tag); in the store,
+    /// kept with its subject.
+    pub fn for_referrer(&self, link: &ReferrerLink, digest: &Digest) -> Destination {
+        match self {
+            Destination::Registry { client, reference } => Destination::Registry {
+                client: client.clone(),
+                reference: match &link.tag {
+                    Some(tag) => reference.with_tag(tag),
+                    None => reference.with_digest(digest.clone()),
+                },
+            },
+            Destination::Store { store, .. } => Destination::Store {
+                store: store.clone(),
+                name: None,
+                referrer: Some(link.clone()),
+            },
+        }
+    }
+
     /// A name for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -420,7 +442,16 @@ impl Destination {
         match self {
             Destination::Store {
                 store,
+                referrer: Some(link),
+                ..
+            } => {
+                store.add_referrer(IndexEntry::referrer(manifest, link))?;
+                Ok(None)
+            }
+            Destination::Store {
+                store,
                 name: Some(name),
+                ..
             } => {
                 let entry = IndexEntry::new(
                     &manifest.media_type,
@@ -429,7 +460,9 @@ impl Destination {
                 );
                 Ok(Some(store.set_tag(name, entry)?))
             }
-            Destination::Store { store, name: None } => {
+            Destination::Store {
+                store, name: None, ..
+            } => {
                 store.touch(&manifest.digest)?;
                 Ok(None)
             }

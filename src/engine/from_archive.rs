@@ -169,21 +169,31 @@ impl ArchiveTarget {
         }
     }
 
-    /// The destination references for every image, decided before any copy.
+    /// The destination references for every image, decided before any
+    /// copy. Referrers get none of their own: they go with their images.
     pub fn destinations(&self, images: &[LoadedImage]) -> Result<Vec<Vec<Reference>>, String> {
         match self {
             ArchiveTarget::Reference(reference) => {
-                if images.len() != 1 {
+                let count = images.iter().filter(|i| i.link.is_none()).count();
+                if count != 1 {
                     return Err(format!(
-                        "the archive holds {} images; give a registry host or host/path prefix instead of one reference",
-                        images.len()
+                        "the archive holds {count} images; give a registry host or host/path prefix instead of one reference",
                     ));
                 }
-                Ok(vec![vec![reference.clone()]])
+                Ok(images
+                    .iter()
+                    .map(|i| match i.link {
+                        None => vec![reference.clone()],
+                        Some(_) => Vec::new(),
+                    })
+                    .collect())
             }
             ArchiveTarget::Prefix(prefix) => images
                 .iter()
                 .map(|image| {
+                    if image.link.is_some() {
+                        return Ok(Vec::new());
+                    }
                     if image.names.is_empty() {
                         return Err(format!(
                             "image {} in the archive has no name; copy it to a full reference (DEST with a tag)",
@@ -292,6 +302,7 @@ mod tests {
             media_type: crate::types::media::OCI_MANIFEST.into(),
             platforms: Vec::new(),
             size: 0,
+            link: None,
         }
     }
 

@@ -17,7 +17,10 @@ pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use endpoint::{Destination, Source};
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
-pub use referrers::{copy_referrers, referrers_fingerprint, ReferrersOutcome};
+pub use referrers::{
+    copy_referrers, discover_referrers, referrers_fingerprint, subjects_of, Discovered,
+    PlannedReferrer, ReferrersOutcome,
+};
 pub use repository::{Repository, TaggedDigest};
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 

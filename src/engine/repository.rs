@@ -146,6 +146,7 @@ impl Repository {
             Repository::Store { store, .. } => Destination::Store {
                 store: store.clone(),
                 name: Some(self.reference(tag)?),
+                referrer: None,
             },
         })
     }

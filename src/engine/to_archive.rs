@@ -6,12 +6,15 @@
 
 use super::endpoint::Source;
 use super::plan::{plan_image, ImagePlan};
+use super::referrers::{discover_referrers, subjects_of};
 use super::EngineError;
 use crate::archive::save::{self, ArchiveImage, SavePlan};
 use crate::archive::{ArchiveError, Compression};
 use crate::progress::{Event, Reporter};
 use crate::types::choice::{choose_image_now, PlatformChoice};
-use crate::types::{media, Digest, ParsedManifest, Platform, Reference};
+use crate::types::{
+    media, Digest, ParsedManifest, Platform, Reference, ReferrerFilter, ReferrerLink,
+};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -24,7 +27,8 @@ pub struct ArchivePlan {
     owner: BTreeMap<Digest, usize>,
 }
 
-/// Plan an archive of `images` (each a source and the name to record).
+/// Plan an archive of `images` (each a source and the name to record),
+/// with the referrers `referrers` admits (each once, in the OCI part).
 /// `docker_platform` picks the image `manifest.json` lists for an index
 /// (default: the host's); an index without it is left out of
 /// `manifest.json` (the OCI part still carries it) rather than guessed.
@@ -33,39 +37,78 @@ pub async fn plan_archive(
     choice: &PlatformChoice,
     docker_platform: Option<&Platform>,
     exclude: BTreeSet<Digest>,
+    referrers: &ReferrerFilter,
 ) -> Result<ArchivePlan, EngineError> {
     let host = Platform::host();
     let wanted = docker_platform.unwrap_or(&host);
-    let mut sources = Vec::new();
-    let mut owner = BTreeMap::new();
-    let mut planned = Vec::new();
+    let mut planned = Planned::default();
+    let mut attached = BTreeSet::new();
     for (source, name) in images {
         let plan = plan_image(&source, choice).await?;
-        for digest in plan.blobs.keys() {
-            owner.entry(digest.clone()).or_insert(sources.len());
-        }
         let docker = docker_manifest(&plan, wanted);
+        let discovered = discover_referrers(&source, subjects_of(&plan), referrers).await;
+        for note in discovered.notes {
+            tracing::warn!("{note}");
+        }
+        planned.add(source, plan, name, docker, None);
+        for referrer in discovered.referrers {
+            if attached.insert((referrer.plan.root.digest.clone(), referrer.link.clone())) {
+                planned.add(
+                    referrer.source,
+                    referrer.plan,
+                    None,
+                    None,
+                    Some(referrer.link),
+                );
+            }
+        }
+    }
+    let layout = save::plan(planned.images, exclude)?;
+    Ok(ArchivePlan {
+        layout,
+        sources: planned.sources,
+        owner: planned.owner,
+    })
+}
+
+/// The images of an archive being planned, and where their blobs come from.
+#[derive(Default)]
+struct Planned {
+    images: Vec<ArchiveImage>,
+    sources: Vec<Source>,
+    owner: BTreeMap<Digest, usize>,
+}
+
+impl Planned {
+    fn add(
+        &mut self,
+        source: Source,
+        plan: ImagePlan,
+        name: Option<Reference>,
+        docker: Option<ParsedManifest>,
+        link: Option<ReferrerLink>,
+    ) {
+        for digest in plan.blobs.keys() {
+            self.owner
+                .entry(digest.clone())
+                .or_insert(self.sources.len());
+        }
         let ImagePlan {
             root,
             manifests,
             blobs,
             ..
         } = plan;
-        planned.push(ArchiveImage {
+        self.images.push(ArchiveImage {
             name,
             root,
             manifests,
             blobs,
             docker,
+            link,
         });
-        sources.push(source);
+        self.sources.push(source);
     }
-    let layout = save::plan(planned, exclude)?;
-    Ok(ArchivePlan {
-        layout,
-        sources,
-        owner,
-    })
 }
 
 /// The single-platform manifest of a plan for `manifest.json`.

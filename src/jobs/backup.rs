@@ -72,7 +72,7 @@ pub async fn run(
         platforms,
         concurrency: context.concurrency,
         reporter: context.reporter.clone(),
-        referrers: crate::types::ReferrerFilter::None,
+        referrers: spec.referrers.clone(),
     };
     let mut sources = Vec::new();
     for image in &images {
@@ -107,7 +107,14 @@ pub async fn run(
         (false, Some(previous)) => save::archive_blobs(std::path::Path::new(&previous.path))?,
         _ => Default::default(),
     };
-    let plan = plan_archive(sources, &options.platforms, spec.platforms.first(), exclude).await?;
+    let plan = plan_archive(
+        sources,
+        &options.platforms,
+        spec.platforms.first(),
+        exclude,
+        &spec.referrers,
+    )
+    .await?;
     let compression = match spec.compress.as_str() {
         "gzip" => Compression::Gzip,
         "zstd" => Compression::Zstd,
@@ -118,9 +125,9 @@ pub async fn run(
     })?;
     let plan = &plan.layout;
     report.changes.push(format!(
-        "wrote {} {output}: {} images, {} blobs",
+        "wrote {} {output}: {}, {} blobs",
         if full { "full archive" } else { "delta" },
-        plan.images.len(),
+        plan.describe_counts(),
         plan.blob_count()
     ));
     state.backup_runs += 1;
@@ -155,6 +162,7 @@ async fn source_for(
         let destination = Destination::Store {
             store: context.store.clone(),
             name: Some(image.clone()),
+            referrer: None,
         };
         copy_image(&registry, &destination, options)
             .await

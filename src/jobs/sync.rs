@@ -77,8 +77,7 @@ pub async fn run(
             .collect();
         let target = context.repository(&target_for(spec, source)?)?;
         let tag_set: BTreeSet<String> = tags.iter().cloned().collect();
-        // Referrers go to registry targets (the store does not keep them yet).
-        let referrers_on = spec.referrers.enabled() && target.deletes_by_digest();
+        let referrers_on = spec.referrers.enabled();
         for tag in &selected {
             if context.cancelled() {
                 return Err(Stop::Cancelled);
@@ -204,14 +203,7 @@ async fn copy_new_referrers(
     media_type: Option<&str>,
     options: &CopyOptions,
 ) -> Result<usize, Stop> {
-    let (
-        Some(digest),
-        Destination::Registry {
-            client: to_client,
-            reference: to,
-        },
-    ) = (digest, destination)
-    else {
+    let Some(digest) = digest else {
         return Ok(0);
     };
     let mut subjects = vec![digest.clone()];
@@ -225,7 +217,11 @@ async fn copy_new_referrers(
             }
         }
     }
-    let copied = copy_referrers((client, from), (to_client, to), subjects, options).await?;
+    let source = Source::Registry {
+        client: client.clone(),
+        reference: from.clone(),
+    };
+    let copied = copy_referrers(&source, destination, subjects, options).await?;
     for note in copied.notes {
         tracing::warn!("{note}");
     }

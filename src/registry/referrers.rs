@@ -33,51 +33,7 @@ pub struct Referrer {
     pub descriptor: serde_json::Value,
 }
 
-/// The fallback tag for `subject`: `sha256:abc…` → `sha256-abc…`.
-pub fn fallback_tag(subject: &Digest) -> String {
-    let text = subject.to_string();
-    let (algorithm, encoded) = text.split_once(':').unwrap_or((&text, ""));
-    let clean = |part: &str, limit: usize| -> String {
-        part.chars()
-            .take(limit)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    format!("{}-{}", clean(algorithm, 32), clean(encoded, 64))
-}
-
-/// The descriptor a referrers index lists for `manifest`.
-pub fn referrer_descriptor(manifest: &ParsedManifest) -> serde_json::Value {
-    let document: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
-    let mut descriptor = serde_json::json!({
-        "mediaType": manifest.media_type,
-        "digest": manifest.digest,
-        "size": manifest.bytes.len(),
-    });
-    // artifactType, else the config's media type unless it is the empty one.
-    let artifact_type = document["artifactType"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| {
-            document["config"]["mediaType"]
-                .as_str()
-                .filter(|t| *t != media::OCI_EMPTY)
-                .map(str::to_owned)
-        });
-    if let Some(artifact_type) = artifact_type {
-        descriptor["artifactType"] = artifact_type.into();
-    }
-    if let Some(annotations) = document.get("annotations").filter(|a| a.is_object()) {
-        descriptor["annotations"] = annotations.clone();
-    }
-    descriptor
-}
+pub use crate::types::referrer::{fallback_tag, referrer_descriptor};
 
 fn protocol(client: &RegistryClient, message: String) -> RegistryError {
     RegistryError::Protocol {

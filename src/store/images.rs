@@ -47,6 +47,30 @@ pub struct ImageSummary {
     pub size: u64,
     pub platforms: Vec<String>,
     pub times: Option<ImageTimes>,
+    /// What it is: `image`, `index` (several platforms), `helm chart`,
+    /// `wasm` or `artifact` (another OCI artifact).
+    pub kind: &'static str,
+    /// Referrers (signatures, attestations, SBOMs) kept with it.
+    pub referrers: usize,
+}
+
+/// What a top-level manifest is, for `ferry images`.
+pub fn kind_of(manifest: &ParsedManifest) -> &'static str {
+    match manifest.image() {
+        None => "index",
+        Some(image) => {
+            let config = image.config().media_type().to_string();
+            if crate::types::media::is_image_config(&config) {
+                "image"
+            } else if config.starts_with("application/vnd.cncf.helm.") {
+                "helm chart"
+            } else if config.contains("wasm") {
+                "wasm"
+            } else {
+                "artifact"
+            }
+        }
+    }
 }
 
 impl Store {
@@ -157,7 +181,9 @@ impl Store {
     /// Resolve a user's `IMAGE`: a reference (`nginx`, `host/app:tag`,
     /// `app@sha256:…`), a manifest digest, or an image ID (prefix).
     pub fn resolve(&self, text: &str) -> Result<LocalImage, StoreError> {
-        let entries = read_index(self)?;
+        let mut entries = read_index(self)?;
+        // Referrers are reached through their images, never as images.
+        entries.retain(|e| !e.is_referrer());
         if let Ok(reference) = Reference::parse(text) {
             if let Some(entry) = entries
                 .iter()
@@ -255,12 +281,19 @@ impl Store {
     /// Summaries of every image in the index, in index order.
     pub fn summaries(&self) -> Result<Vec<ImageSummary>, StoreError> {
         let metadata = read_metadata(self)?;
-        read_index(self)?
+        let entries = read_index(self)?;
+        let subjects: Vec<Digest> = entries
             .iter()
+            .filter_map(|e| e.link().map(|l| l.subject))
+            .collect();
+        entries
+            .iter()
+            .filter(|entry| !entry.is_referrer())
             .map(|entry| {
                 let image = self.load_image(entry)?;
                 let blobs = self.reachable(&entry.digest, &entry.media_type)?;
                 let (created, platforms) = self.describe(&image)?;
+                let referrers = subjects.iter().filter(|s| blobs.contains_key(s)).count();
                 Ok(ImageSummary {
                     name: entry.name(),
                     digest: entry.digest.clone(),
@@ -270,6 +303,8 @@ impl Store {
                     size: blobs.values().sum(),
                     platforms,
                     times: metadata.images.get(&entry.digest).copied(),
+                    kind: kind_of(&image.manifest),
+                    referrers,
                 })
             })
             .collect()

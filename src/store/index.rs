@@ -7,7 +7,7 @@
 
 use super::meta::{self, Metadata};
 use super::{Store, StoreError};
-use crate::types::{media, Digest, Reference};
+use crate::types::{media, Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::BTreeMap;
 
 /// OCI's annotation for an image's reference name.
@@ -25,6 +25,9 @@ pub struct IndexEntry {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
+    /// A referrer's artifact type (OCI 1.1 descriptors carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -36,12 +39,47 @@ impl IndexEntry {
             media_type: media_type.to_owned(),
             digest,
             size,
+            artifact_type: None,
             annotations: BTreeMap::new(),
         }
     }
 
+    /// An entry for a referrer of `link.subject` (see [`ReferrerLink`]).
+    pub fn referrer(manifest: &ParsedManifest, link: &ReferrerLink) -> IndexEntry {
+        let mut entry = IndexEntry::new(
+            &manifest.media_type,
+            manifest.digest.clone(),
+            manifest.bytes.len() as u64,
+        );
+        entry.artifact_type = crate::types::referrer::artifact_type(manifest);
+        link.annotate(&mut entry.annotations);
+        entry
+    }
+
+    /// What the entry refers to, when it is a referrer (a signature, an
+    /// attestation, an SBOM) rather than an image.
+    pub fn link(&self) -> Option<ReferrerLink> {
+        ReferrerLink::from_annotations(&self.annotations)
+    }
+
+    /// Whether the entry is a referrer kept with its subject.
+    pub fn is_referrer(&self) -> bool {
+        self.link().is_some()
+    }
+
+    /// Whether the entry is an image without a name (docker's `<none>`).
+    pub fn is_dangling(&self) -> bool {
+        self.name().is_none() && !self.is_referrer()
+    }
+
     /// The image's reference, when tagged (or pinned by digest).
     pub fn name(&self) -> Option<Reference> {
+        if self
+            .annotations
+            .contains_key(crate::types::referrer::SUBJECT_ANNOTATION)
+        {
+            return None;
+        }
         let text = self
             .annotations
             .get(CONTAINERD_NAME)
@@ -156,7 +194,7 @@ impl Store {
                 None => TagChange::Created,
             };
             // The new target is no longer dangling.
-            entries.retain(|e| !(e.digest == target.digest && e.name().is_none()));
+            entries.retain(|e| !(e.digest == target.digest && e.is_dangling()));
             entries.push(target.unnamed().named(name));
             metadata.record_tag(name, &target_digest(entries, name), &change, now);
             Ok(change)
@@ -168,7 +206,10 @@ impl Store {
         let now = crate::types::time::now_unix();
         self.update_index(|entries, metadata| {
             metadata.touch(&entry.digest, now);
-            if !entries.iter().any(|e| e.digest == entry.digest) {
+            if !entries
+                .iter()
+                .any(|e| e.digest == entry.digest && !e.is_referrer())
+            {
                 entries.push(entry.unnamed());
             }
             Ok(())
@@ -184,6 +225,28 @@ impl Store {
         })
     }
 
+    /// Keep a referrer with its subject (once per subject and tag).
+    pub fn add_referrer(&self, entry: IndexEntry) -> Result<(), StoreError> {
+        let link = entry.link();
+        self.update_index(|entries, _| {
+            if !entries
+                .iter()
+                .any(|e| e.digest == entry.digest && e.link() == link)
+            {
+                entries.push(entry);
+            }
+            Ok(())
+        })
+    }
+
+    /// The referrers the store keeps for `subject`.
+    pub fn referrers_of(&self, subject: &Digest) -> Result<Vec<IndexEntry>, StoreError> {
+        Ok(read_index(self)?
+            .into_iter()
+            .filter(|e| e.link().is_some_and(|l| &l.subject == subject))
+            .collect())
+    }
+
     /// The entry tagged `name`, if any.
     pub fn lookup_tag(&self, name: &Reference) -> Result<Option<IndexEntry>, StoreError> {
         Ok(read_index(self)?
@@ -193,7 +256,9 @@ impl Store {
 
     /// An index entry (tagged or not) for the image `digest`, if any.
     pub fn index_entry(&self, digest: &Digest) -> Result<Option<IndexEntry>, StoreError> {
-        Ok(read_index(self)?.into_iter().find(|e| &e.digest == digest))
+        Ok(read_index(self)?
+            .into_iter()
+            .find(|e| &e.digest == digest && !e.is_referrer()))
     }
 }
 

@@ -37,6 +37,8 @@ pub struct GcReport {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct VerifyReport {
     pub images: usize,
+    /// Referrers (signatures, attestations, SBOMs) checked with their images.
+    pub referrers: usize,
     pub blobs: usize,
     pub bytes_read: u64,
     pub unreferenced: usize,
@@ -74,6 +76,50 @@ impl Store {
         Ok(all)
     }
 
+    /// Drop referrer entries whose subject no image reaches any more
+    /// (directly, or through another kept referrer), so `rmi`, `prune` and
+    /// `gc` never leave a signature behind its image. Returns the dropped
+    /// entries. A graph that cannot be read drops nothing.
+    fn drop_orphan_referrers(
+        &self,
+        entries: &mut Vec<IndexEntry>,
+    ) -> Result<Vec<IndexEntry>, StoreError> {
+        let mut live: BTreeSet<Digest> = BTreeSet::new();
+        for entry in entries.iter().filter(|e| !e.is_referrer()) {
+            match self.reachable(&entry.digest, &entry.media_type) {
+                Ok(blobs) => live.extend(blobs.into_keys()),
+                Err(_) => return Ok(Vec::new()),
+            }
+        }
+        let mut orphans: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].is_referrer())
+            .collect();
+        loop {
+            let before = orphans.len();
+            let mut still = Vec::new();
+            for i in orphans {
+                let subject = entries[i].link().map(|l| l.subject);
+                if subject.is_some_and(|s| live.contains(&s)) {
+                    match self.reachable(&entries[i].digest, &entries[i].media_type) {
+                        Ok(blobs) => live.extend(blobs.into_keys()),
+                        Err(_) => return Ok(Vec::new()),
+                    }
+                } else {
+                    still.push(i);
+                }
+            }
+            orphans = still;
+            if orphans.len() == before {
+                break;
+            }
+        }
+        let mut dropped = Vec::new();
+        for i in orphans.into_iter().rev() {
+            dropped.push(entries.remove(i));
+        }
+        Ok(dropped)
+    }
+
     /// Every blob file in the store with its size.
     fn stored_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         let mut blobs = Vec::new();
@@ -99,7 +145,18 @@ impl Store {
     /// Delete blobs no index entry references. Holds the exclusive gc lock.
     pub fn gc(&self, dry_run: bool) -> Result<GcReport, StoreError> {
         let _gc = self.lock_gc()?;
-        let referenced = self.referenced(&read_index(self)?)?;
+        let entries = match dry_run {
+            true => {
+                let mut entries = read_index(self)?;
+                self.drop_orphan_referrers(&mut entries)?;
+                entries
+            }
+            false => self.update_index(|entries, _| {
+                self.drop_orphan_referrers(entries)?;
+                Ok(entries.clone())
+            })?,
+        };
+        let referenced = self.referenced(&entries)?;
         let mut report = GcReport::default();
         for (digest, size) in self.stored_blobs()? {
             if referenced.contains_key(&digest) {
@@ -137,7 +194,7 @@ impl Store {
             let by_name = Reference::parse(target)
                 .ok()
                 .filter(|r| image.entry.name().as_ref() == Some(r));
-            let removed: Vec<IndexEntry> = self.update_index(|entries, metadata| {
+            let removed: (Vec<IndexEntry>, Vec<IndexEntry>) = self.update_index(|entries, metadata| {
                 let mut removed = Vec::new();
                 let doomed: Vec<usize> = match &by_name {
                     Some(name) => entries.iter().position(|e| e.name().as_ref() == Some(name)).into_iter().collect(),
@@ -145,6 +202,7 @@ impl Store {
                         let same_id: Vec<usize> = entries
                             .iter()
                             .enumerate()
+                            .filter(|(_, e)| !e.is_referrer())
                             .filter(|(_, e)| e.digest == image.entry.digest || self.entry_id(e).as_ref() == Some(&id))
                             .map(|(i, _)| i)
                             .collect();
@@ -165,10 +223,12 @@ impl Store {
                     }
                     removed.push(entry);
                 }
+                let orphans = self.drop_orphan_referrers(entries)?;
                 let remaining: BTreeSet<Digest> = entries.iter().map(|e| e.digest.clone()).collect();
                 metadata.retain_images(|d| remaining.contains(d));
-                Ok(removed)
+                Ok((removed, orphans))
             })?;
+            let (removed, orphans) = removed;
             let remaining: BTreeSet<Digest> =
                 read_index(self)?.into_iter().map(|e| e.digest).collect();
             for entry in &removed {
@@ -186,6 +246,10 @@ impl Store {
                 for entry in removed.iter().filter(|e| gone.contains(&e.digest)) {
                     self.delete_unreferenced(entry)?;
                 }
+            }
+            // The image's signatures, attestations and SBOMs go with it.
+            for entry in &orphans {
+                self.delete_unreferenced(entry)?;
             }
         }
         Ok(removals)
@@ -231,7 +295,7 @@ impl Store {
         let now = crate::types::time::now_unix();
         let metadata = read_metadata(self)?;
         let selected = |entry: &IndexEntry| {
-            let kind_ok = all || entry.name().is_none();
+            let kind_ok = !entry.is_referrer() && (all || entry.is_dangling());
             let age_ok = until.is_none_or(|limit| {
                 let first_seen = metadata
                     .images
@@ -263,8 +327,9 @@ impl Store {
             }
             return Ok(pruned);
         }
-        self.update_index(|entries, metadata| {
+        let orphans = self.update_index(|entries, metadata| {
             entries.retain(|e| !selected(e));
+            let orphans = self.drop_orphan_referrers(entries)?;
             for entry in &doomed {
                 if let Some(name) = entry.name() {
                     metadata.record_untag(&name, &entry.digest, now);
@@ -272,8 +337,11 @@ impl Store {
             }
             let remaining: BTreeSet<Digest> = entries.iter().map(|e| e.digest.clone()).collect();
             metadata.retain_images(|d| remaining.contains(d));
-            Ok(())
+            Ok(orphans)
         })?;
+        for entry in &orphans {
+            self.delete_unreferenced(entry)?;
+        }
         for entry in doomed {
             let reclaimed = self.delete_unreferenced(&entry)?;
             pruned.push(PrunedImage {
@@ -298,10 +366,20 @@ impl Store {
         };
         let mut expected: BTreeMap<Digest, u64> = BTreeMap::new();
         for entry in &entries {
-            report.images += 1;
-            let label = entry
-                .name()
-                .map_or_else(|| entry.digest.to_string(), |n| n.to_string());
+            let label = match (entry.name(), entry.link()) {
+                (Some(name), _) => name.to_string(),
+                (None, Some(link)) => {
+                    report.referrers += 1;
+                    format!("referrer {} of {}", entry.digest, link.subject)
+                }
+                (None, None) => {
+                    report.images += 1;
+                    entry.digest.to_string()
+                }
+            };
+            if entry.name().is_some() {
+                report.images += 1;
+            }
             match self.reachable(&entry.digest, &entry.media_type) {
                 Ok(blobs) => {
                     for (digest, size) in blobs {
@@ -354,7 +432,10 @@ impl Store {
                     .or_default()
                     .insert(entry.digest.clone());
             }
-            per_entry.push((entry, blobs));
+            // A referrer's bytes count as used; it is not an image of its own.
+            if !entry.is_referrer() {
+                per_entry.push((entry, blobs));
+            }
         }
         let mut dangling_unique = 0;
         for (entry, blobs) in &per_entry {
@@ -364,7 +445,7 @@ impl Store {
                 .filter(|(d, _)| users[*d].len() == 1)
                 .map(|(_, s)| s)
                 .sum();
-            if entry.name().is_none() {
+            if entry.is_dangling() {
                 usage.dangling += 1;
                 dangling_unique += unique;
             }
@@ -377,7 +458,7 @@ impl Store {
             });
         }
         let stored = self.stored_blobs()?;
-        usage.images = entries.len();
+        usage.images = per_entry.len();
         usage.total_bytes = stored.iter().map(|(_, s)| s).sum();
         usage.unreferenced_bytes = stored
             .iter()
