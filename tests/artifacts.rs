@@ -66,6 +66,21 @@ fn helm_charts_and_platformless_indexes_travel_with_their_digests() {
     let ferry = Ferry::new();
     ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
     ferry.run(&["verify", "--read-data"]).ok();
+    // `images` says what each is.
+    let images: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["--json", "images"]).ok().stdout).unwrap();
+    let kind = |tag: &str| {
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"].as_str().is_some_and(|n| n.ends_with(tag)))
+            .map(|i| i["kind"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(kind("demo:1.0.0").as_deref(), Some("helm chart"));
+    assert_eq!(kind("demo:bundle").as_deref(), Some("index"));
+    let table = ferry.run(&["images"]).ok().stdout;
+    assert!(table.contains("helm chart"), "{table}");
     // Commands that need a container image say what this is instead.
     for args in [
         ["history", "example.com/charts/demo:1.0.0"],

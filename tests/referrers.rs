@@ -14,20 +14,20 @@ const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// What the fixture holds.
-struct Signed {
+pub(crate) struct Signed {
     /// The store the fixture was loaded into (every tag under example.com/signed/app).
-    store: Ferry,
-    image: String,
-    sbom: String,
-    signature: String,
-    cosign: String,
-    repository: String,
+    pub store: Ferry,
+    pub image: String,
+    pub sbom: String,
+    pub signature: String,
+    pub cosign: String,
+    pub repository: String,
 }
 
 /// Write an OCI layout with an image, an SPDX SBOM referring to it, a
 /// signature referring to the SBOM, their fallback indexes, and a cosign
 /// `.sig` tag; load it into a store and push every tag to `registry`.
-fn seed(registry: &Registry, repository: &str) -> Signed {
+pub(crate) fn seed(registry: &Registry, repository: &str) -> Signed {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
     let built = image::image(
@@ -149,12 +149,12 @@ fn seed(registry: &Registry, repository: &str) -> Signed {
     }
 }
 
-fn raw(registry: &Registry, reference: &str) -> Option<Vec<u8>> {
+pub(crate) fn raw(registry: &Registry, reference: &str) -> Option<Vec<u8>> {
     registry.skopeo_raw_opt(reference)
 }
 
 /// The digests a fallback index at `repository:sha256-<hex of subject>` lists.
-fn listed(registry: &Registry, repository: &str, subject: &str) -> Vec<String> {
+pub(crate) fn listed(registry: &Registry, repository: &str, subject: &str) -> Vec<String> {
     let tag = format!("sha256-{}", subject.trim_start_matches("sha256:"));
     let Some(bytes) = raw(registry, &format!("{repository}:{tag}")) else {
         return Vec::new();

@@ -18,3 +18,4 @@ mod referrers;
 mod rootfs;
 mod round_trip;
 mod store_commands;
+mod stored_referrers;

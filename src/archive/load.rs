@@ -333,6 +333,18 @@ impl Loader<'_> {
                 None => root.digest.clone(),
             };
             let link = entry.link();
+            if let Some(ReferrerLink { subject, tag: None }) = &link {
+                // An entry may lie: the referrer must name its subject.
+                let names = serde_json::from_slice::<serde_json::Value>(&root.bytes)
+                    .ok()
+                    .and_then(|m| m["subject"]["digest"].as_str().map(str::to_owned));
+                if names.as_deref() != Some(subject.to_string().as_str()) {
+                    return Err(self.contents.invalid(format!(
+                        "index.json lists {} as a referrer of {subject}, but its manifest does not name that subject",
+                        root.digest
+                    )));
+                }
+            }
             let mut names: Vec<Reference> = entry
                 .name()
                 .into_iter()

@@ -184,7 +184,7 @@ pub fn plan(
         if let Some(link) = &image.link {
             // Referrers ride in the OCI part only, unnamed, tied to their subject.
             link.annotate(&mut annotations);
-            if let Some(kind) = crate::types::referrer::artifact_type(root) {
+            if let Some(kind) = link.artifact_type(root) {
                 entry["artifactType"] = kind.into();
             }
         }

@@ -223,7 +223,8 @@ fn referrers_shown(
         .into_iter()
         .filter(IndexEntry::is_referrer)
         .collect();
-    let mut shown = Vec::new();
+    let mut shown: Vec<(crate::types::Digest, Option<String>)> = Vec::new();
+    let mut out = Vec::new();
     let mut next = 0;
     while next < manifests.len() {
         let subject = &manifests[next];
@@ -233,13 +234,20 @@ fn referrers_shown(
             .cloned()
             .collect();
         for entry in found {
-            if manifests.contains(&entry.digest) {
+            // Each referrer once (a manifest under two cosign tags twice).
+            let link = entry.link();
+            if shown.iter().any(|(digest, tag)| {
+                digest == &entry.digest && tag == &link.as_ref().and_then(|l| l.tag.clone())
+            }) {
                 continue;
             }
+            shown.push((
+                entry.digest.clone(),
+                link.as_ref().and_then(|l| l.tag.clone()),
+            ));
             let referrer = store.load_image(&entry)?;
             let document: serde_json::Value = serde_json::from_slice(&referrer.manifest.bytes)?;
-            let link = entry.link();
-            shown.push(serde_json::json!({
+            out.push(serde_json::json!({
                 "ArtifactType": entry.artifact_type,
                 "Digest": entry.digest,
                 "MediaType": entry.media_type,
@@ -248,11 +256,13 @@ fn referrers_shown(
                 "Tag": link.and_then(|l| l.tag),
                 "Annotations": document.get("annotations"),
             }));
-            manifests.push(entry.digest);
+            if !manifests.contains(&entry.digest) {
+                manifests.push(entry.digest);
+            }
         }
         next += 1;
     }
-    Ok(shown)
+    Ok(out)
 }
 
 /// `ferry history`: the config's history with layer sizes, newest first.

@@ -75,9 +75,14 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
 
 /// Every tag of `repository` (a reference without tag or digest), sorted,
 /// for `--all-tags`.
+/// Every tag of a repository, for `--all-tags`. With `skip_referrer_tags`
+/// (referrers travel with their images into the store or an archive),
+/// cosign signature tags and referrers fallback tags are left to come with
+/// the images they belong to instead of becoming images of their own.
 pub(super) async fn every_tag(
     client: &crate::registry::RegistryClient,
     repository: &Reference,
+    skip_referrer_tags: bool,
 ) -> anyhow::Result<Vec<Reference>> {
     if repository.tag().is_some() || repository.digest().is_some() {
         return Err(
@@ -85,6 +90,10 @@ pub(super) async fn every_tag(
         );
     }
     let mut tags = client.list_tags(repository.repository()).await?;
+    if skip_referrer_tags {
+        use crate::types::referrer::{is_cosign_tag, is_fallback_tag};
+        tags.retain(|t| !is_cosign_tag(t) && !is_fallback_tag(t));
+    }
     tags.sort();
     Ok(tags.iter().map(|tag| repository.with_tag(tag)).collect())
 }
@@ -98,7 +107,7 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
         Reference::parse_repository_or_ref(&args.image).map_err(|e| UsageError(e.to_string()))?;
     let client = registries.client(requested.registry())?;
     let references = if args.all_tags {
-        every_tag(&client, &requested).await?
+        every_tag(&client, &requested, !args.no_referrers).await?
     } else {
         if requested.tag().is_none()
             && requested.digest().is_none()

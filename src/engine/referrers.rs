@@ -15,7 +15,7 @@ use super::EngineError;
 use crate::registry::referrers::{Referrer, MAX_REFERRERS};
 use crate::registry::RegistryClient;
 use crate::store::IndexEntry;
-use crate::types::referrer::{artifact_type, cosign_artifact_type, fallback_tag, COSIGN_SUFFIXES};
+use crate::types::referrer::{cosign_artifact_type, fallback_tag, COSIGN_SUFFIXES};
 use crate::types::{Digest, PlatformChoice, Reference, ReferrerFilter, ReferrerLink};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -198,10 +198,10 @@ async fn candidates(
                 let Some(link) = image.link.as_ref().filter(|l| &l.subject == subject) else {
                     continue;
                 };
-                let artifact_type = match &link.tag {
-                    Some(tag) => cosign_artifact_type(tag).map(str::to_owned),
-                    None => archive.checked.root(index).and_then(artifact_type),
-                };
+                let artifact_type = archive
+                    .checked
+                    .root(index)
+                    .and_then(|root| link.artifact_type(root));
                 found.push(Candidate {
                     link: link.clone(),
                     source: archive.source(index),

@@ -51,7 +51,7 @@ impl IndexEntry {
             manifest.digest.clone(),
             manifest.bytes.len() as u64,
         );
-        entry.artifact_type = crate::types::referrer::artifact_type(manifest);
+        entry.artifact_type = link.artifact_type(manifest);
         link.annotate(&mut entry.annotations);
         entry
     }

@@ -38,6 +38,15 @@ impl ReferrerLink {
         Some(ReferrerLink { subject, tag })
     }
 
+    /// The artifact type of the referrer `manifest` under this link: a
+    /// cosign tag's by its suffix, else the manifest's own.
+    pub fn artifact_type(&self, manifest: &ParsedManifest) -> Option<String> {
+        match &self.tag {
+            Some(tag) => cosign_artifact_type(tag).map(str::to_owned),
+            None => artifact_type(manifest),
+        }
+    }
+
     /// Record the link in an entry's annotations.
     pub fn annotate(&self, annotations: &mut BTreeMap<String, String>) {
         annotations.insert(SUBJECT_ANNOTATION.to_owned(), self.subject.to_string());
@@ -108,10 +117,9 @@ pub fn referrer_descriptor(manifest: &ParsedManifest) -> serde_json::Value {
 
 /// Whether `tag` is a cosign tag (`sha256-<64 hex>.sig/.att/.sbom`).
 pub fn is_cosign_tag(tag: &str) -> bool {
-    COSIGN_SUFFIXES.iter().any(|(suffix, _)| {
-        tag.strip_suffix(suffix)
-            .is_some_and(|stem| is_fallback_tag(stem))
-    })
+    COSIGN_SUFFIXES
+        .iter()
+        .any(|(suffix, _)| tag.strip_suffix(suffix).is_some_and(is_fallback_tag))
 }
 
 /// Whether `tag` is spelled like a referrers fallback tag (`sha256-<64 hex>`).
