@@ -311,7 +311,7 @@ fn a_referrers_index_that_lies_is_a_note_and_the_image_still_copies() {
 }
 
 /// An artifact manifest referring to `subject` (manifest bytes), with its blobs.
-fn artifact_on(
+pub(crate) fn artifact_on(
     subject: &[u8],
     artifact_type: &str,
     payload: &[u8],

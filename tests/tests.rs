@@ -15,6 +15,7 @@ mod hostile;
 mod jobs;
 mod peers;
 mod referrers;
+mod referrers_bad_input;
 mod rootfs;
 mod round_trip;
 mod store_commands;

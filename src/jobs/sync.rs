@@ -117,8 +117,18 @@ pub async fn run(
                 _ => false,
             };
             let fingerprint = match (&source_digest, referrers_on) {
+                // A broken referrers listing never stops the image itself.
                 (Some(digest), true) => {
-                    Some(referrers_fingerprint(&source_client, source, digest, &tag_set).await?)
+                    match referrers_fingerprint(&source_client, source, digest, &tag_set).await {
+                        Ok(fingerprint) => Some(fingerprint),
+                        Err(error) => {
+                            report.notes.push(format!(
+                                "referrers of {}:{tag} not checked: {error}",
+                                source.name()
+                            ));
+                            None
+                        }
+                    }
                 }
                 _ => None,
             };
