@@ -54,19 +54,23 @@ fn built() -> image::Image {
     image::image(vec![image::random_layer("bad", 1_000, 41)], "amd64", "bad")
 }
 
-#[test]
-fn a_fallback_tag_that_is_not_an_index_is_a_warning() {
-    let built = built();
-    // The fallback tag holds an image manifest (the image itself, re-tagged).
-    let faults = Faults {
+/// A fake whose fallback tag for the image holds an image manifest (the
+/// image itself, re-tagged), not an index.
+fn not_an_index(built: &image::Image) -> Faults {
+    Faults {
         extra_manifests: vec![(
             fallback(&built.digest()),
             MANIFEST.into(),
             built.manifest.clone(),
         )],
         ..Faults::default()
-    };
-    copies_with_warning(&built, faults, "not copied");
+    }
+}
+
+#[test]
+fn a_fallback_tag_that_is_not_an_index_is_a_warning() {
+    let built = built();
+    copies_with_warning(&built, not_an_index(&built), "not copied");
 }
 
 #[test]
@@ -153,15 +157,7 @@ fn a_listing_that_loops_back_ends_and_copies_each_referrer_once() {
 #[test]
 fn a_sync_goes_on_when_a_referrers_listing_is_broken() {
     let built = built();
-    let faults = Faults {
-        extra_manifests: vec![(
-            fallback(&built.digest()),
-            MANIFEST.into(),
-            built.manifest.clone(),
-        )],
-        ..Faults::default()
-    };
-    let source = FakeRegistry::start(&built, "1.0", faults);
+    let source = FakeRegistry::start(&built, "1.0", not_an_index(&built));
     let target = Registry::start();
     let ferry = Ferry::new().with_config(&format!(
         "version = 1\n[[sync]]\nname = \"mirror\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\ntags = {{ include = [\"1.0\"] }}\n",
