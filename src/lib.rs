@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod policy;
 pub mod progress;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod types;

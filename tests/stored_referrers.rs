@@ -13,7 +13,7 @@ fn json(run: &crate::support::Run) -> serde_json::Value {
 }
 
 /// The digests `inspect` lists as referrers of `image`.
-fn inspected_referrers(ferry: &Ferry, image: &str) -> Vec<String> {
+pub(crate) fn inspected_referrers(ferry: &Ferry, image: &str) -> Vec<String> {
     let inspected = json(&ferry.run(&["--json", "inspect", image]).ok());
     let mut digests: Vec<String> = inspected[0]["Referrers"]
         .as_array()

@@ -18,5 +18,6 @@ mod referrers;
 mod referrers_bad_input;
 mod rootfs;
 mod round_trip;
+mod serve;
 mod store_commands;
 mod stored_referrers;

@@ -151,6 +151,8 @@ pub enum Command {
     },
     /// Run jobs on their schedules until SIGTERM or Ctrl-C.
     Daemon,
+    /// Serve the store as a registry (the distribution API) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
     /// List jobs with their schedule, last result and next run.
     Jobs {
         /// Forget this job's saved state (remembered digests, first-seen
@@ -346,4 +348,30 @@ mod tests {
     fn cli_definition_is_consistent() {
         <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
+}
+
+/// `ferry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Listen on this address (default: loopback only).
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Serve pulls only: refuse pushes and deletes.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Require a login from these users (bcrypt lines, as `htpasswd -B` writes).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept pushes without a login (only on a network you trust).
+    #[arg(long, conflicts_with = "read_only")]
+    pub allow_anonymous_push: bool,
+    /// Drop an upload idle this long, in seconds (its bytes are deleted).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub upload_timeout: u64,
 }

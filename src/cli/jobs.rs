@@ -132,7 +132,7 @@ pub async fn run(context: &Context, names: &[String], dry_run: bool) -> anyhow::
     })
 }
 
-async fn wait_for_shutdown() {
+pub(super) async fn wait_for_shutdown() {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,

@@ -223,6 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => archive::export(&context, &image, output.as_deref(), platform.as_ref()),
         Command::Run { jobs, dry_run } => jobs::run(&context, &jobs, dry_run).await,
         Command::Daemon => jobs::daemon(&context).await,
+        Command::Serve(args) => serve(&context, args).await,
         Command::Jobs { reset: None } => jobs::list(&context),
         Command::Jobs { reset: Some(name) } => jobs::reset(&context, &name),
         Command::Config {
@@ -230,4 +231,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => jobs::check(&context),
         Command::Completions { .. } => unreachable!("handled above"),
     }
+}
+
+/// `ferry serve`: bind, say where, serve until SIGTERM or Ctrl-C.
+async fn serve(context: &Context, args: args::ServeArgs) -> anyhow::Result<ExitCode> {
+    let store = context.store()?;
+    let options = crate::serve::ServeOptions {
+        addr: args.addr.clone(),
+        read_only: args.read_only,
+        htpasswd: args.htpasswd.clone(),
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        allow_anonymous_push: args.allow_anonymous_push,
+        upload_timeout: std::time::Duration::from_secs(args.upload_timeout),
+    };
+    let listening = crate::serve::bind(store.clone(), &options).await?;
+    let scheme = if listening.tls { "https" } else { "http" };
+    let addr = listening.addr;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving on {addr}, reachable from other machines{}",
+            if options.htpasswd.is_none() {
+                " without a login"
+            } else {
+                ""
+            }
+        );
+    }
+    let mode = match (
+        args.read_only,
+        options.htpasswd.is_some(),
+        args.allow_anonymous_push,
+    ) {
+        (true, _, _) => "read-only",
+        (false, true, _) => "pushes with a login",
+        (false, false, true) => "anonymous pushes allowed",
+        (false, false, false) => "pull only until --htpasswd or --allow-anonymous-push",
+    };
+    output::println(&format!(
+        "Serving {} on {scheme}://{addr} ({mode})",
+        store.root().display()
+    ))?;
+    listening.run(jobs::wait_for_shutdown()).await;
+    Ok(ExitCode::SUCCESS)
 }

@@ -62,19 +62,8 @@ impl Store {
         digest: &Digest,
         size: Option<u64>,
     ) -> Result<BlobWriter, StoreError> {
-        let temp = self.root.join("ingest").join(format!(
-            "{}-{}-{:x}.partial",
-            digest.hex(),
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| StoreError::io(&temp, e))?;
         Ok(BlobWriter {
-            store: self.clone(),
-            temp: Some(temp),
-            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+            ingest: IngestFile::create(self, digest.hex()).await?,
             verifier: Some(Verifier::new(digest, size)),
         })
     }
@@ -90,12 +79,78 @@ impl Store {
     }
 }
 
-/// A blob being written. `commit` verifies and publishes it; dropping the
-/// writer without committing deletes the temp file.
-pub struct BlobWriter {
+/// A private file under `ingest/` that becomes a blob only through
+/// [`IngestFile::publish`]; dropped unpublished, it is deleted.
+pub(super) struct IngestFile {
     store: Store,
     temp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+}
+
+impl IngestFile {
+    pub(super) async fn create(store: &Store, label: &str) -> Result<IngestFile, StoreError> {
+        let temp = store.root.join("ingest").join(format!(
+            "{label}-{}-{:x}.partial",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| StoreError::io(&temp, e))?;
+        Ok(IngestFile {
+            store: store.clone(),
+            temp: Some(temp),
+            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+        })
+    }
+
+    pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let temp = self.temp.as_ref().expect("open ingest file");
+        self.file
+            .as_mut()
+            .expect("open ingest file")
+            .write_all(chunk)
+            .await
+            .map_err(|e| StoreError::io(temp, e))
+    }
+
+    /// Flush and fsync; the bytes are then on disk, not yet a blob.
+    pub(super) async fn sync(&mut self) -> Result<(), StoreError> {
+        let temp = self.temp.clone().expect("open ingest file");
+        let mut file = self.file.take().expect("open ingest file");
+        file.flush().await.map_err(|e| StoreError::io(&temp, e))?;
+        file.into_inner()
+            .sync_all()
+            .await
+            .map_err(|e| StoreError::io(&temp, e))
+    }
+
+    /// Publish the synced, verified file as blob `digest`.
+    pub(super) async fn publish(mut self, digest: &Digest) -> Result<(), StoreError> {
+        let temp = self.temp.clone().expect("open ingest file");
+        let target = self.store.blob_path(digest);
+        let to = target.clone();
+        let published = tokio::task::spawn_blocking(move || publish(&temp, &to))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        published.map_err(|e| StoreError::io(&target, e))?;
+        self.temp = None;
+        Ok(())
+    }
+}
+
+impl Drop for IngestFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// A blob being written. `commit` verifies and publishes it; dropping the
+/// writer without committing deletes the temp file.
+pub struct BlobWriter {
+    ingest: IngestFile,
     /// `None` once committed.
     verifier: Option<Verifier>,
 }
@@ -108,13 +163,7 @@ impl BlobWriter {
         verifier
             .update(chunk)
             .map_err(|e| StoreError::unverified(&digest, e))?;
-        let temp = self.temp.as_ref().expect("open writer");
-        self.file
-            .as_mut()
-            .expect("open writer")
-            .write_all(chunk)
-            .await
-            .map_err(|e| StoreError::io(temp, e))
+        self.ingest.write(chunk).await
     }
 
     /// Bytes written so far.
@@ -125,27 +174,13 @@ impl BlobWriter {
     /// Verify and publish the blob. Always consumes the writer; on any
     /// error the temp file is removed and nothing becomes visible.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        let temp = self.temp.clone().expect("open writer");
-        let mut file = self.file.take().expect("open writer");
-        file.flush().await.map_err(|e| StoreError::io(&temp, e))?;
-        let file = file.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| StoreError::io(&temp, e))?;
-        drop(file);
+        self.ingest.sync().await?;
         let verifier = self.verifier.take().expect("open writer");
         let digest = verifier.expected().clone();
         verifier
             .finish()
             .map_err(|e| StoreError::unverified(&digest, e))?;
-        let target = self.store.blob_path(&digest);
-        let (from, to) = (temp.clone(), target.clone());
-        let published = tokio::task::spawn_blocking(move || publish(&from, &to))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        published.map_err(|e| StoreError::io(&target, e))?;
-        self.temp = None;
-        Ok(())
+        self.ingest.publish(&digest).await
     }
 }
 
@@ -159,12 +194,4 @@ fn publish(temp: &std::path::Path, target: &std::path::Path) -> std::io::Result<
     }
     std::fs::rename(temp, target)?;
     sync_dir(target.parent().expect("blob dir"))
-}
-
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if let Some(temp) = self.temp.take() {
-            let _ = std::fs::remove_file(temp);
-        }
-    }
 }

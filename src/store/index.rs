@@ -239,6 +239,19 @@ impl Store {
         })
     }
 
+    /// Remove the referrer entries `doomed` picks (a registry DELETE);
+    /// returns whether there were any. Their blobs go at `gc`.
+    pub fn remove_referrers(
+        &self,
+        doomed: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<bool, StoreError> {
+        self.update_index(|entries, _| {
+            let before = entries.len();
+            entries.retain(|e| !(e.is_referrer() && doomed(e)));
+            Ok(entries.len() != before)
+        })
+    }
+
     /// The referrers the store keeps for `subject`.
     pub fn referrers_of(&self, subject: &Digest) -> Result<Vec<IndexEntry>, StoreError> {
         Ok(read_index(self)?

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod meta;
 pub mod staging;
+pub mod upload;
 
 use std::path::{Path, PathBuf};
 

@@ -225,7 +225,8 @@ fn valid_registry(registry: &str) -> bool {
     port_ok && host_ok
 }
 
-fn valid_component(component: &str) -> bool {
+/// Whether `component` is one path component of a repository name.
+pub fn valid_component(component: &str) -> bool {
     // [a-z0-9]+ ((\.|_|__|-+)[a-z0-9]+)*
     let bytes = component.as_bytes();
     if bytes.is_empty() || !is_alnum(bytes[0]) || !is_alnum(bytes[bytes.len() - 1]) {
@@ -254,7 +255,8 @@ fn is_alnum(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
-fn valid_tag(tag: &str) -> bool {
+/// Whether `tag` is a valid tag (`[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
+pub fn valid_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     !tag.is_empty()
         && tag.len() <= 128

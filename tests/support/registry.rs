@@ -185,6 +185,88 @@ impl Registry {
         }
     }
 
+    /// `ferry serve` over the store at `store` as the registry (pushes
+    /// allowed: with `auth`, through its htpasswd; without, anonymously).
+    /// `extra` adds flags (`--read-only`, `--upload-timeout 0`).
+    pub fn ferry_serve(store: &Path, auth: Auth, tls: bool, extra: &[&str]) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("RUST_LOG", "ferry=debug")
+            .arg("--store")
+            .arg(store)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra);
+        let tls_ca = tls.then(|| make_tls(dir.path()));
+        if tls {
+            command
+                .arg("--tls-cert")
+                .arg(dir.path().join("cert.pem"))
+                .arg("--tls-key")
+                .arg(dir.path().join("key.pem"));
+        }
+        match auth {
+            Auth::None if !extra.contains(&"--read-only") => {
+                command.arg("--allow-anonymous-push");
+            }
+            Auth::None => {}
+            Auth::Basic => {
+                let line = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+                std::fs::write(dir.path().join("htpasswd"), line).unwrap();
+                command.arg("--htpasswd").arg(dir.path().join("htpasswd"));
+            }
+            Auth::Token => panic!("ferry serve has no token service"),
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for (stream, stdout) in [
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                true,
+            ),
+            (Box::new(child.stderr.take().unwrap()), false),
+        ] {
+            let log = log.clone();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if stdout {
+                        if let Some(at) = line.find("://") {
+                            let host = line[at + 3..].split(' ').next().unwrap_or("").to_owned();
+                            let _ = ready.send(host);
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let host = ready_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("ferry serve did not start: {:?}", log.lock().unwrap()));
+        Registry {
+            child,
+            dir,
+            host,
+            tls_ca,
+            auth,
+            log,
+            _token_server: None,
+        }
+    }
+
+    /// Every line the registry logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Lines of the access log matching `method` and a path fragment.
     pub fn requests(&self, method: &str, fragment: &str) -> usize {
         let needle = format!("\"{method} ");
