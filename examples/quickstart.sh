@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
-# ferry quick start: builds ferry, starts a throwaway local registry seeded
-# with generated images, and runs the quick-start config's jobs against it
-# (sync, retag, backup, prune) — no internet needed.
+# ferry quick start: builds ferry, starts `ferry serve` as a throwaway local
+# registry seeded with generated images, and runs the quick-start config's
+# jobs against it (sync, retag, backup, prune). Needs only the Rust
+# toolchain: no internet, no other registry, no packages.
 #
 #   examples/quickstart.sh            # everything in a temp dir, removed at the end
 #   KEEP=1 examples/quickstart.sh     # keep the temp dir to look around
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in docker-registry cargo python3; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "quickstart needs $tool (Debian: apt-get install docker-registry python3; Rust: https://rustup.rs)" >&2
-    exit 2
-  fi
-done
+if ! command -v cargo >/dev/null; then
+  echo "quickstart needs the Rust toolchain (https://rustup.rs)" >&2
+  exit 2
+fi
 
 echo "==> building ferry (release)"
 cargo build --release --quiet --bin ferry --example seed_image
@@ -29,22 +28,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-host=127.0.0.1:$port
-cat > "$work/registry.yml" <<YAML
-version: 0.1
-log: {level: info}
-storage: {filesystem: {rootdirectory: $work/registry}, delete: {enabled: true}}
-http: {addr: $host, secret: quickstart}
-YAML
-echo "==> starting a local registry on $host"
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+# The registry is ferry itself, serving a store of its own (any free port;
+# pushes without a login are fine on loopback for a demo).
+"$ferry" --store "$work/registry" serve --addr 127.0.0.1:0 --allow-anonymous-push \
+  >"$work/registry.log" 2>&1 &
 registry_pid=$!
 for _ in $(seq 100); do
-  grep -q "listening on" "$work/registry.log" && break
+  grep -q "Serving" "$work/registry.log" && break
   sleep 0.1
 done
-grep -q "listening on" "$work/registry.log" || { cat "$work/registry.log"; exit 1; }
+host=$(sed -n 's|.*http://\([^ ]*\) .*|\1|p' "$work/registry.log" | head -n 1)
+[ -n "$host" ] || { cat "$work/registry.log"; exit 1; }
+echo "==> ferry serve is the local registry on $host"
 
 cd "$work"
 export FERRY_STORE=$work/store DOCKER_CONFIG=$work/docker
@@ -72,4 +67,6 @@ echo "==> the result"
 ls -l backups
 "$ferry" images
 "$ferry" verify --read-data
+echo "==> what the registry (ferry serve) holds"
+"$ferry" --store "$work/registry" images
 echo "==> quick start finished"

@@ -17,8 +17,13 @@ case "${1:-}" in
   import)   # isolated side
     ferry verify transfer.tar
     ferry load -i transfer.tar
-    ferry push docker.io/library/nginx:1.25 airgap-registry.local:5000/library/nginx:1.25
-    ferry push registry.internal:5000/team/app:2.1.10 airgap-registry.local:5000/team/app:2.1.10
+    # Either push into the site's registry ...
+    # ferry push docker.io/library/nginx:1.25 airgap-registry.local:5000/library/nginx:1.25
+    # ... or let ferry be the registry: nodes pull HOST:5000/library/nginx:1.25
+    # and HOST:5000/team/app:2.1.10 (signatures and SBOMs included), and the
+    # next archive loaded is served at once.
+    exec ferry serve --addr 0.0.0.0:5000 --read-only \
+      --tls-cert /etc/ferry/tls/cert.pem --tls-key /etc/ferry/tls/key.pem
     ;;
   *)
     echo "usage: $0 export|import" >&2
