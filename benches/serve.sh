@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# ferry serve vs docker-registry serving the same image, in one run:
+#   - skopeo copy of the whole image out of each (docker:// -> dir:)
+#   - manifest HEAD and GET requests per second under 32 keep-alive
+#     clients (examples/http_load), with p50/p99 latency
+#   - ferry serve's peak RSS while 16 clients pull the image's blobs at once
+#
+#   benches/serve.sh                    # 4 layers x 256 MiB (1 GiB)
+#   LAYERS=2 LAYER_MB=64 SECONDS=3 benches/serve.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LAYERS=${LAYERS:-4}
+LAYER_MB=${LAYER_MB:-256}
+SECONDS_EACH=${SECONDS:-5}
+for tool in docker-registry skopeo curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+cargo build --release --quiet --bin ferry --example seed_image --example http_load
+ferry=$PWD/target/release/ferry
+load=$PWD/target/release/examples/http_load
+measure="python3 $PWD/benches/measure.py"
+work=$(mktemp -d /var/tmp/ferry-serve-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$work/registry"
+printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+  "$work/registry/data" "$port" > "$work/registry/config.yml"
+docker-registry serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+reg=127.0.0.1:$port
+
+echo "== building a $LAYERS x $LAYER_MB MiB image, in docker-registry and in ferry's store"
+target/release/examples/seed_image --store "$work/seed" --name "$reg/bench/app:1" --layers "$LAYERS" --layer-size $((LAYER_MB * 1024 * 1024)) >/dev/null
+skopeo copy -q --dest-tls-verify=false "oci:$work/seed:$reg/bench/app:1" "docker://$reg/bench/app:1"
+"$ferry" --store "$work/served" -q pull "$reg/bench/app:1"
+"$ferry" --store "$work/served" serve --addr 127.0.0.1:0 > "$work/serve.log" 2>&1 &
+serve_pid=$!
+pids+=($serve_pid)
+for _ in $(seq 200); do grep -q Serving "$work/serve.log" && break; sleep 0.05; done
+srv=$(sed -n 's|.*http://\([^ ]*\) .*|\1|p' "$work/serve.log" | head -n 1)
+
+echo "== skopeo copy out of each"
+sync
+read -r ferry_copy _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$srv/bench/app:1" "dir:$work/out-ferry" | tail -1)
+sync
+read -r registry_copy _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$reg/bench/app:1" "dir:$work/out-registry" | tail -1)
+
+echo "== manifest requests, 32 clients, ${SECONDS_EACH}s each"
+read -r ferry_head ferry_head_p50 ferry_head_p99 < <("$load" "$srv" HEAD /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+read -r reg_head reg_head_p50 reg_head_p99 < <("$load" "$reg" HEAD /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+read -r ferry_get ferry_get_p50 ferry_get_p99 < <("$load" "$srv" GET /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+read -r reg_get reg_get_p50 reg_get_p99 < <("$load" "$reg" GET /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+
+echo "== 16 concurrent pulls of every blob from ferry serve"
+blobs=$(python3 -c 'import json,sys; m=json.load(sys.stdin); print(" ".join(d["digest"] for d in [m["config"]]+m["layers"]))' < "$work/out-ferry/manifest.json")
+pullers=()
+for _ in $(seq 16); do
+  (for digest in $blobs; do curl -s "http://$srv/v2/bench/app/blobs/$digest" -o /dev/null; done) &
+  pullers+=($!)
+done
+wait "${pullers[@]}"
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo
+printf '%-36s %14s %16s %8s\n' "" "ferry serve" "docker-registry" ratio
+printf '%-36s %13.2fs %15.2fs %8s\n' "skopeo copy of the image out" "$ferry_copy" "$registry_copy" "$(ratio "$ferry_copy" "$registry_copy")"
+printf '%-36s %14s %16s %8s\n' "manifest HEAD req/s (32 clients)" "$ferry_head" "$reg_head" "$(ratio "$ferry_head" "$reg_head")"
+printf '%-36s %14s %16s\n' "  HEAD p50 / p99 ms" "$ferry_head_p50 / $ferry_head_p99" "$reg_head_p50 / $reg_head_p99"
+printf '%-36s %14s %16s %8s\n' "manifest GET req/s (32 clients)" "$ferry_get" "$reg_get" "$(ratio "$ferry_get" "$reg_get")"
+printf '%-36s %14s %16s\n' "  GET p50 / p99 ms" "$ferry_get_p50 / $ferry_get_p99" "$reg_get_p50 / $reg_get_p99"
+echo "targets: copy time ratio <= 1.0; req/s ratio >= 2.0"
+echo "ferry serve peak RSS after 16 concurrent pulls: $((rss_kb / 1024)) MB (target <= 64)"
