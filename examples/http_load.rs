@@ -8,7 +8,7 @@
 //! cargo run --release --example http_load -- HOST:PORT METHOD PATH CONNECTIONS SECONDS
 //! ```
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
