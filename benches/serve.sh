@@ -6,12 +6,12 @@
 #   - ferry serve's peak RSS while 16 clients pull the image's blobs at once
 #
 #   benches/serve.sh                    # 4 layers x 256 MiB (1 GiB)
-#   LAYERS=2 LAYER_MB=64 SECONDS=3 benches/serve.sh
+#   LAYERS=2 LAYER_MB=64 DURATION=3 benches/serve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-4}
 LAYER_MB=${LAYER_MB:-256}
-SECONDS_EACH=${SECONDS:-5}
+SECONDS_EACH=${DURATION:-5}
 for tool in docker-registry skopeo curl python3; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
@@ -36,7 +36,7 @@ reg=127.0.0.1:$port
 echo "== building a $LAYERS x $LAYER_MB MiB image, in docker-registry and in ferry's store"
 target/release/examples/seed_image --store "$work/seed" --name "$reg/bench/app:1" --layers "$LAYERS" --layer-size $((LAYER_MB * 1024 * 1024)) >/dev/null
 skopeo copy -q --dest-tls-verify=false "oci:$work/seed:$reg/bench/app:1" "docker://$reg/bench/app:1"
-"$ferry" --store "$work/served" -q pull "$reg/bench/app:1"
+"$ferry" --store "$work/served" -q pull "$reg/bench/app:1" >/dev/null
 "$ferry" --store "$work/served" serve --addr 127.0.0.1:0 > "$work/serve.log" 2>&1 &
 serve_pid=$!
 pids+=($serve_pid)
