@@ -200,12 +200,12 @@ fn gc_and_prune_during_pulls_keep_the_pulls_blobs() {
 
 /// A small tmpfs mounted for one test; unmounted on drop. The tests run as
 /// root (CI does too: the Docker tests need it).
-struct Tmpfs {
-    dir: tempfile::TempDir,
+pub(crate) struct Tmpfs {
+    pub dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

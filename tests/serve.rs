@@ -528,3 +528,97 @@ fn load_gc_and_prune_run_beside_serve() {
         serve.log_lines()
     );
 }
+
+#[test]
+fn a_full_disk_fails_the_push_and_the_server_goes_on() {
+    let disk = crate::crash::Tmpfs::mount("1m");
+    let store = disk.dir.path().join("store");
+    let registry = Registry::ferry_serve(&store, Auth::None, false, &[]);
+    let host = &registry.host;
+    let big = crate::support::image::random_bytes(2_000_000, 9);
+    let (status, _, body) = http(
+        host,
+        "POST",
+        &format!("/v2/team/app/blobs/uploads/?digest={}", sha256(&big)),
+        &[],
+        &big,
+    );
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("disk is full"));
+    assert!(crate::support::list_files(&store.join("ingest")).is_empty());
+    assert!(crate::support::list_files(&store.join("blobs/sha256")).is_empty());
+    // Smaller pushes still work.
+    let small = b"fits".to_vec();
+    let (status, _, _) = http(
+        host,
+        "POST",
+        &format!("/v2/team/app/blobs/uploads/?digest={}", sha256(&small)),
+        &[],
+        &small,
+    );
+    assert_eq!(status, 201);
+}
+
+/// Docker's trust for one registry's CA (`/etc/docker/certs.d/HOST/ca.crt`),
+/// removed on drop.
+struct DockerTrust(std::path::PathBuf);
+
+impl DockerTrust {
+    fn add(host: &str, ca: &std::path::Path) -> DockerTrust {
+        let dir = std::path::Path::new("/etc/docker/certs.d").join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(ca, dir.join("ca.crt")).unwrap();
+        DockerTrust(dir)
+    }
+}
+
+impl Drop for DockerTrust {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn docker_and_podman_log_in_over_tls() {
+    use crate::support::engines::{Docker, Podman};
+    use crate::support::registry::{PASSWORD, USER};
+    let fixture = fixture();
+    let (serve, owner) = served(Auth::Basic, true, &[]);
+    serve.skopeo_push(fixture.layout.path(), "1.0", "team/app");
+    let ca = serve.tls_ca.clone().unwrap();
+    let _trust = DockerTrust::add(&serve.host, &ca);
+    let docker = Docker::start();
+    let login = crate::support::run_ok(
+        std::process::Command::new("sh")
+            .env("DOCKER_HOST", docker.host())
+            .env("DOCKER_CONFIG", owner.dir.path().join("docker-client"))
+            .arg("-c")
+            .arg(format!(
+                "printf '%s' '{PASSWORD}' | docker login -u {USER} --password-stdin {} && docker pull {}/team/app:1.0 && docker tag {}/team/app:1.0 {}/docker/tls:1.0 && docker push {}/docker/tls:1.0",
+                serve.host, serve.host, serve.host, serve.host, serve.host
+            )),
+    );
+    assert!(login.contains("Login Succeeded"), "{login}");
+    let certs = owner.dir.path().join("podman-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let podman = Podman::new();
+    let creds = format!("{USER}:{PASSWORD}");
+    let cert_dir = format!("--cert-dir={}", certs.display());
+    podman.run(&[
+        "pull",
+        &cert_dir,
+        "--creds",
+        &creds,
+        &format!("{}/docker/tls:1.0", serve.host),
+    ]);
+    let images = owner.run(&["images"]).ok().stdout;
+    assert!(images.contains("docker/tls"), "{images}");
+    // Docker 20.10 pushes its own manifest format: the image ID is what stays.
+    let pushed: serde_json::Value =
+        serde_json::from_slice(&serve.skopeo_raw("docker/tls:1.0")).unwrap();
+    assert_eq!(
+        pushed["config"]["digest"],
+        fixture.app1.config_digest().as_str()
+    );
+}

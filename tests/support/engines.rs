@@ -58,6 +58,11 @@ impl Docker {
         }
     }
 
+    /// `DOCKER_HOST` for this daemon.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
     /// Run the docker CLI against this daemon.
     pub fn run(&self, args: &[&str]) -> String {
         run_ok(
