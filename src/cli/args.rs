@@ -148,9 +148,16 @@ pub enum Command {
         /// Report what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Images a job copies at once (default: the config's, else 4).
+        #[arg(long, value_name = "N")]
+        parallel_images: Option<usize>,
     },
     /// Run jobs on their schedules until SIGTERM or Ctrl-C.
-    Daemon,
+    Daemon {
+        /// Images a job copies at once (default: the config's, else 4).
+        #[arg(long, value_name = "N")]
+        parallel_images: Option<usize>,
+    },
     /// Serve the store as a registry (the distribution API) until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
     /// List jobs with their schedule, last result and next run.

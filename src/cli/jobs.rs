@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn job_context(context: &Context, dry_run: bool) -> anyhow::Result<JobContext> {
+fn job_context(
+    context: &Context,
+    dry_run: bool,
+    parallel_images: Option<usize>,
+) -> anyhow::Result<JobContext> {
     if !context.verbose {
         context.reporter.quiet_lines();
     }
@@ -20,6 +24,9 @@ fn job_context(context: &Context, dry_run: bool) -> anyhow::Result<JobContext> {
         store: context.store()?,
         registries: Arc::new(context.registries()),
         concurrency: context.config.concurrency,
+        parallel_images: parallel_images
+            .unwrap_or(context.config.parallel_images)
+            .clamp(1, 64),
         reporter: context.reporter.clone(),
         dry_run,
         cancel: Arc::new(AtomicBool::new(false)),
@@ -87,9 +94,14 @@ fn selected_jobs(context: &Context, names: &[String]) -> anyhow::Result<Vec<JobS
 }
 
 /// `ferry run`.
-pub async fn run(context: &Context, names: &[String], dry_run: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    context: &Context,
+    names: &[String],
+    dry_run: bool,
+    parallel_images: Option<usize>,
+) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, names)?;
-    let job_context = job_context(context, dry_run)?;
+    let job_context = job_context(context, dry_run, parallel_images)?;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;
@@ -145,7 +157,7 @@ pub(super) async fn wait_for_shutdown() {
 }
 
 /// `ferry daemon`.
-pub async fn daemon(context: &Context) -> anyhow::Result<ExitCode> {
+pub async fn daemon(context: &Context, parallel_images: Option<usize>) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
     let scheduled = jobs.iter().filter(|j| j.schedule.is_some()).count();
     if scheduled == 0 {
@@ -155,7 +167,7 @@ pub async fn daemon(context: &Context) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    let job_context = job_context(context, false)?;
+    let job_context = job_context(context, false, parallel_images)?;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;

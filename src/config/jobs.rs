@@ -48,6 +48,18 @@ pub struct SyncSection {
     /// Copy signatures, attestations and SBOMs with each image (default
     /// true); a table narrows them to some artifact types.
     pub referrers: Option<ReferrersSection>,
+    /// Narrow a wildcard source's repositories by regex.
+    pub repositories: Option<RepositoriesSection>,
+}
+
+/// `repositories = { include = [...], exclude = [...] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoriesSection {
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
 }
 
 /// `referrers = true | false | { artifact_types = [...] }`.
@@ -166,7 +178,9 @@ impl JobKind {
 /// A validated `[[sync]]`.
 #[derive(Debug, Clone)]
 pub struct SyncSpec {
-    pub sources: Vec<Reference>,
+    pub sources: Vec<SyncSource>,
+    /// Which repositories a wildcard source takes (by their path).
+    pub repositories: TagFilter,
     pub target: RepositoryTarget,
     pub filter: TagFilter,
     pub platforms: Option<Vec<Platform>>,
@@ -175,6 +189,35 @@ pub struct SyncSpec {
     pub rate_limit_floor: u64,
     /// Which referrers travel with each image to a registry target.
     pub referrers: crate::types::ReferrerFilter,
+}
+
+/// One `source` of a sync job.
+#[derive(Debug, Clone)]
+pub enum SyncSource {
+    /// One repository.
+    Repository(Reference),
+    /// Every repository under `prefix` of `registry` (`HOST/team/*`: one
+    /// level below; `HOST/team/**`: every depth), from the `_catalog`.
+    Under {
+        registry: String,
+        prefix: String,
+        deep: bool,
+    },
+}
+
+impl SyncSource {
+    /// Whether `path` (a repository path in the source registry) is one
+    /// this source takes, and its path below the prefix.
+    pub fn relative<'a>(&self, path: &'a str) -> Option<&'a str> {
+        let SyncSource::Under { prefix, deep, .. } = self else {
+            return None;
+        };
+        let rest = match prefix.is_empty() {
+            true => path,
+            false => path.strip_prefix(prefix.as_str())?.strip_prefix('/')?,
+        };
+        (!rest.is_empty() && (*deep || !rest.contains('/'))).then_some(rest)
+    }
 }
 
 /// One `images` entry of a backup: a repository with `:*`, or one image.

@@ -69,6 +69,7 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields)]
 pub struct DefaultsSection {
     pub concurrency: Option<usize>,
+    pub parallel_images: Option<usize>,
     pub platforms: Option<Vec<String>>,
     pub timezone: Option<toml::Spanned<String>>,
     pub stall_timeout: Option<toml::Spanned<String>>,
@@ -88,6 +89,7 @@ pub struct RegistrySection {
     pub client_key: Option<PathBuf>,
     #[serde(default)]
     pub insecure: bool,
+    pub max_connections: Option<usize>,
 }
 
 /// Platforms named in `[defaults] platforms`.
@@ -104,6 +106,8 @@ pub struct Config {
     pub path: Option<PathBuf>,
     pub store_path: Option<PathBuf>,
     pub concurrency: usize,
+    /// Images a job copies at once (`parallel_images`).
+    pub parallel_images: usize,
     pub platforms: DefaultPlatforms,
     pub registries: HashMap<String, RegistrySettings>,
     /// Jobs in file order: sync, backup, retag, prune tables.
@@ -122,6 +126,7 @@ impl Default for Config {
             path: None,
             store_path: None,
             concurrency: 6,
+            parallel_images: 4,
             platforms: DefaultPlatforms::Host,
             registries: HashMap::new(),
             jobs: Vec::new(),
@@ -184,6 +189,13 @@ impl Config {
         if !(1..=64).contains(&concurrency) {
             return Err(invalid(
                 format!("defaults.concurrency = {concurrency}"),
+                "use a number from 1 to 64",
+            ));
+        }
+        let parallel_images = file.defaults.parallel_images.unwrap_or(4);
+        if !(1..=64).contains(&parallel_images) {
+            return Err(invalid(
+                format!("defaults.parallel_images = {parallel_images}"),
                 "use a number from 1 to 64",
             ));
         }
@@ -254,6 +266,12 @@ impl Config {
                 },
                 (None, None, None) => None,
             };
+            if section.max_connections == Some(0) {
+                return Err(invalid(
+                    format!("{name}.max_connections = 0 would never send a request"),
+                    "use 1 or more (default 16)",
+                ));
+            }
             let has_password = password.is_some() || password_error.is_some();
             if has_password && section.username.is_none() {
                 return Err(invalid(
@@ -271,6 +289,7 @@ impl Config {
                     username: section.username,
                     password,
                     password_error,
+                    max_connections: section.max_connections,
                 },
             );
         }
@@ -358,6 +377,7 @@ impl Config {
             path: Some(path.to_owned()),
             store_path: file.store.path,
             concurrency,
+            parallel_images,
             platforms,
             registries,
             jobs: specs,

@@ -5,6 +5,7 @@
 use super::jobs::*;
 use crate::policy::{AliasKind, Schedule, TagFilter};
 use crate::types::{Platform, Reference};
+use std::collections::HashMap;
 use toml::Spanned;
 
 /// Turns spans into `file:line:column` errors while resolving.
@@ -66,24 +67,26 @@ impl Resolver<'_> {
             .map_or(Ok(0), |text| self.duration(text, "e.g. jitter = \"5m\""))
     }
 
-    fn filter(&self, tags: &TagsSection) -> Result<TagFilter, super::ConfigError> {
-        let regexes = |list: &[Spanned<String>]| {
-            list.iter()
-                .map(|r| {
-                    regex::Regex::new(r.get_ref()).map_err(|e| {
-                        self.error(
-                            r.span(),
-                            format!(
-                                "bad regex {:?}: {}",
-                                r.get_ref(),
-                                e.to_string().lines().last().unwrap_or("")
-                            ),
-                            "tag patterns are regexes, e.g. \"^1\\\\.\"",
-                        )
-                    })
+    fn regexes(&self, list: &[Spanned<String>]) -> Result<Vec<regex::Regex>, super::ConfigError> {
+        list.iter()
+            .map(|r| {
+                regex::Regex::new(r.get_ref()).map_err(|e| {
+                    self.error(
+                        r.span(),
+                        format!(
+                            "bad regex {:?}: {}",
+                            r.get_ref(),
+                            e.to_string().lines().last().unwrap_or("")
+                        ),
+                        "patterns are regexes, e.g. \"^1\\\\.\"",
+                    )
                 })
-                .collect::<Result<Vec<_>, _>>()
-        };
+            })
+            .collect()
+    }
+
+    fn filter(&self, tags: &TagsSection) -> Result<TagFilter, super::ConfigError> {
+        let regexes = |list: &[Spanned<String>]| self.regexes(list);
         let semver = match &tags.semver {
             None => None,
             Some(range) => Some(semver::VersionReq::parse(range.get_ref()).map_err(|e| {
@@ -154,6 +157,46 @@ impl Resolver<'_> {
         Ok(reference)
     }
 
+    /// A sync `source`: a repository, or `HOST[/PREFIX]/*` (one level) or
+    /// `/**` (every depth) for every repository under a prefix.
+    fn sync_source(&self, text: &Spanned<String>) -> Result<SyncSource, super::ConfigError> {
+        let raw = text.get_ref();
+        let (rest, deep) = match (raw.strip_suffix("/**"), raw.strip_suffix("/*")) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => return self.repository(text).map(SyncSource::Repository),
+        };
+        if rest.contains('*') {
+            return Err(self.error(
+                text.span(),
+                format!("{raw}: a wildcard may only end the source"),
+                "use HOST/prefix/* (one level) or HOST/prefix/** (every depth)",
+            ));
+        }
+        let (registry, prefix) = match rest.split_once('/') {
+            None => (rest.to_owned(), String::new()),
+            Some(_) => {
+                let reference = self.repository(&Spanned::new(text.span(), rest.to_owned()))?;
+                (
+                    reference.registry().to_owned(),
+                    reference.repository().to_owned(),
+                )
+            }
+        };
+        if !rest.contains('.') && !rest.contains(':') && !rest.starts_with("localhost") {
+            return Err(self.error(
+                text.span(),
+                format!("{raw}: a wildcard needs the registry host first"),
+                "e.g. source = \"registry.internal:5000/team/**\"",
+            ));
+        }
+        Ok(SyncSource::Under {
+            registry,
+            prefix,
+            deep,
+        })
+    }
+
     fn repository_target(
         &self,
         text: &Spanned<String>,
@@ -206,14 +249,46 @@ impl Resolver<'_> {
 
     /// Resolve a `[[sync]]` table.
     pub fn sync(&self, section: &SyncSection) -> Result<JobSpec, super::ConfigError> {
-        let sources = match section.source.get_ref() {
+        let texts = match section.source.get_ref() {
             OneOrMany::One(one) => vec![one.clone()],
             OneOrMany::Many(many) => many.clone(),
         };
-        let sources = sources
+        let sources = texts
             .iter()
-            .map(|s| self.repository(&Spanned::new(section.source.span(), s.clone())))
+            .map(|s| self.sync_source(&Spanned::new(section.source.span(), s.clone())))
             .collect::<Result<Vec<_>, _>>()?;
+        // Listed repositories go to `target/<last path part>`: two with the
+        // same last part would overwrite each other.
+        let mut last_parts: HashMap<String, String> = HashMap::new();
+        for (text, source) in texts.iter().zip(&sources) {
+            if let (SyncSource::Repository(reference), true) = (source, sources.len() > 1) {
+                let last = reference
+                    .repository()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                if let Some(other) = last_parts.insert(last.clone(), text.clone()) {
+                    return Err(self.error(
+                        section.source.span(),
+                        format!("{other} and {text} would both be mirrored to target/{last}"),
+                        "sync them in separate jobs, or use a wildcard (HOST/team/**), which keeps each repository's path",
+                    ));
+                }
+            }
+        }
+        let wildcard = sources
+            .iter()
+            .any(|s| matches!(s, SyncSource::Under { .. }));
+        let repositories = match &section.repositories {
+            Some(narrowed) => TagFilter {
+                include: self.regexes(&narrowed.include)?,
+                exclude: self.regexes(&narrowed.exclude)?,
+                semver: None,
+                keep_latest: None,
+            },
+            None => TagFilter::default(),
+        };
         if sources.is_empty() {
             return Err(self.error(
                 section.source.span(),
@@ -222,7 +297,7 @@ impl Resolver<'_> {
             ));
         }
         let target = self.repository_target(&section.target, true)?;
-        if matches!(target, RepositoryTarget::Store(Some(_))) && sources.len() > 1 {
+        if matches!(target, RepositoryTarget::Store(Some(_))) && (sources.len() > 1 || wildcard) {
             return Err(self.error(
                 section.target.span(),
                 "several sources cannot share one store repository",
@@ -240,6 +315,7 @@ impl Resolver<'_> {
         }
         let spec = SyncSpec {
             sources,
+            repositories,
             target,
             filter: self.filter(&section.tags)?,
             platforms: self.platforms(&section.platforms)?,

@@ -40,6 +40,8 @@ pub struct JobContext {
     pub store: Store,
     pub registries: Arc<Registries>,
     pub concurrency: usize,
+    /// Images a job copies at once.
+    pub parallel_images: usize,
     pub reporter: Arc<dyn Reporter>,
     /// `ferry run --dry-run`: every job reports instead of changing.
     pub dry_run: bool,
@@ -96,6 +98,46 @@ pub struct JobReport {
     pub error: Option<String>,
     pub started: i64,
     pub seconds: f64,
+    /// One entry per image the job looked at (sync, backup).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageResult>,
+}
+
+/// What a job did with one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageResult {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `copied`, `unchanged`, `failed` or `skipped`.
+    pub result: &'static str,
+    /// The error (failed) or the reason (skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ImageResult {
+    pub fn new(
+        image: String,
+        target: Option<String>,
+        result: &'static str,
+        detail: Option<String>,
+    ) -> ImageResult {
+        ImageResult {
+            image,
+            target,
+            result,
+            detail,
+        }
+    }
+
+    pub fn failed(image: String, target: Option<String>, error: String) -> ImageResult {
+        ImageResult::new(image, target, "failed", Some(error))
+    }
+
+    pub fn skipped(image: String, reason: &str) -> ImageResult {
+        ImageResult::new(image, None, "skipped", Some(reason.to_owned()))
+    }
 }
 
 /// Why a job stopped early.
@@ -127,6 +169,7 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
         error: None,
         started,
         seconds: 0.0,
+        images: Vec::new(),
     };
     let lock = match state::try_lock(&context.store, &spec.name) {
         Ok(Some(lock)) => lock,

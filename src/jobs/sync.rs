@@ -5,29 +5,40 @@
 //! tag before overwriting, and deletes target tags that left the selection.
 
 use super::state::{JobState, SeenTag};
-use super::{JobContext, JobReport, Stop};
-use crate::config::jobs::SyncSpec;
+use super::{ImageResult, JobContext, JobReport, Stop};
+use crate::config::jobs::{SyncSource, SyncSpec};
 use crate::config::RepositoryTarget;
 use crate::engine::{
     copy_image, copy_referrers, referrers_fingerprint, CopyOptions, Destination, PlatformChoice,
     Repository, Source,
 };
+use crate::registry::RegistryClient;
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Digest;
 use crate::types::Reference;
+use futures_util::StreamExt;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-/// Where a source repository goes: under the target (by its last path
-/// part when there are several sources), or into the store under its own name.
-fn target_for(spec: &SyncSpec, source: &Reference) -> Result<RepositoryTarget, Stop> {
+/// Where a source repository goes. A listed source: the target itself, or
+/// (several sources) `target/<last path part>`; a wildcard source:
+/// `target/<path below the prefix>`; the store: the source's own name.
+fn target_for(
+    spec: &SyncSpec,
+    source: &Reference,
+    relative: Option<&str>,
+) -> Result<RepositoryTarget, Stop> {
     Ok(match &spec.target {
-        RepositoryTarget::Registry(target) if spec.sources.len() > 1 => {
-            let base = source
-                .repository()
-                .rsplit('/')
-                .next()
-                .unwrap_or(source.repository());
-            let name = format!("{}/{base}", target.name());
+        RepositoryTarget::Registry(target) if relative.is_some() || spec.sources.len() > 1 => {
+            let below = relative.unwrap_or_else(|| {
+                source
+                    .repository()
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(source.repository())
+            });
+            let name = format!("{}/{below}", target.name());
             RepositoryTarget::Registry(
                 Reference::parse_repository_or_ref(&name)
                     .map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
@@ -49,6 +60,70 @@ fn backup_tag(template: &str, tag: &str) -> String {
         .replace("{time}", &time)
 }
 
+/// The repositories a job covers, each with its target: listed ones as
+/// they are, wildcards expanded through the registry's `_catalog`.
+async fn repositories(
+    context: &JobContext,
+    spec: &SyncSpec,
+    report: &mut JobReport,
+) -> Result<Vec<(Reference, RepositoryTarget)>, Stop> {
+    let mut found = Vec::new();
+    for source in &spec.sources {
+        match source {
+            SyncSource::Repository(reference) => {
+                found.push((reference.clone(), target_for(spec, reference, None)?));
+            }
+            SyncSource::Under { registry, .. } => {
+                let client = context.registries.client(registry)?;
+                for path in client.catalog().await? {
+                    let Some(relative) = source.relative(&path) else {
+                        continue;
+                    };
+                    if !spec.repositories.matches(&path) {
+                        continue;
+                    }
+                    match Reference::parse_repository_or_ref(&format!("{registry}/{path}")) {
+                        Ok(reference) if reference.tag().is_none() => {
+                            let target = target_for(spec, &reference, Some(relative))?;
+                            found.push((reference, target));
+                        }
+                        _ => report.images.push(ImageResult::skipped(
+                            format!("{registry}/{path}"),
+                            "the catalog lists a name that is not a valid repository",
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One selected tag to bring up to date.
+struct Item {
+    client: Arc<RegistryClient>,
+    source: Reference,
+    tag: String,
+    target: Arc<Repository>,
+    tags: Arc<BTreeSet<String>>,
+    remembered: Option<SeenTag>,
+}
+
+/// What happened to one item.
+enum Done {
+    Copied {
+        seen: SeenTag,
+        changes: Vec<String>,
+        backup_tag: Option<String>,
+    },
+    Unchanged {
+        seen: Option<SeenTag>,
+        changes: Vec<String>,
+    },
+    Gone,
+    Deferred(String),
+}
+
 pub async fn run(
     context: &JobContext,
     spec: &SyncSpec,
@@ -66,141 +141,290 @@ pub async fn run(
         reporter: context.reporter.clone(),
         referrers: spec.referrers.clone(),
     };
-    for source in &spec.sources {
-        let source_client = context.registries.client(source.registry())?;
-        let tags = source_client.list_tags(source.repository()).await?;
+    let repositories = repositories(context, spec, report).await?;
+    // Tag lists, several at once (a remote registry's latency dominates).
+    let listed: Vec<_> = futures_util::stream::iter(repositories)
+        .map(|(source, target)| async move {
+            let listing = async {
+                let client = context.registries.client(source.registry())?;
+                let tags = client.list_tags(source.repository()).await?;
+                let target = context.repository(&target)?;
+                Ok::<_, Stop>((client, tags, target))
+            };
+            let listing = listing.await;
+            (source, listing)
+        })
+        .buffered(context.parallel_images)
+        .collect()
+        .await;
+    let mut items = Vec::new();
+    let mut per_target: Vec<(Arc<Repository>, Vec<String>)> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    for (source, listing) in listed {
+        let (client, tags, target) = match listing {
+            Ok(found) => found,
+            Err(Stop::Failed(error)) => {
+                let error = format!("{error:#}");
+                failed.push(format!("{} ({error})", source.name()));
+                report
+                    .images
+                    .push(ImageResult::failed(source.name(), None, error));
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let selected: Vec<String> = spec
             .filter
             .select(&tags)
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let target = context.repository(&target_for(spec, source)?)?;
-        let tag_set: BTreeSet<String> = tags.iter().cloned().collect();
-        let referrers_on = spec.referrers.enabled();
+        let target = Arc::new(target);
+        let tag_set = Arc::new(tags.iter().cloned().collect::<BTreeSet<String>>());
         for tag in &selected {
-            if context.cancelled() {
-                return Err(Stop::Cancelled);
+            items.push(Item {
+                client: client.clone(),
+                source: source.clone(),
+                tag: tag.clone(),
+                target: target.clone(),
+                tags: tag_set.clone(),
+                remembered: state.seen.get(&format!("{}:{tag}", source.name())).cloned(),
+            });
+        }
+        per_target.push((target, selected));
+    }
+    // Images in parallel; a failure is reported and the others go on. On
+    // SIGTERM or a deferral, images not yet started are skipped and those
+    // in flight finish (a copy writes its tag last, so none is half-tagged).
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
+    let options = &options;
+    let mut results = futures_util::stream::iter(items)
+        .map(|item| async move {
+            let image = format!("{}:{}", item.source.name(), item.tag);
+            let destination = item.target.describe();
+            if stop.load(Ordering::Relaxed) || context.cancelled() {
+                return (item, image, destination, None);
             }
-            let key = format!("{}:{tag}", source.name());
-            let Some(head) = source_client
-                .head_manifest(source.repository(), tag)
-                .await?
-            else {
+            let done = sync_one(&item, spec, options, dry_run).await;
+            (item, image, destination, Some(done))
+        })
+        .buffer_unordered(context.parallel_images);
+    let mut stopped: Option<Stop> = None;
+    while let Some((item, image, destination, done)) = results.next().await {
+        let key = format!("{}:{}", item.source.name(), item.tag);
+        let target = Some(format!("{destination}:{}", item.tag));
+        match done {
+            None => report.images.push(ImageResult::skipped(
+                image,
+                if context.cancelled() {
+                    "stopped before it started"
+                } else {
+                    "deferred before it started"
+                },
+            )),
+            Some(Ok(Done::Copied {
+                seen,
+                changes,
+                backup_tag,
+            })) => {
+                state.seen.insert(key, seen);
+                state.backup_tags.extend(backup_tag);
+                report.changes.extend(changes);
+                report
+                    .images
+                    .push(ImageResult::new(image, target, "copied", None));
+            }
+            Some(Ok(Done::Unchanged { seen, changes })) => {
+                if let Some(seen) = seen {
+                    state.seen.insert(key, seen);
+                }
+                report.changes.extend(changes);
+                report
+                    .images
+                    .push(ImageResult::new(image, target, "unchanged", None));
+            }
+            Some(Ok(Done::Gone)) => {
                 report
                     .notes
-                    .push(format!("{}:{tag} disappeared while syncing", source.name()));
-                continue;
-            };
-            if let Some(remaining) = head.rate_limit_remaining {
-                if remaining < spec.rate_limit_floor {
-                    return Err(Stop::Deferred(format!(
-                        "{}: rate limit has {remaining} pulls left, below the floor of {}; deferred",
-                        source.registry(),
-                        spec.rate_limit_floor
-                    )));
-                }
+                    .push(format!("{image} disappeared while syncing"));
+                report
+                    .images
+                    .push(ImageResult::skipped(image, "disappeared while syncing"));
             }
-            let source_digest = head.digest.clone();
-            let from = source.with_tag(tag);
-            let current = target.digest(tag).await?;
-            let destination = target.destination(tag)?;
-            let remembered = state.seen.get(&key);
-            let unchanged = match (&source_digest, &current) {
-                (Some(source_digest), Some(current)) => {
-                    (spec.platforms.is_none() && source_digest == current)
-                        || remembered.is_some_and(|seen| {
-                            seen.source.as_ref() == Some(source_digest)
-                                && seen.target.as_ref() == Some(current)
-                        })
-                }
-                _ => false,
-            };
-            let fingerprint = match (&source_digest, referrers_on) {
-                // A broken referrers listing never stops the image itself.
-                (Some(digest), true) => {
-                    match referrers_fingerprint(&source_client, source, digest, &tag_set).await {
-                        Ok(fingerprint) => Some(fingerprint),
-                        Err(error) => {
-                            report.notes.push(format!(
-                                "referrers of {}:{tag} not checked: {error}",
-                                source.name()
-                            ));
-                            None
-                        }
-                    }
-                }
-                _ => None,
-            };
-            if unchanged {
-                let seen_referrers = remembered.and_then(|seen| seen.referrers.clone());
-                if fingerprint.is_none() || fingerprint == seen_referrers {
-                    continue;
-                }
-                // The image is unchanged but what refers to it is not.
-                if dry_run {
-                    report
-                        .changes
-                        .push(format!("would copy new signatures or SBOMs of {from}"));
-                    continue;
-                }
-                let copied = copy_new_referrers(
-                    &source_client,
-                    &from,
-                    &destination,
-                    source_digest.as_ref(),
-                    head.media_type.as_deref(),
-                    &options,
-                )
-                .await?;
-                let seen = state.seen.entry(key).or_insert_with(|| SeenTag {
-                    source: source_digest.clone(),
-                    target: current.clone(),
-                    referrers: None,
-                });
-                seen.referrers = fingerprint;
-                report.changes.push(format!(
-                    "copied {copied} referrers (signatures, attestations, SBOMs) of {from}"
-                ));
-                continue;
+            Some(Ok(Done::Deferred(why))) => {
+                stop.store(true, Ordering::Relaxed);
+                report
+                    .images
+                    .push(ImageResult::skipped(image, "deferred: rate limit"));
+                stopped.get_or_insert(Stop::Deferred(why));
             }
-            let shown = destination.describe();
-            if dry_run {
-                report.changes.push(format!("would copy {from} → {shown}"));
-                continue;
+            Some(Err(Stop::Failed(error))) => {
+                let error = format!("{error:#}");
+                tracing::warn!("{image}: {error}");
+                failed.push(format!("{image} ({error})"));
+                report
+                    .images
+                    .push(ImageResult::failed(image, target, error));
             }
-            if let (Some(template), Some(old)) = (&spec.backup_overwritten, &current) {
-                let backup = backup_tag(template, tag);
-                target.put_tag(&backup, old).await?;
-                state.backup_tags.push(backup.clone());
-                report.changes.push(format!(
-                    "kept the old {}:{tag} as {backup}",
-                    target.describe()
-                ));
+            Some(Err(other)) => {
+                stop.store(true, Ordering::Relaxed);
+                stopped.get_or_insert(other);
             }
-            let source_endpoint = Source::Registry {
-                client: source_client.clone(),
-                reference: from.clone(),
-            };
-            let outcome = copy_image(&source_endpoint, &destination, &options).await?;
-            state.seen.insert(
-                key,
-                SeenTag {
-                    source: source_digest,
-                    target: Some(outcome.digest.clone()),
-                    referrers: fingerprint,
-                },
-            );
-            report.changes.push(format!(
-                "copied {from} → {shown} ({}, {} blobs copied)",
-                outcome.digest, outcome.blobs_copied
-            ));
         }
-        if spec.delete_extra {
-            delete_extra(&target, &selected, dry_run, state, report).await?;
+        if context.cancelled() {
+            stop.store(true, Ordering::Relaxed);
         }
     }
+    drop(results);
+    if context.cancelled() {
+        return Err(Stop::Cancelled);
+    }
+    if let Some(stop) = stopped {
+        return Err(stop);
+    }
+    if spec.delete_extra {
+        for (target, selected) in &per_target {
+            delete_extra(target, selected, dry_run, state, report).await?;
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Stop::Failed(anyhow::anyhow!(
+            "{} of {} images failed (the others were synced; the next run retries these): {}",
+            failed.len(),
+            report.images.len(),
+            failed.join("; ")
+        )));
+    }
     Ok(())
+}
+
+/// Bring one tag up to date: HEADs to see whether it changed (and whether
+/// its referrers did), then the copy.
+async fn sync_one(
+    item: &Item,
+    spec: &SyncSpec,
+    options: &CopyOptions,
+    dry_run: bool,
+) -> Result<Done, Stop> {
+    let Item {
+        client,
+        source,
+        tag,
+        target,
+        tags,
+        remembered,
+    } = item;
+    let Some(head) = client.head_manifest(source.repository(), tag).await? else {
+        return Ok(Done::Gone);
+    };
+    if let Some(remaining) = head.rate_limit_remaining {
+        if remaining < spec.rate_limit_floor {
+            return Ok(Done::Deferred(format!(
+                "{}: rate limit has {remaining} pulls left, below the floor of {}; deferred",
+                source.registry(),
+                spec.rate_limit_floor
+            )));
+        }
+    }
+    let source_digest = head.digest.clone();
+    let from = source.with_tag(tag);
+    let current = target.digest(tag).await?;
+    let destination = target.destination(tag)?;
+    let unchanged = match (&source_digest, &current) {
+        (Some(source_digest), Some(current)) => {
+            (spec.platforms.is_none() && source_digest == current)
+                || remembered.as_ref().is_some_and(|seen| {
+                    seen.source.as_ref() == Some(source_digest)
+                        && seen.target.as_ref() == Some(current)
+                })
+        }
+        _ => false,
+    };
+    let fingerprint = match (&source_digest, spec.referrers.enabled()) {
+        // A broken referrers listing never stops the image itself.
+        (Some(digest), true) => match referrers_fingerprint(client, source, digest, tags).await {
+            Ok(fingerprint) => Some(fingerprint),
+            Err(error) => {
+                tracing::warn!("referrers of {from} not checked: {error}");
+                None
+            }
+        },
+        _ => None,
+    };
+    if unchanged {
+        let seen_referrers = remembered.as_ref().and_then(|seen| seen.referrers.clone());
+        if fingerprint.is_none() || fingerprint == seen_referrers {
+            return Ok(Done::Unchanged {
+                seen: None,
+                changes: Vec::new(),
+            });
+        }
+        // The image is unchanged but what refers to it is not.
+        if dry_run {
+            return Ok(Done::Unchanged {
+                seen: None,
+                changes: vec![format!("would copy new signatures or SBOMs of {from}")],
+            });
+        }
+        let copied = copy_new_referrers(
+            client,
+            &from,
+            &destination,
+            source_digest.as_ref(),
+            head.media_type.as_deref(),
+            options,
+        )
+        .await?;
+        let mut seen = remembered.clone().unwrap_or(SeenTag {
+            source: source_digest.clone(),
+            target: current.clone(),
+            referrers: None,
+        });
+        seen.referrers = fingerprint;
+        return Ok(Done::Unchanged {
+            seen: Some(seen),
+            changes: vec![format!(
+                "copied {copied} referrers (signatures, attestations, SBOMs) of {from}"
+            )],
+        });
+    }
+    let shown = destination.describe();
+    if dry_run {
+        return Ok(Done::Unchanged {
+            seen: None,
+            changes: vec![format!("would copy {from} → {shown}")],
+        });
+    }
+    let mut changes = Vec::new();
+    let mut backup_tag_kept = None;
+    if let (Some(template), Some(old)) = (&spec.backup_overwritten, &current) {
+        let backup = backup_tag(template, tag);
+        target.put_tag(&backup, old).await?;
+        changes.push(format!(
+            "kept the old {}:{tag} as {backup}",
+            target.describe()
+        ));
+        backup_tag_kept = Some(backup);
+    }
+    let source_endpoint = Source::Registry {
+        client: client.clone(),
+        reference: from.clone(),
+    };
+    let outcome = copy_image(&source_endpoint, &destination, options).await?;
+    changes.push(format!(
+        "copied {from} → {shown} ({}, {} blobs copied)",
+        outcome.digest, outcome.blobs_copied
+    ));
+    Ok(Done::Copied {
+        seen: SeenTag {
+            source: source_digest,
+            target: Some(outcome.digest.clone()),
+            referrers: fingerprint,
+        },
+        changes,
+        backup_tag: backup_tag_kept,
+    })
 }
 
 /// Copy the referrers of an image that is already at the destination: its

@@ -27,6 +27,8 @@ struct DownloadState {
     offset: u64,
     verifier: Option<Verifier>,
     body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
+    /// The host connection this download holds while its body streams.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     resumes: u32,
     finished: bool,
 }
@@ -54,9 +56,12 @@ impl DownloadState {
         }
         let path = format!("v2/{}/blobs/{}", self.repository, self.digest);
         let scopes = [pull_scope(&self.repository)];
+        if self.permit.is_none() {
+            self.permit = Some(self.client.connection().await);
+        }
         let response = self
             .client
-            .request(Method::GET, &path, &scopes, headers, None)
+            .request_held(Method::GET, &path, &scopes, headers, None)
             .await?;
         let status = response.status();
         if self.offset > 0 {
@@ -129,6 +134,7 @@ impl DownloadState {
                 }
                 None => {
                     self.finished = true;
+                    self.permit = None;
                     if let Some(verifier) = self.verifier.take() {
                         verifier
                             .finish()
@@ -192,6 +198,7 @@ impl RegistryClient {
                 Verifier::size_only(digest, size)
             }),
             body: None,
+            permit: None,
             resumes: 0,
             finished: false,
         };

@@ -21,6 +21,10 @@ use tokio::sync::OnceCell;
 
 /// Most tag-list pages followed through `Link` headers.
 const MAX_TAG_PAGES: usize = 1000;
+/// Most tags one repository may list.
+const MAX_TAGS: usize = 100_000;
+/// Most repositories a catalog may list.
+const MAX_REPOSITORIES: usize = 50_000;
 
 /// Hands out one shared client per registry host.
 pub struct Registries {
@@ -80,6 +84,10 @@ impl Registries {
             retry: self.retry.clone(),
             reporter: self.reporter.clone(),
             no_referrers_api: std::sync::atomic::AtomicBool::new(false),
+            connections: Arc::new(tokio::sync::Semaphore::new(settings_max_connections(
+                &self.settings,
+                registry,
+            ))),
         });
         clients.insert(registry.to_owned(), client.clone());
         Ok(client)
@@ -108,6 +116,10 @@ pub struct RegistryClient {
     /// Set once the registry answered the referrers API with 404: it has
     /// none, so later lookups go straight to the fallback tag.
     pub(crate) no_referrers_api: std::sync::atomic::AtomicBool,
+    /// One process-wide limit on requests in flight to this host
+    /// (`max_connections`): a blob download holds its permit while its
+    /// body streams, every other request until its answer arrives.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// The scope that lets a token pull from `repository`.
@@ -169,9 +181,33 @@ impl RegistryClient {
             .await)
     }
 
+    /// A permit for one request to this host (waits while `max_connections`
+    /// are in flight).
+    pub(crate) async fn connection(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.connections
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection limit is never closed")
+    }
+
     /// Send an authenticated request for `path` (relative to the base URL, or
     /// absolute), retrying transient failures and answering one auth challenge.
     pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        scopes: &[String],
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+    ) -> Result<Response, RegistryError> {
+        let _permit = self.connection().await;
+        self.request_held(method, path, scopes, headers, body).await
+    }
+
+    /// [`RegistryClient::request`] for a caller that already holds a
+    /// [`RegistryClient::connection`] permit (and keeps it past the answer).
+    pub(crate) async fn request_held(
         &self,
         method: Method,
         path: &str,
@@ -228,6 +264,7 @@ impl RegistryClient {
         headers: HeaderMap,
         body: reqwest::Body,
     ) -> Result<Response, RegistryError> {
+        let _permit = self.connection().await;
         let auth = self.auth().await?;
         let mut request = self
             .http
@@ -431,50 +468,107 @@ impl RegistryClient {
 
     /// Every tag of `repository`, following `Link` pagination.
     pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            tags: Option<Vec<String>>,
+        let what = format!("tag list of {repository}");
+        let first = format!("v2/{repository}/tags/list?n=1000");
+        match self
+            .paged_list(&first, &pull_scope(repository), "tags", &what, MAX_TAGS)
+            .await
+        {
+            Err(error @ RegistryError::NotFound { .. }) => {
+                Err(self.not_found_as(error, &format!("{}/{repository}", self.registry)))
+            }
+            other => other,
         }
-        let mut tags = Vec::new();
-        let mut next = Some(format!("v2/{repository}/tags/list?n=1000"));
-        let mut pages = 0;
-        while let Some(path) = next.take() {
-            pages += 1;
-            if pages > MAX_TAG_PAGES {
-                return Err(RegistryError::Protocol {
+    }
+
+    /// Every repository the registry lists in `_catalog` (all pages). A
+    /// registry that refuses it (Docker Hub does) gets an error saying to
+    /// list repositories instead of using a wildcard.
+    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        let what = format!("the repository catalog of {}", self.registry);
+        self.paged_list(
+            "v2/_catalog?n=1000",
+            "registry:catalog:*",
+            "repositories",
+            &what,
+            MAX_REPOSITORIES,
+        )
+        .await
+        .map_err(|error| match error {
+            RegistryError::NotFound { .. }
+            | RegistryError::Unauthorized { .. }
+            | RegistryError::Http { status: 401 | 403 | 404 | 405, .. } => {
+                RegistryError::Protocol {
                     registry: self.registry.clone(),
                     message: format!(
-                        "tag list of {repository} has more than {MAX_TAG_PAGES} pages"
+                        "it does not list its repositories (_catalog refused: {error}); name the repositories in `source` instead of a wildcard"
                     ),
-                });
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// A paginated list (`tags`, `repositories`): every page followed by its
+    /// `Link`, a page seen twice is a loop, at most `limit` names.
+    async fn paged_list(
+        &self,
+        first: &str,
+        scope: &str,
+        key: &str,
+        what: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, RegistryError> {
+        let protocol = |message: String| RegistryError::Protocol {
+            registry: self.registry.clone(),
+            message,
+        };
+        let mut names = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut next = Some(first.to_owned());
+        while let Some(path) = next.take() {
+            if !seen.insert(path.clone()) {
+                return Err(protocol(format!("{what}: its pages link back to one already read ({path}); the registry's pagination loops")));
+            }
+            if seen.len() > MAX_TAG_PAGES {
+                return Err(protocol(format!(
+                    "{what} has more than {MAX_TAG_PAGES} pages"
+                )));
             }
             let response = self
                 .request(
                     Method::GET,
                     &path,
-                    &[pull_scope(repository)],
+                    &[scope.to_owned()],
                     HeaderMap::new(),
                     None,
                 )
                 .await?;
             if !response.status().is_success() {
-                let what = format!("{}/{repository}", self.registry);
-                return Err(self.not_found_as(
-                    status_error(&self.registry, "GET", &path, response).await,
-                    &what,
-                ));
+                return Err(status_error(&self.registry, "GET", &path, response).await);
             }
             next =
                 header_string(response.headers(), "link").and_then(|link| parse_next_link(&link));
-            let body = read_capped(response, 16 * 1024 * 1024, "tag list").await?;
-            let page: TagList =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    registry: self.registry.clone(),
-                    message: format!("tag list of {repository} is not valid JSON: {e}"),
-                })?;
-            tags.extend(page.tags.unwrap_or_default());
+            let body = read_capped(response, 16 * 1024 * 1024, what).await?;
+            let page: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| protocol(format!("{what} is not valid JSON: {e}")))?;
+            let listed = match &page[key] {
+                serde_json::Value::Null => Vec::new(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| protocol(format!("{what}: `{key}` holds a non-string")))?,
+                _ => return Err(protocol(format!("{what}: `{key}` is not a list"))),
+            };
+            names.extend(listed);
+            if names.len() > limit {
+                return Err(protocol(format!(
+                    "{what} has more than {limit} entries; narrow the job"
+                )));
+            }
         }
-        Ok(tags)
+        Ok(names)
     }
 
     /// Name the image (not the URL path) in not-found errors.
@@ -523,4 +617,16 @@ mod tests {
         );
         assert_eq!(super::parse_next_link(r#"</x>; rel="prev""#), None);
     }
+}
+
+/// `max_connections` for `registry` (default 16, at least 1).
+fn settings_max_connections(
+    settings: &std::collections::HashMap<String, RegistrySettings>,
+    registry: &str,
+) -> usize {
+    settings
+        .get(registry)
+        .and_then(|s| s.max_connections)
+        .unwrap_or(crate::types::registry_settings::DEFAULT_MAX_CONNECTIONS)
+        .max(1)
 }

@@ -21,4 +21,9 @@ pub struct RegistrySettings {
     pub password: Option<Secret>,
     /// Why the configured password could not be read (raised when the registry is used).
     pub password_error: Option<String>,
+    /// Most requests in flight to this host, process-wide (default 16).
+    pub max_connections: Option<usize>,
 }
+
+/// `max_connections` when the config does not say.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
