@@ -606,6 +606,18 @@ pub(super) fn parse_next_link(link: &str) -> Option<String> {
     })
 }
 
+/// `max_connections` for `registry` (default 16, at least 1).
+fn settings_max_connections(
+    settings: &std::collections::HashMap<String, RegistrySettings>,
+    registry: &str,
+) -> usize {
+    settings
+        .get(registry)
+        .and_then(|s| s.max_connections)
+        .unwrap_or(crate::types::registry_settings::DEFAULT_MAX_CONNECTIONS)
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -619,14 +631,3 @@ mod tests {
     }
 }
 
-/// `max_connections` for `registry` (default 16, at least 1).
-fn settings_max_connections(
-    settings: &std::collections::HashMap<String, RegistrySettings>,
-    registry: &str,
-) -> usize {
-    settings
-        .get(registry)
-        .and_then(|s| s.max_connections)
-        .unwrap_or(crate::types::registry_settings::DEFAULT_MAX_CONNECTIONS)
-        .max(1)
-}
