@@ -21,3 +21,4 @@ mod round_trip;
 mod serve;
 mod store_commands;
 mod stored_referrers;
+mod sync_scale;

@@ -630,4 +630,3 @@ mod tests {
         assert_eq!(super::parse_next_link(r#"</x>; rel="prev""#), None);
     }
 }
-

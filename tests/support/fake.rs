@@ -48,6 +48,17 @@ pub struct Faults {
     /// paginated two per page, with the `artifactType` filter) and answer
     /// pushes of manifests with a subject with `OCI-Subject`.
     pub referrers_api: bool,
+    /// Answer every request this much later (a registry far away).
+    pub delay: Option<std::time::Duration>,
+    /// Serve `/v2/_catalog`: these names in one page, or a page whose
+    /// `Link` points back at itself.
+    pub catalog: Option<Catalog>,
+}
+
+/// What `/v2/_catalog` answers.
+pub enum Catalog {
+    Names(Vec<String>),
+    LinkLoop,
 }
 
 /// A fault that goes away after a few answers.
@@ -64,6 +75,14 @@ pub struct FakeRegistry {
     pub stalled: mpsc::Receiver<()>,
     requests: Arc<Mutex<Vec<String>>>,
     served: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Requests being answered now, and the most at once (all, and manifests).
+#[derive(Default)]
+struct InFlight {
+    now: Mutex<(usize, usize)>,
+    most: Mutex<(usize, usize)>,
 }
 
 impl FakeRegistry {
@@ -81,6 +100,11 @@ impl FakeRegistry {
             .filter(|(p, _)| p.contains(fragment))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// The most requests answered at once: (all, manifest requests).
+    pub fn most_in_flight(&self) -> (usize, usize) {
+        *self.in_flight.most.lock().unwrap()
     }
 
     /// How many requests had `method` and a path containing `fragment`.
@@ -101,6 +125,7 @@ struct State {
     stalled: Mutex<mpsc::Sender<()>>,
     requests: Arc<Mutex<Vec<String>>>,
     served: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<InFlight>,
     /// Blobs pushed to this fake.
     pushed: Mutex<HashMap<String, Vec<u8>>>,
     /// Manifests pushed to this fake, by tag and by digest.
@@ -131,6 +156,7 @@ impl FakeRegistry {
         let (tx, rx) = mpsc::channel();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(Mutex::new(HashMap::new()));
+        let in_flight = Arc::new(InFlight::default());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let state = Arc::new(State {
@@ -140,6 +166,7 @@ impl FakeRegistry {
             stalled: Mutex::new(tx),
             requests: requests.clone(),
             served: served.clone(),
+            in_flight: in_flight.clone(),
             pushed: Mutex::new(HashMap::new()),
             pushed_manifests: Mutex::new(HashMap::new()),
             token_generation: Mutex::new(1),
@@ -149,7 +176,7 @@ impl FakeRegistry {
             for stream in listener.incoming().flatten() {
                 let state = state.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &state);
+                    let _ = serve_counted(stream, &state);
                 });
             }
         });
@@ -158,6 +185,7 @@ impl FakeRegistry {
             stalled: rx,
             requests,
             served,
+            in_flight,
         }
     }
 }
@@ -184,8 +212,43 @@ fn respond(
     stream.flush()
 }
 
-fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
+/// Answer one connection, counting it as in flight while it is answered.
+fn serve_counted(stream: TcpStream, state: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
+    // Wait for the request itself: an idle pooled connection is not one.
+    if reader.fill_buf()?.is_empty() {
+        return Ok(());
+    }
+    let manifest = {
+        let head = reader.buffer();
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        String::from_utf8_lossy(line).contains("/manifests/")
+    };
+    let count = |delta: isize| {
+        let mut now = state.in_flight.now.lock().unwrap();
+        now.0 = now.0.saturating_add_signed(delta);
+        if manifest {
+            now.1 = now.1.saturating_add_signed(delta);
+        }
+        let mut most = state.in_flight.most.lock().unwrap();
+        most.0 = most.0.max(now.0);
+        most.1 = most.1.max(now.1);
+    };
+    count(1);
+    let delay = state.faults.lock().unwrap().delay;
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
+    let result = serve(stream, reader, state);
+    count(-1);
+    result
+}
+
+fn serve(
+    mut stream: TcpStream,
+    mut reader: BufReader<TcpStream>,
+    state: &State,
+) -> std::io::Result<()> {
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut headers: HashMap<String, String> = HashMap::new();
@@ -410,6 +473,25 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
     }
     if path == "/v2/" {
         return respond(&mut stream, "200 OK", &[], b"{}", head);
+    }
+    if path.starts_with("/v2/_catalog") {
+        let faults = state.faults.lock().unwrap();
+        let (names, link) = match &faults.catalog {
+            None => return respond(&mut stream, "404 Not Found", &[], b"", head),
+            Some(Catalog::Names(names)) => (names.clone(), None),
+            Some(Catalog::LinkLoop) => (
+                vec!["app".to_owned()],
+                Some((
+                    "Link",
+                    "</v2/_catalog?n=1&last=app>; rel=\"next\"".to_owned(),
+                )),
+            ),
+        };
+        drop(faults);
+        let body = serde_json::json!({ "repositories": names }).to_string();
+        let mut headers = vec![("Content-Type", "application/json".to_owned())];
+        headers.extend(link);
+        return respond(&mut stream, "200 OK", &headers, body.as_bytes(), head);
     }
     if path.starts_with("/v2/app/tags/list") {
         let tags: Vec<&String> = state

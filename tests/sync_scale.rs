@@ -1,0 +1,371 @@
+//! Sync at scale: images in parallel (never more than `parallel_images`,
+//! never more requests to a host than `max_connections`), one failing tag
+//! reported while the others are synced, repository wildcards through the
+//! `_catalog`, a stop on SIGTERM with images in flight, and catalogs that
+//! loop, overflow or list invalid names.
+
+use crate::round_trip::fixture;
+use crate::support::fake::{Catalog, FakeRegistry, Faults};
+use crate::support::image;
+use crate::support::registry::Registry;
+use crate::support::{sha256, Ferry};
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The job reports of `ferry --json run` (any exit code).
+fn run_reports(ferry: &Ferry, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let mut args = vec!["--json", "run"];
+    args.extend_from_slice(extra);
+    let run = ferry.run(&args);
+    let reports: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr));
+    (run.code, reports.as_array().unwrap().clone())
+}
+
+/// `image → result` of one report's per-image entries.
+fn results(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = report["images"]
+        .as_array()
+        .map(|images| {
+            images
+                .iter()
+                .map(|i| {
+                    (
+                        i["image"].as_str().unwrap().to_owned(),
+                        i["result"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
+/// An image and `tags` that all name it, served by a fake with `faults`.
+fn fake_with_tags(tags: &[&str], mut faults: Faults) -> (FakeRegistry, image::Image) {
+    let built = image::image(
+        vec![image::random_layer("scale", 300_000, 51)],
+        "amd64",
+        "scale",
+    );
+    for tag in tags {
+        faults
+            .extra_manifests
+            .push(((*tag).to_owned(), MANIFEST.into(), built.manifest.clone()));
+    }
+    (FakeRegistry::start(&built, "1.0", faults), built)
+}
+
+#[test]
+fn one_failing_tag_is_reported_and_the_rest_are_synced() {
+    // 2.0's manifest names a config the registry does not have.
+    let broken = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"gone"), "size": 4},
+        "layers": [],
+    }))
+    .unwrap();
+    let (fake, built) = fake_with_tags(
+        &[],
+        Faults {
+            extra_manifests: vec![("2.0".into(), MANIFEST.into(), broken)],
+            ..Faults::default()
+        },
+    );
+    let fixture = fixture();
+    let real = Registry::start();
+    real.skopeo_push(fixture.layout.path(), "1.0", "team/tool");
+    let target = Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"many\"\nsource = [\"{}/app\", \"{}/team/tool\"]\ntarget = \"{}/mirror\"\n",
+        fake.host, real.host, target.host
+    ));
+    let (code, reports) = run_reports(&ferry, &[]);
+    assert_eq!(code, 1);
+    let report = &reports[0];
+    assert_eq!(report["status"], "failed");
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("app:2.0") && error.contains("1 of 3"),
+        "{error}"
+    );
+    assert_eq!(
+        results(report),
+        [
+            (format!("{}/app:1.0", fake.host), "copied".to_owned()),
+            (format!("{}/app:2.0", fake.host), "failed".to_owned()),
+            (format!("{}/team/tool:1.0", real.host), "copied".to_owned()),
+        ]
+    );
+    assert_eq!(sha256(&target.skopeo_raw("mirror/app:1.0")), built.digest());
+    assert_eq!(
+        sha256(&target.skopeo_raw("mirror/tool:1.0")),
+        fixture.app1.digest()
+    );
+    // The next run retries the failed tag only: the others are HEADs.
+    let gets_before = fake.count("GET", "/manifests/1.0");
+    let (code, reports) = run_reports(&ferry, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        results(&reports[0]),
+        [
+            (format!("{}/app:1.0", fake.host), "unchanged".to_owned()),
+            (format!("{}/app:2.0", fake.host), "failed".to_owned()),
+            (
+                format!("{}/team/tool:1.0", real.host),
+                "unchanged".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(fake.count("GET", "/manifests/1.0"), gets_before);
+    assert!(fake.count("GET", "/manifests/2.0") >= 2);
+}
+
+#[test]
+fn wildcards_mirror_every_repository_under_a_prefix() {
+    let fixture = fixture();
+    let source = Registry::start();
+    for repository in [
+        "team/a/app",
+        "team/b/app",
+        "team/b/deep/app",
+        "team/solo",
+        "other/x",
+    ] {
+        source.skopeo_push(fixture.layout.path(), "1.0", repository);
+    }
+    let target = Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"deep\"\nsource = \"{src}/team/**\"\ntarget = \"{dst}/mirror/team\"\nrepositories = {{ exclude = [\"^team/b/deep\"] }}\n[[sync]]\nname = \"one-level\"\nsource = \"{src}/team/*\"\ntarget = \"{dst}/one\"\n",
+        src = source.host,
+        dst = target.host
+    ));
+    ferry.run(&["run"]).ok();
+    for present in [
+        "mirror/team/a/app",
+        "mirror/team/b/app",
+        "mirror/team/solo",
+        "one/solo",
+    ] {
+        assert_eq!(
+            sha256(&target.skopeo_raw(&format!("{present}:1.0"))),
+            fixture.app1.digest(),
+            "{present}"
+        );
+    }
+    for absent in [
+        "mirror/team/b/deep/app",
+        "mirror/other/x",
+        "one/a/app",
+        "one/app",
+    ] {
+        assert!(
+            target.skopeo_raw_opt(&format!("{absent}:1.0")).is_none(),
+            "{absent}"
+        );
+    }
+    // Listed sources that would land on one target path are refused.
+    let clash = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"clash\"\nsource = [\"{src}/team/a/app\", \"{src}/team/b/app\"]\ntarget = \"{dst}/m\"\n",
+        src = source.host,
+        dst = target.host
+    ));
+    let refused = clash.run(&["config", "check"]).expect_code(2);
+    assert!(
+        refused.stderr.contains("team/a/app") && refused.stderr.contains("team/b/app"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn images_in_parallel_stay_within_both_limits() {
+    let tags = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    let delay = Some(std::time::Duration::from_millis(40));
+    let config = |fake: &FakeRegistry, target: &Registry, extra: &str| {
+        format!(
+            "version = 1\n{extra}[[sync]]\nname = \"wide\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\n",
+            fake.host, target.host
+        )
+    };
+    // parallel_images = 2: never more than two images (manifest requests) at once.
+    let (fake, _) = fake_with_tags(
+        &tags,
+        Faults {
+            delay,
+            ..Faults::default()
+        },
+    );
+    let target = Registry::start();
+    Ferry::new()
+        .with_config(&config(&fake, &target, ""))
+        .run(&["run", "--parallel-images", "2"])
+        .ok();
+    let (_, manifests) = fake.most_in_flight();
+    assert!(
+        (1..=2).contains(&manifests),
+        "{manifests} manifest requests at once"
+    );
+    // parallel_images = 6 really overlaps images.
+    let (fake, _) = fake_with_tags(
+        &tags,
+        Faults {
+            delay,
+            ..Faults::default()
+        },
+    );
+    let target = Registry::start();
+    Ferry::new()
+        .with_config(&config(&fake, &target, "[defaults]\nparallel_images = 6\n"))
+        .run(&["run"])
+        .ok();
+    let (_, manifests) = fake.most_in_flight();
+    assert!(manifests >= 2, "images did not overlap: {manifests}");
+    // max_connections caps every request to the host, whatever the parallelism.
+    let (fake, _) = fake_with_tags(
+        &tags,
+        Faults {
+            delay,
+            ..Faults::default()
+        },
+    );
+    let target = Registry::start();
+    let limited = format!("[registries.\"{}\"]\nmax_connections = 3\n", fake.host);
+    Ferry::new()
+        .with_config(&config(&fake, &target, &limited))
+        .run(&["run", "--parallel-images", "8"])
+        .ok();
+    let (all, _) = fake.most_in_flight();
+    assert!(all <= 3, "{all} requests at once");
+    for tag in tags {
+        assert!(
+            target
+                .skopeo_raw_opt(&format!("mirror/app:{tag}"))
+                .is_some(),
+            "{tag}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_with_images_in_flight_stops_cleanly() {
+    let tags = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    let built = image::image(
+        vec![image::random_layer("big", 3_000_000, 52)],
+        "amd64",
+        "big",
+    );
+    let mut faults = Faults {
+        stall_once: Some(built.layers[0].digest.clone()),
+        ..Faults::default()
+    };
+    for tag in tags {
+        faults
+            .extra_manifests
+            .push((tag.to_owned(), MANIFEST.into(), built.manifest.clone()));
+    }
+    let fake = FakeRegistry::start(&built, "1.0", faults);
+    let target = Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[defaults]\nstall_timeout = \"1s\"\n[[sync]]\nname = \"stop\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\n",
+        fake.host, target.host
+    ));
+    let child = ferry
+        .command(&["--json", "run", "--parallel-images", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    fake.stalled
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("an image is in flight");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = &reports[0];
+    assert_eq!(report["status"], "stopped", "{report}");
+    let results = results(report);
+    assert!(
+        results.iter().any(|(_, r)| r == "skipped"),
+        "images not started are skipped: {results:?}"
+    );
+    // Whatever tag exists at the target is complete.
+    for tag in ["1.0", "t1", "t2", "t3", "t4", "t5", "t6"] {
+        if target
+            .skopeo_raw_opt(&format!("mirror/app:{tag}"))
+            .is_some()
+        {
+            Ferry::new()
+                .run(&["pull", &format!("{}/mirror/app:{tag}", target.host)])
+                .ok();
+        }
+    }
+}
+
+#[test]
+fn catalogs_that_loop_overflow_or_list_bad_names() {
+    let target = Registry::start();
+    let job = |fake: &FakeRegistry| {
+        Ferry::new().with_config(&format!(
+            "version = 1\n[[sync]]\nname = \"all\"\nsource = \"{}/*\"\ntarget = \"{}/mirror\"\n",
+            fake.host, target.host
+        ))
+    };
+    let (looping, _) = fake_with_tags(
+        &[],
+        Faults {
+            catalog: Some(Catalog::LinkLoop),
+            ..Faults::default()
+        },
+    );
+    let run = job(&looping).run(&["run"]).expect_code(1);
+    assert!(
+        run.stdout.contains("loops") || run.stderr.contains("loops"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let names: Vec<String> = (0..60_000).map(|i| format!("repo{i}")).collect();
+    let (huge, _) = fake_with_tags(
+        &[],
+        Faults {
+            catalog: Some(Catalog::Names(names)),
+            ..Faults::default()
+        },
+    );
+    let run = job(&huge).run(&["run"]).expect_code(1);
+    assert!(
+        run.stdout.contains("more than 50000") || run.stderr.contains("more than 50000"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let (odd, built) = fake_with_tags(
+        &[],
+        Faults {
+            catalog: Some(Catalog::Names(vec![
+                "app".into(),
+                "Bad_Name".into(),
+                "a..b".into(),
+            ])),
+            ..Faults::default()
+        },
+    );
+    let ferry = job(&odd);
+    let (code, reports) = run_reports(&ferry, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let results = results(&reports[0]);
+    assert!(
+        results.contains(&(format!("{}/app:1.0", odd.host), "copied".to_owned())),
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|(_, r)| r == "skipped").count(),
+        2,
+        "{results:?}"
+    );
+    assert_eq!(sha256(&target.skopeo_raw("mirror/app:1.0")), built.digest());
+}
