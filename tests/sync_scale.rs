@@ -90,13 +90,17 @@ fn one_failing_tag_is_reported_and_the_rest_are_synced() {
         error.contains("app:2.0") && error.contains("1 of 3"),
         "{error}"
     );
+    let sorted = |mut pairs: Vec<(String, String)>| {
+        pairs.sort();
+        pairs
+    };
     assert_eq!(
         results(report),
-        [
+        sorted(vec![
             (format!("{}/app:1.0", fake.host), "copied".to_owned()),
             (format!("{}/app:2.0", fake.host), "failed".to_owned()),
             (format!("{}/team/tool:1.0", real.host), "copied".to_owned()),
-        ]
+        ])
     );
     assert_eq!(sha256(&target.skopeo_raw("mirror/app:1.0")), built.digest());
     assert_eq!(
@@ -109,14 +113,14 @@ fn one_failing_tag_is_reported_and_the_rest_are_synced() {
     assert_eq!(code, 1);
     assert_eq!(
         results(&reports[0]),
-        [
+        sorted(vec![
             (format!("{}/app:1.0", fake.host), "unchanged".to_owned()),
             (format!("{}/app:2.0", fake.host), "failed".to_owned()),
             (
                 format!("{}/team/tool:1.0", real.host),
                 "unchanged".to_owned()
             ),
-        ]
+        ])
     );
     assert_eq!(fake.count("GET", "/manifests/1.0"), gets_before);
     assert!(fake.count("GET", "/manifests/2.0") >= 2);
@@ -368,4 +372,49 @@ fn catalogs_that_loop_overflow_or_list_bad_names() {
         "{results:?}"
     );
     assert_eq!(sha256(&target.skopeo_raw("mirror/app:1.0")), built.digest());
+}
+
+#[test]
+fn a_backup_of_a_whole_prefix_keeps_going_past_a_missing_image() {
+    let fixture = fixture();
+    let source = Registry::start();
+    for repository in ["team/a/app", "team/b/app"] {
+        source.skopeo_push(fixture.layout.path(), "1.0", repository);
+        source.skopeo_push(fixture.layout.path(), "2.0", repository);
+    }
+    let ferry = Ferry::new();
+    let output = ferry.dir.path().join("team.tar");
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"team\"\nimages = [\"{src}/team/**:*\", \"{src}/gone/app:1.0\"]\ntags = {{ include = [\"^1\\\\.\"] }}\noutput = \"{}\"\n",
+        output.display(),
+        src = source.host
+    ));
+    let (code, reports) = run_reports(&ferry, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        results(&reports[0]),
+        [
+            (format!("{}/gone/app:1.0", source.host), "failed".to_owned()),
+            (
+                format!("{}/team/a/app:1.0", source.host),
+                "copied".to_owned()
+            ),
+            (
+                format!("{}/team/b/app:1.0", source.host),
+                "copied".to_owned()
+            ),
+        ]
+    );
+    let far = Ferry::new();
+    let loaded = far.run(&["load", "-i", output.to_str().unwrap()]).ok();
+    for repository in ["team/a/app", "team/b/app"] {
+        assert!(
+            loaded
+                .stdout
+                .contains(&format!("{}/{repository}:1.0", source.host)),
+            "{}",
+            loaded.stdout
+        );
+    }
+    assert!(!loaded.stdout.contains(":2.0"), "{}", loaded.stdout);
 }

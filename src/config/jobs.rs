@@ -220,11 +220,16 @@ impl SyncSource {
     }
 }
 
-/// One `images` entry of a backup: a repository with `:*`, or one image.
+/// One `images` entry of a backup.
 #[derive(Debug, Clone)]
-pub struct BackupImage {
-    pub reference: Reference,
-    pub all_tags: bool,
+pub enum BackupImage {
+    /// One image (`HOST/app:1.0`).
+    One(Reference),
+    /// Every tag `tags` selects (`HOST/app:*`).
+    AllTags(Reference),
+    /// Every selected tag of every repository under a prefix
+    /// (`HOST/team/**:*`, `HOST/team/*:*`).
+    Under(SyncSource),
 }
 
 /// A validated `[[backup]]`.

@@ -348,25 +348,24 @@ impl Resolver<'_> {
         let mut images = Vec::new();
         for image in &section.images {
             let text = image.get_ref();
-            let (text, all_tags) = match text.strip_suffix(":*") {
-                Some(repository) => (repository.to_owned(), true),
-                None => (text.clone(), false),
-            };
-            let reference = if all_tags {
-                self.repository(&Spanned::new(image.span(), text))?
-            } else {
-                Reference::parse(&text).map_err(|e| {
+            let image = match text.strip_suffix(":*") {
+                Some(repository) if repository.ends_with("/*") || repository.ends_with("/**") => {
+                    BackupImage::Under(
+                        self.sync_source(&Spanned::new(image.span(), repository.to_owned()))?,
+                    )
+                }
+                Some(repository) => BackupImage::AllTags(
+                    self.repository(&Spanned::new(image.span(), repository.to_owned()))?,
+                ),
+                None => BackupImage::One(Reference::parse(text).map_err(|e| {
                     self.error(
                         image.span(),
                         e.to_string(),
-                        "e.g. \"registry/app:1.0\" or \"registry/app:*\"",
+                        "e.g. \"registry/app:1.0\", \"registry/app:*\" or \"registry/team/**:*\"",
                     )
-                })?
+                })?),
             };
-            images.push(BackupImage {
-                reference,
-                all_tags,
-            });
+            images.push(image);
         }
         let compress = section
             .compress

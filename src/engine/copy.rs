@@ -154,6 +154,26 @@ fn invalid(image: &str, message: &str) -> EngineError {
     }
 }
 
+/// One lock per blob being written to a registry repository, process-wide:
+/// images copied in parallel often share layers, and two uploads of one
+/// blob into one repository at once can race in the registry (distribution
+/// 2.8 then refuses the manifest). The second copy waits, then finds the
+/// blob there.
+fn upload_lock(key: String) -> Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex, Weak};
+    static LOCKS: LazyLock<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let mut locks = LOCKS.lock().expect("upload locks");
+    if let Some(lock) = locks.get(&key).and_then(Weak::upgrade) {
+        return lock;
+    }
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(key, Arc::downgrade(&lock));
+    lock
+}
+
 /// Move one blob, retrying the whole transfer on transient or integrity failures.
 async fn transfer_blob(
     source: &Source,
@@ -162,6 +182,18 @@ async fn transfer_blob(
     size: u64,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BlobOutcome, EngineError> {
+    let lock = match destination {
+        Destination::Registry { client, reference } => Some(upload_lock(format!(
+            "{}/{}@{digest}",
+            client.registry(),
+            reference.repository()
+        ))),
+        Destination::Store { .. } => None,
+    };
+    let _one_writer = match &lock {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
     if destination.has_blob(digest, size).await? {
         reporter.report(Event::BlobFinished {
             digest: digest.clone(),

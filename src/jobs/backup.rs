@@ -9,10 +9,10 @@
 //! deleted, and it is never deleted itself.
 
 use super::state::{BackupRecord, JobState};
-use super::{JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::archive::save;
 use crate::archive::Compression;
-use crate::config::jobs::BackupSpec;
+use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
@@ -28,21 +28,60 @@ fn expand(template: &str, job: &str, now: i64, run: u64) -> String {
         .replace("{run}", &run.to_string())
 }
 
-/// The images this run backs up.
-async fn selection(context: &JobContext, spec: &BackupSpec) -> Result<Vec<Reference>, Stop> {
+/// The images this run backs up. A repository whose tags cannot be listed
+/// is reported as failed; the others are still backed up.
+async fn selection(
+    context: &JobContext,
+    spec: &BackupSpec,
+    report: &mut JobReport,
+    failed: &mut Vec<String>,
+) -> Result<Vec<Reference>, Stop> {
+    let mut repositories = Vec::new();
     let mut images = Vec::new();
     for image in &spec.images {
-        if image.all_tags {
-            let client = context.registries.client(image.reference.registry())?;
-            let tags = client.list_tags(image.reference.repository()).await?;
-            images.extend(
+        match image {
+            BackupImage::One(reference) => images.push(reference.clone()),
+            BackupImage::AllTags(repository) => repositories.push(repository.clone()),
+            BackupImage::Under(source) => {
+                let SyncSource::Under { registry, .. } = source else {
+                    continue;
+                };
+                let client = context.registries.client(registry)?;
+                for path in client.catalog().await? {
+                    if source.relative(&path).is_none() {
+                        continue;
+                    }
+                    match Reference::parse_repository_or_ref(&format!("{registry}/{path}")) {
+                        Ok(reference) if reference.tag().is_none() => repositories.push(reference),
+                        _ => report.images.push(ImageResult::skipped(
+                            format!("{registry}/{path}"),
+                            "the catalog lists a name that is not a valid repository",
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    for repository in repositories {
+        let listed = async {
+            let client = context.registries.client(repository.registry())?;
+            Ok::<_, Stop>(client.list_tags(repository.repository()).await?)
+        };
+        match listed.await {
+            Ok(tags) => images.extend(
                 spec.filter
                     .select(&tags)
                     .into_iter()
-                    .map(|t| image.reference.with_tag(t)),
-            );
-        } else {
-            images.push(image.reference.clone());
+                    .map(|t| repository.with_tag(t)),
+            ),
+            Err(Stop::Failed(error)) => {
+                let error = format!("{error:#}");
+                failed.push(format!("{} ({error})", repository.name()));
+                report
+                    .images
+                    .push(ImageResult::failed(repository.name(), None, error));
+            }
+            Err(other) => return Err(other),
         }
     }
     Ok(images)
@@ -56,8 +95,9 @@ pub async fn run(
     state: &mut JobState,
     report: &mut JobReport,
 ) -> Result<(), Stop> {
-    let images = selection(context, spec).await?;
-    if images.is_empty() {
+    let mut failed = Vec::new();
+    let images = selection(context, spec, report, &mut failed).await?;
+    if images.is_empty() && failed.is_empty() {
         report
             .notes
             .push("no image matched; nothing written".into());
@@ -82,10 +122,33 @@ pub async fn run(
         if dry_run {
             continue;
         }
-        sources.push((
-            source_for(context, spec, image, &options, report).await?,
-            Some(image.clone()),
-        ));
+        // One image that cannot be read is reported; the others are kept.
+        match source_for(context, spec, image, &options, report).await {
+            Ok(source) => {
+                report
+                    .images
+                    .push(ImageResult::new(image.to_string(), None, "copied", None));
+                sources.push((source, Some(image.clone())));
+            }
+            Err(Stop::Failed(error)) => {
+                let error = format!("{error:#}");
+                failed.push(format!("{image} ({error})"));
+                report
+                    .images
+                    .push(ImageResult::failed(image.to_string(), None, error));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let all_failed = || {
+        Stop::Failed(anyhow::anyhow!(
+            "{} images could not be backed up: {}",
+            failed.len(),
+            failed.join("; ")
+        ))
+    };
+    if !dry_run && sources.is_empty() {
+        return Err(all_failed());
     }
     let now = now_unix();
     let output = expand(&spec.output, job, now, state.backup_runs + 1);
@@ -139,6 +202,9 @@ pub async fn run(
     });
     if let Some(keep) = spec.keep {
         rotate(state, keep, &output, report);
+    }
+    if !failed.is_empty() {
+        return Err(all_failed());
     }
     Ok(())
 }

@@ -140,6 +140,18 @@ impl ImageResult {
     }
 }
 
+/// A job whose loop went on past failures fails at its end, listing them.
+fn failed_images(what: &str, failed: &[String]) -> Result<(), Stop> {
+    match failed {
+        [] => Ok(()),
+        failed => Err(Stop::Failed(anyhow::anyhow!(
+            "{} {what} failed (the others were done): {}",
+            failed.len(),
+            failed.join("; ")
+        ))),
+    }
+}
+
 /// Why a job stopped early.
 #[derive(Debug)]
 pub enum Stop {

@@ -6,7 +6,7 @@
 //! `allow_empty = true`.
 
 use super::state::JobState;
-use super::{JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::config::jobs::PruneSpec;
 use crate::policy::TagVersion;
 use crate::types::time::now_unix;
@@ -91,6 +91,7 @@ pub async fn run(
         .map(|c| (&c.digest, c.tag.as_str()))
         .collect();
     let mut deleted: Vec<&Digest> = Vec::new();
+    let mut failed = Vec::new();
     for candidate in doomed {
         if context.cancelled() {
             return Err(Stop::Cancelled);
@@ -116,11 +117,17 @@ pub async fn run(
             continue;
         }
         if !repository.deletes_by_digest() || !deleted.contains(&&candidate.digest) {
-            repository.delete(&candidate.tag, &candidate.digest).await?;
+            // One tag that cannot be deleted is reported; the others still go.
+            if let Err(error) = repository.delete(&candidate.tag, &candidate.digest).await {
+                let error = format!("{error:#}");
+                failed.push(format!("{line} ({error})"));
+                report.images.push(ImageResult::failed(line, None, error));
+                continue;
+            }
             deleted.push(&candidate.digest);
         }
         state.first_seen.remove(&candidate.tag);
         report.changes.push(format!("deleted {line}"));
     }
-    Ok(())
+    super::failed_images("tags", &failed)
 }

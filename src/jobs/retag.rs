@@ -4,7 +4,7 @@
 //! under the alias, so no blob is transferred.
 
 use super::state::JobState;
-use super::{JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::config::jobs::RetagSpec;
 use crate::config::RepositoryTarget;
 use crate::policy::{compute_aliases, TagVersion};
@@ -49,6 +49,7 @@ pub async fn run(
         .collect();
     let tags: Vec<String> = digests.keys().cloned().collect();
     let aliases = compute_aliases(&tags, &spec.aliases, spec.prerelease);
+    let mut failed = Vec::new();
     for (alias, target_tag) in aliases {
         if context.cancelled() {
             return Err(Stop::Cancelled);
@@ -88,11 +89,21 @@ pub async fn run(
             report.changes.push(format!("would point {line}"));
             continue;
         }
-        repository.put_tag(&alias, &target_digest).await?;
+        // One alias that cannot be written is reported; the others still move.
+        if let Err(error) = repository.put_tag(&alias, &target_digest).await {
+            let error = format!("{error:#}");
+            failed.push(format!("{alias} ({error})"));
+            report.images.push(ImageResult::failed(
+                repository.describe(),
+                Some(alias.clone()),
+                error,
+            ));
+            continue;
+        }
         state
             .aliases
             .insert(alias.clone(), (target_tag.clone(), target_digest.clone()));
         report.changes.push(format!("pointed {line}"));
     }
-    Ok(())
+    super::failed_images("aliases", &failed)
 }

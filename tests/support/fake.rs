@@ -212,7 +212,7 @@ fn respond(
     stream.flush()
 }
 
-/// Answer one connection, counting it as in flight while it is answered.
+/// Answer one connection, counting it as in flight while its answer is prepared.
 fn serve_counted(stream: TcpStream, state: &State) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     // Wait for the request itself: an idle pooled connection is not one.
@@ -234,14 +234,15 @@ fn serve_counted(stream: TcpStream, state: &State) -> std::io::Result<()> {
         most.0 = most.0.max(now.0);
         most.1 = most.1.max(now.1);
     };
+    // Counted while the answer is being prepared (the delay): the client
+    // cannot have its answer yet, so overlaps here are real overlaps.
     count(1);
     let delay = state.faults.lock().unwrap().delay;
     if let Some(delay) = delay {
         std::thread::sleep(delay);
     }
-    let result = serve(stream, reader, state);
     count(-1);
-    result
+    serve(stream, reader, state)
 }
 
 fn serve(
