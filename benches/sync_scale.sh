@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A sync job over many repositories, in one run: a local registry holding
+# REPOS repositories x TAGS tags (small images) is mirrored by a wildcard
+# job (first sync), then re-synced unchanged with parallel_images 1 and 8
+# through a proxy that adds DELAY_MS to every request (a registry far away).
+# Prints times, the ratio, the GETs the unchanged re-syncs made, peak RSS.
+#
+#   benches/sync_scale.sh                      # 300 x 5, 50 ms
+#   REPOS=50 TAGS=3 DELAY_MS=50 benches/sync_scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPOS=${REPOS:-300}
+TAGS=${TAGS:-5}
+DELAY_MS=${DELAY_MS:-50}
+for tool in docker-registry curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+cargo build --release --quiet --bin ferry --example seed_image --example delay_proxy
+ferry=$PWD/target/release/ferry
+measure="python3 $PWD/benches/measure.py"
+work=$(mktemp -d /var/tmp/ferry-sync-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_registry() { # name -> sets $host
+  local name=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/$name"
+  printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+    "$work/$name/data" "$port" > "$work/$name/config.yml"
+  docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+  host="127.0.0.1:$port"
+}
+
+start_registry source; src=$host
+start_registry target; dst=$host
+echo "== seeding $REPOS repositories x $TAGS tags"
+for t in $(seq "$TAGS"); do
+  target/release/examples/seed_image --store "$work/seed" --name "$src/seed/app:1.$t.0" --layers 2 --layer-size 20000 --seed "$t" >/dev/null
+  "$ferry" --store "$work/seed" -q push "$src/seed/app:1.$t.0" >/dev/null
+done
+seq "$REPOS" | xargs -P 4 -I{} "$ferry" --store "$work/unused" -q copy -a "$src/seed/app" "$src/bench/r{}/app" >/dev/null
+
+"$PWD/target/release/examples/delay_proxy" 127.0.0.1:0 "$src" "$DELAY_MS" > "$work/proxy.log" &
+pids+=($!)
+for _ in $(seq 200); do grep -q "listening on" "$work/proxy.log" && break; sleep 0.05; done
+far=$(sed -n 's/^listening on //p' "$work/proxy.log")
+
+job() { # source-host -> writes the config
+  printf 'version = 1\n[[sync]]\nname = "scale"\nsource = "%s/bench/**"\ntarget = "%s/mirror"\n' "$1" "$dst" > "$work/ferry.toml"
+}
+run() { # label parallel -> "seconds rss"
+  FERRY_CONFIG=$work/ferry.toml $measure "$ferry" --store "$work/state" -q run --parallel-images "$2" | tail -1
+}
+
+echo "== first sync (no delay), parallel_images 8"
+job "$src"
+read -r first first_rss < <(run first 8)
+echo "== unchanged re-syncs through the ${DELAY_MS} ms proxy"
+job "$far"
+# The job's state is keyed by source name: one run through the proxy's
+# address first, so the measured runs are true unchanged re-syncs.
+run warm 8 >/dev/null
+: > "$work/proxy.log"
+read -r one one_rss < <(run one 1)
+gets_one=$(grep -c '^GET .*/\(manifests\|blobs\)/' "$work/proxy.log" || true)
+heads_one=$(grep -c '^HEAD ' "$work/proxy.log" || true)
+: > "$work/proxy.log"
+read -r eight eight_rss < <(run eight 8)
+gets_eight=$(grep -c '^GET .*/\(manifests\|blobs\)/' "$work/proxy.log" || true)
+echo "== unchanged re-sync, no delay, parallel_images 8"
+job "$src"
+read -r near near_rss < <(run near 8)
+
+images=$((REPOS * TAGS))
+echo
+echo "$REPOS repositories x $TAGS tags = $images images"
+printf '%-52s %8.2fs  (RSS %s MB)\n' "first sync, parallel 8, no delay" "$first" "$first_rss"
+printf '%-52s %8.2fs  (RSS %s MB)\n' "unchanged re-sync, parallel 8, no delay" "$near" "$near_rss"
+printf '%-52s %8.2fs  (RSS %s MB, %s HEADs, %s manifest/blob GETs)\n' "unchanged re-sync, parallel 1, +${DELAY_MS} ms" "$one" "$one_rss" "$heads_one" "$gets_one"
+printf '%-52s %8.2fs  (RSS %s MB, %s manifest/blob GETs)\n' "unchanged re-sync, parallel 8, +${DELAY_MS} ms" "$eight" "$eight_rss" "$gets_eight"
+echo "speed-up 8 vs 1 under the delay: $(python3 -c "print(f'{$one/$eight:.2f}')") (target >= 5); GETs target 0; RSS target <= 64 MB"
