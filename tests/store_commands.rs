@@ -33,7 +33,10 @@ fn images_lists_docker_columns_and_tag_shares_the_id() {
     let id = &fixture.app1.config_digest()["sha256:".len()..][..12];
     assert_eq!(listing.stdout.matches(id).count(), 2, "{}", listing.stdout);
     assert!(listing.stdout.contains("local/app") && listing.stdout.contains("stable"));
+    // As docker: -q prints the short ID, --no-trunc the full one.
     let ids = ferry.run(&["images", "-q"]).ok();
+    assert_eq!(ids.stdout.trim(), id);
+    let ids = ferry.run(&["images", "-q", "--no-trunc"]).ok();
     assert_eq!(ids.stdout.trim(), fixture.app1.config_digest());
     let filtered = json(
         &ferry

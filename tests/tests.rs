@@ -13,6 +13,7 @@ mod config_files;
 mod crash;
 mod hostile;
 mod jobs;
+mod operations;
 mod peers;
 mod referrers;
 mod referrers_bad_input;

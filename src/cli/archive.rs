@@ -236,8 +236,12 @@ pub fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
             if image.names.is_empty() {
                 println(&format!("Loaded image ID: {}", image.id))?;
             }
+            // docker's familiar form: `nginx:1.25`, `team/app:1.0`.
             for name in &image.names {
-                println(&format!("Loaded image: {name}"))?;
+                let shown = crate::types::Reference::parse(name)
+                    .map(|r| format!("{}:{}", r.familiar_name(), r.tag().unwrap_or("latest")))
+                    .unwrap_or_else(|_| name.clone());
+                println(&format!("Loaded image: {shown}"))?;
             }
         }
         if referrers > 0 {

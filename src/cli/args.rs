@@ -37,6 +37,17 @@ pub struct GlobalArgs {
     /// Do not draw progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Log lines as `text` (default) or `json` (one object per line: time,
+    /// level, message, and the job, run and image they concern).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The commands.
@@ -274,6 +285,9 @@ pub struct ImagesArgs {
     /// Filter: dangling=true|false, before=IMAGE, since=IMAGE, reference=PATTERN.
     #[arg(short, long)]
     pub filter: Vec<String>,
+    /// Show full image IDs (`sha256:…`), as `docker images --no-trunc`.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `ferry save`.

@@ -287,6 +287,18 @@ pub fn check(context: &Context) -> anyhow::Result<ExitCode> {
             return Err(UsageError(format!("registries.\"{host}\": {problem}")).into());
         }
     }
+    // Said here, once, and not at every run: these are on purpose.
+    let mut insecure: Vec<&String> = context
+        .config
+        .registries
+        .iter()
+        .filter(|(_, settings)| settings.insecure)
+        .map(|(host, _)| host)
+        .collect();
+    insecure.sort();
+    for host in insecure {
+        tracing::warn!("registries.\"{host}\" is insecure: plain HTTP, no TLS");
+    }
     if !context.quiet {
         let names: Vec<String> = context
             .config

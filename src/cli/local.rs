@@ -107,9 +107,13 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     }
     if context.quiet {
         let mut seen = std::collections::BTreeSet::new();
+        // docker prints the 12-character short ID; --no-trunc the full one.
         for summary in &summaries {
             if seen.insert(summary.id.clone()) {
-                println(&summary.id.to_string())?;
+                match args.no_trunc {
+                    true => println(&summary.id.to_string())?,
+                    false => println(summary.id.short())?,
+                }
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -127,7 +131,10 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
                 row.push(s.digest.to_string());
             }
             row.extend([
-                s.id.short().to_owned(),
+                match args.no_trunc {
+                    true => s.id.to_string(),
+                    false => s.id.short().to_owned(),
+                },
                 created,
                 human_size(s.size),
                 s.kind.to_owned(),

@@ -464,17 +464,19 @@ impl Resolver<'_> {
             .as_ref()
             .map(|o| self.duration(o, "e.g. older_than = \"30d\""))
             .transpose()?;
+        let filter = self.filter(&section.tags)?;
+        // keep_latest = 0 removes every *selected* tag: fine when an include
+        // filter narrows the selection, refused when it is the whole repository.
         let keep_latest = match &section.keep_latest {
-            Some(n) if *n.get_ref() == 0 && !section.allow_empty => {
+            Some(n) if *n.get_ref() == 0 && filter.include.is_empty() && !section.allow_empty => {
                 return Err(self.error(
                     n.span(),
-                    "keep_latest = 0 may delete every tag",
-                    "use keep_latest ≥ 1, or set allow_empty = true",
+                    "keep_latest = 0 with no tags.include would delete every tag",
+                    "narrow it with tags.include, use keep_latest ≥ 1, or set allow_empty = true",
                 ))
             }
             other => other.as_ref().map(|n| *n.get_ref()),
         };
-        let filter = self.filter(&section.tags)?;
         if older_than.is_none()
             && keep_latest.is_none()
             && filter.include.is_empty()

@@ -208,26 +208,49 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
             return report;
         }
     };
-    let outcome = match &spec.kind {
-        JobKind::Sync(sync) => sync::run(context, sync, dry_run, &mut job_state, &mut report).await,
+    // Every log line of this run names the job and the run (`--log-format json`).
+    let run_id = format!("{started:x}-{:04x}", rand::random::<u16>());
+    let span = tracing::info_span!("job", job = %spec.name, run = %run_id);
+    let outcome = tracing::Instrument::instrument(
+        run_kind(context, spec, dry_run, &mut job_state, &mut report),
+        span,
+    )
+    .await;
+    finish(
+        context, spec, report, job_state, outcome, started, clock, lock,
+    )
+}
+
+/// Run the job's kind.
+async fn run_kind(
+    context: &JobContext,
+    spec: &JobSpec,
+    dry_run: bool,
+    job_state: &mut state::JobState,
+    report: &mut JobReport,
+) -> Result<(), Stop> {
+    match &spec.kind {
+        JobKind::Sync(sync) => sync::run(context, sync, dry_run, job_state, report).await,
         JobKind::Backup(backup) => {
-            backup::run(
-                context,
-                &spec.name,
-                backup,
-                dry_run,
-                &mut job_state,
-                &mut report,
-            )
-            .await
+            backup::run(context, &spec.name, backup, dry_run, job_state, report).await
         }
-        JobKind::Retag(retag) => {
-            retag::run(context, retag, dry_run, &mut job_state, &mut report).await
-        }
-        JobKind::Prune(prune) => {
-            prune::run(context, prune, dry_run, &mut job_state, &mut report).await
-        }
-    };
+        JobKind::Retag(retag) => retag::run(context, retag, dry_run, job_state, report).await,
+        JobKind::Prune(prune) => prune::run(context, prune, dry_run, job_state, report).await,
+    }
+}
+
+/// Record how a run ended, in the report and the job's state.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    context: &JobContext,
+    spec: &JobSpec,
+    mut report: JobReport,
+    mut job_state: state::JobState,
+    outcome: Result<(), Stop>,
+    started: i64,
+    clock: std::time::Instant,
+    lock: std::fs::File,
+) -> JobReport {
     match outcome {
         Ok(()) => {}
         Err(Stop::Failed(error)) => {

@@ -206,7 +206,10 @@ pub async fn run(
             if stop.load(Ordering::Relaxed) || context.cancelled() {
                 return (item, image, destination, None);
             }
-            let done = sync_one(&item, spec, options, dry_run).await;
+            let span = tracing::info_span!("image", image = %image);
+            let done =
+                tracing::Instrument::instrument(sync_one(&item, spec, options, dry_run), span)
+                    .await;
             (item, image, destination, Some(done))
         })
         .buffer_unordered(context.parallel_images);

@@ -150,7 +150,7 @@ impl RegistryClient {
                     })
                 };
                 if self.settings.insecure {
-                    tracing::warn!(registry = %self.registry, "using plain HTTP: the registry is marked insecure");
+                    tracing::debug!(registry = %self.registry, "using plain HTTP: the registry is marked insecure");
                     return parse("http");
                 }
                 let https = parse("https")?;
