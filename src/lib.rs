@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod jobs;
+pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod registry;

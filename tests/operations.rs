@@ -81,3 +81,98 @@ fn docker_habits_in_output() {
     let refused = everything.run(&["config", "check"]).expect_code(2);
     assert!(refused.stderr.contains("every tag"), "{}", refused.stderr);
 }
+
+/// Start `ferry daemon` with metrics on a free port; returns the child,
+/// its stdout lines and the metrics address.
+fn daemon_with_metrics(
+    ferry: &Ferry,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = ferry
+        .command(&["daemon", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)
+                .map(|rest| rest.split('/').next().unwrap().to_owned())
+        })
+        .expect("the daemon says where metrics are");
+    (child, lines, addr)
+}
+
+#[test]
+fn the_daemon_serves_metrics_and_health() {
+    let (registry, _) = seeded();
+    let target = crate::support::registry::Registry::start();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"watched\"\nschedule = \"@every 1s\"\nsource = \"{}/team/app\"\ntarget = \"{}/m/app\"\ntags = {{ include = [\"^1\\\\.0$\"] }}\n",
+        registry.host, target.host
+    ));
+    let (mut child, mut lines, addr) = daemon_with_metrics(&ferry);
+    let get = |path: &str| crate::support::http(&addr, "GET", path, &[], b"");
+    assert_eq!(get("/healthz").0, 200);
+    assert_eq!(get("/readyz").0, 200);
+    // The daemon prints each run's report: after the first, metrics show it.
+    lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("watched (sync)"))
+        .expect("a run of the job");
+    let (status, headers, body) = get("/metrics");
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(n, v)| n == "content-type" && v.starts_with("text/plain")));
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains("ferry_job_runs_total{job=\"watched\",result=\"ok\"} "),
+        "{text}"
+    );
+    assert!(
+        text.contains("ferry_job_last_success{job=\"watched\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "ferry_registry_requests_total{{registry=\"{}\",class=\"2xx\"}}",
+            registry.host
+        )),
+        "{text}"
+    );
+    assert!(text.contains("ferry_store_blobs "), "{text}");
+    // promtool (Prometheus' own checker) accepts the output.
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

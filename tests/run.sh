@@ -17,6 +17,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v tar >/dev/null || need+=(tar)
 command -v podman >/dev/null || need+=(podman uidmap)
 command -v dockerd >/dev/null || need+=(docker.io)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing test peers: ${need[*]}" >&2
   sudo=

@@ -168,6 +168,9 @@ pub enum Command {
         /// Images a job copies at once (default: the config's, else 4).
         #[arg(long, value_name = "N")]
         parallel_images: Option<usize>,
+        /// Serve /metrics (Prometheus), /healthz and /readyz here (default: [daemon] metrics_addr).
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
     },
     /// Serve the store as a registry (the distribution API) until SIGTERM or Ctrl-C.
     Serve(ServeArgs),

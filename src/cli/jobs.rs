@@ -8,6 +8,7 @@ use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
 use crate::jobs::{run_job, JobContext, JobReport, Status};
 use crate::types::time::{format_rfc3339, now_unix};
+use anyhow::Context as _;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -157,7 +158,11 @@ pub(super) async fn wait_for_shutdown() {
 }
 
 /// `ferry daemon`.
-pub async fn daemon(context: &Context, parallel_images: Option<usize>) -> anyhow::Result<ExitCode> {
+pub async fn daemon(
+    context: &Context,
+    parallel_images: Option<usize>,
+    metrics_addr: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
     let scheduled = jobs.iter().filter(|j| j.schedule.is_some()).count();
     if scheduled == 0 {
@@ -173,11 +178,35 @@ pub async fn daemon(context: &Context, parallel_images: Option<usize>) -> anyhow
         wait_for_shutdown().await;
         cancel.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+    // Metrics and health, bound before the scheduler starts: a taken port
+    // is an error now, not a silent gap in monitoring.
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = metrics_addr.or_else(|| context.config.metrics_addr.clone()) {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        let bound = listener.local_addr()?;
+        for job in &jobs {
+            crate::metrics::job_known(&job.name);
+        }
+        tokio::spawn(crate::serve::health::run(
+            listener,
+            job_context.store.clone(),
+            ready.clone(),
+            wait_for_shutdown(),
+        ));
+        if !context.quiet {
+            println(&format!(
+                "ferry daemon: metrics on http://{bound}/metrics (health: /healthz, /readyz)"
+            ))?;
+        }
+    }
     if !context.quiet {
         println(&format!(
             "ferry daemon: {scheduled} scheduled jobs; SIGTERM or Ctrl-C stops"
         ))?;
     }
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let as_json = context.json;
     let quiet = context.quiet;
     run_daemon(

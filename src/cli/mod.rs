@@ -237,7 +237,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             parallel_images,
         } => jobs::run(&context, &jobs, dry_run, parallel_images).await,
-        Command::Daemon { parallel_images } => jobs::daemon(&context, parallel_images).await,
+        Command::Daemon {
+            parallel_images,
+            metrics_addr,
+        } => jobs::daemon(&context, parallel_images, metrics_addr).await,
         Command::Serve(args) => serve(&context, args).await,
         Command::Jobs { reset: None } => jobs::list(&context),
         Command::Jobs { reset: Some(name) } => jobs::reset(&context, &name),

@@ -55,6 +55,16 @@ pub struct ConfigFile {
     pub retag: Vec<jobs::RetagSection>,
     #[serde(default)]
     pub prune: Vec<jobs::PruneSection>,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// `HOST:PORT` for `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_addr: Option<String>,
 }
 
 /// `[store]`.
@@ -118,6 +128,8 @@ pub struct Config {
     pub catch_up: bool,
     /// How long a network read may make no progress (`stall_timeout`).
     pub stall_timeout: std::time::Duration,
+    /// Where the daemon serves metrics and health (`[daemon] metrics_addr`).
+    pub metrics_addr: Option<String>,
 }
 
 impl Default for Config {
@@ -133,6 +145,7 @@ impl Default for Config {
             timezone_offset: 0,
             catch_up: true,
             stall_timeout: std::time::Duration::from_secs(120),
+            metrics_addr: None,
         }
     }
 }
@@ -384,6 +397,7 @@ impl Config {
             timezone_offset,
             catch_up,
             stall_timeout,
+            metrics_addr: file.daemon.metrics_addr,
         })
     }
 }

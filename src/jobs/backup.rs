@@ -187,6 +187,7 @@ pub async fn run(
         Ok(write_archive(&plan, file, compression, &context.reporter)?)
     })?;
     let plan = &plan.layout;
+    report.bytes += plan.blob_bytes();
     report.changes.push(format!(
         "wrote {} {output}: {}, {} blobs",
         if full { "full archive" } else { "delta" },

@@ -84,6 +84,17 @@ pub enum Status {
     Stopped,
 }
 
+/// A status as metrics and logs name it.
+pub fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Failed => "failed",
+        Status::Deferred => "deferred",
+        Status::Skipped => "skipped",
+        Status::Stopped => "stopped",
+    }
+}
+
 /// What one job run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JobReport {
@@ -101,6 +112,8 @@ pub struct JobReport {
     /// One entry per image the job looked at (sync, backup).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageResult>,
+    /// Blob bytes copied.
+    pub bytes: u64,
 }
 
 /// What a job did with one image.
@@ -182,6 +195,7 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
         started,
         seconds: 0.0,
         images: Vec::new(),
+        bytes: 0,
     };
     let lock = match state::try_lock(&context.store, &spec.name) {
         Ok(Some(lock)) => lock,
@@ -264,6 +278,14 @@ fn finish(
         Err(Stop::Cancelled) => report.status = Status::Stopped,
     }
     report.seconds = clock.elapsed().as_secs_f64();
+    crate::metrics::job_run(
+        &report.name,
+        status_label(report.status),
+        started,
+        report.seconds,
+        report.changes.len() as u64,
+        report.bytes,
+    );
     job_state.last_run = Some(started);
     job_state.last_status = Some(report.status);
     job_state.last_changes = report.changes.len();

@@ -115,6 +115,7 @@ enum Done {
         seen: SeenTag,
         changes: Vec<String>,
         backup_tag: Option<String>,
+        bytes: u64,
     },
     Unchanged {
         seen: Option<SeenTag>,
@@ -230,7 +231,9 @@ pub async fn run(
                 seen,
                 changes,
                 backup_tag,
+                bytes,
             })) => {
+                report.bytes += bytes;
                 state.seen.insert(key, seen);
                 state.backup_tags.extend(backup_tag);
                 report.changes.extend(changes);
@@ -427,6 +430,7 @@ async fn sync_one(
         },
         changes,
         backup_tag: backup_tag_kept,
+        bytes: outcome.bytes_copied,
     })
 }
 

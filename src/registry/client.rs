@@ -274,10 +274,12 @@ impl RegistryClient {
         if let Some(value) = auth.header_for(&self.http, scopes).await? {
             request = request.header(AUTHORIZATION, value.expose());
         }
-        request
-            .send()
-            .await
-            .map_err(|e| connect_error(&self.registry, &e))
+        let outcome = request.send().await;
+        crate::metrics::request(
+            &self.registry,
+            outcome.as_ref().map_or(0, |r| r.status().as_u16()),
+        );
+        outcome.map_err(|e| connect_error(&self.registry, &e))
     }
 
     /// Resolve a path or a registry-given `Location` against the base URL.
@@ -395,12 +397,16 @@ impl RegistryClient {
             return Err(status_error(&self.registry, "HEAD", &path, response).await);
         }
         let headers = response.headers();
+        let rate_limit_remaining: Option<u64> = header_string(headers, "ratelimit-remaining")
+            .and_then(|v| v.split(';').next().and_then(|n| n.trim().parse().ok()));
+        if let Some(remaining) = rate_limit_remaining {
+            crate::metrics::rate_limit_remaining(&self.registry, remaining);
+        }
         Ok(Some(ManifestHead {
             digest: header_string(headers, "docker-content-digest").and_then(|d| d.parse().ok()),
             media_type: header_string(headers, CONTENT_TYPE.as_str()),
             size: response.content_length(),
-            rate_limit_remaining: header_string(headers, "ratelimit-remaining")
-                .and_then(|v| v.split(';').next().and_then(|n| n.trim().parse().ok())),
+            rate_limit_remaining,
         }))
     }
 

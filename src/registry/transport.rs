@@ -287,6 +287,10 @@ pub async fn send_with_retry(
     let mut attempt = 1;
     loop {
         let outcome = build().send().await;
+        crate::metrics::request(
+            registry,
+            outcome.as_ref().map_or(0, |r| r.status().as_u16()),
+        );
         let (retry, reason, response) = match outcome {
             Ok(response) => match retry_budget(response.status(), policy) {
                 Some(budget) if attempt < budget => (
@@ -312,6 +316,7 @@ pub async fn send_with_retry(
         debug_assert!(retry);
         let delay = retry_delay(policy, attempt, response.as_ref());
         tracing::debug!(registry, what, attempt, ?delay, reason, "retrying");
+        crate::metrics::retry(registry);
         reporter.report(Event::Retrying {
             what: what.to_owned(),
             attempt,

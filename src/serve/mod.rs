@@ -7,6 +7,7 @@
 //! ferry commands (pull, load, gc, prune) run beside it.
 
 mod auth;
+pub mod health;
 mod http;
 mod read;
 mod routes;

@@ -120,6 +120,12 @@ impl Store {
         Ok(dropped)
     }
 
+    /// How many blob files the store holds, and their bytes (for metrics).
+    pub fn blob_totals(&self) -> Result<(u64, u64), StoreError> {
+        let blobs = self.stored_blobs()?;
+        Ok((blobs.len() as u64, blobs.iter().map(|(_, s)| s).sum()))
+    }
+
     /// Every blob file in the store with its size.
     fn stored_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         let mut blobs = Vec::new();
