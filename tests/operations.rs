@@ -176,3 +176,102 @@ fn the_daemon_serves_metrics_and_health() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A webhook receiver on loopback: answers with `statuses` in turn (then
+/// 200) and keeps every request body.
+fn webhook(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let status = statuses.next().unwrap_or(200);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (addr, bodies)
+}
+
+#[test]
+fn notifications_go_to_webhooks_and_never_fail_a_job() {
+    let (json_hook, json_bodies) = webhook(vec![500]);
+    let (slack_hook, slack_bodies) = webhook(vec![]);
+    let config = "version = 1\n[[sync]]\nname = \"bad\"\nsource = \"127.0.0.1:1/nothing/here\"\ntarget = \"store\"\n[[prune]]\nname = \"good\"\nrepository = \"store/local/none\"\nkeep_latest = 1\n[[notify]]\nurl_env = \"HOOK\"\non = [\"failure\", \"change\"]\njobs = [\"bad\"]\n[[notify]]\nurl_env = \"SLACK\"\nformat = \"slack\"\non = [\"success\"]\n[[notify]]\nurl_env = \"DEAD\"\non = [\"success\", \"failure\"]\n";
+    let mut ferry = Ferry::new().with_config(config);
+    ferry.envs.extend([
+        (
+            "HOOK".into(),
+            format!("http://{json_hook}/hook/SECRET-TOKEN-1"),
+        ),
+        (
+            "SLACK".into(),
+            format!("http://{slack_hook}/services/SECRET-TOKEN-2"),
+        ),
+        // Nothing listens here: this webhook always fails.
+        ("DEAD".into(), "http://127.0.0.1:1/SECRET-TOKEN-3".into()),
+    ]);
+    let run = ferry.run(&["run"]).expect_code(1);
+    // The failing job's report, after one 500 and a retry.
+    let bodies = json_bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let sent: serde_json::Value = serde_json::from_str(&bodies[1]).unwrap();
+    assert_eq!(sent["job"], "bad");
+    assert_eq!(sent["status"], "failed");
+    assert!(
+        sent["error"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{sent}"
+    );
+    assert!(
+        sent["host"].is_string() && sent["seconds"].is_number(),
+        "{sent}"
+    );
+    // Slack format for the successful one only.
+    let slack = slack_bodies.lock().unwrap().clone();
+    assert_eq!(slack.len(), 1, "{slack:?}");
+    let text: serde_json::Value = serde_json::from_str(&slack[0]).unwrap();
+    assert!(
+        text["text"]
+            .as_str()
+            .unwrap()
+            .contains("job good (prune) ok"),
+        "{text}"
+    );
+    // The dead webhook is logged by host only; no URL secret anywhere.
+    assert!(
+        run.stderr.contains("notification for job"),
+        "{}",
+        run.stderr
+    );
+    for secret in ["SECRET-TOKEN-1", "SECRET-TOKEN-2", "SECRET-TOKEN-3"] {
+        assert!(
+            !run.stderr.contains(secret) && !run.stdout.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    // Only the webhook failing: the job result (and exit code) is the job's.
+    let good = ferry.run(&["run", "good"]).ok();
+    assert!(!good.stderr.contains("SECRET-TOKEN"), "{}", good.stderr);
+}

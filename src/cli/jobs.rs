@@ -112,6 +112,7 @@ pub async fn run(
     for spec in &jobs {
         let report = run_job(&job_context, spec).await;
         context.reporter.clear();
+        crate::jobs::notify::send(&context.config.notify, &report).await;
         if !context.json && !context.quiet {
             print_report(&report)?;
         }
@@ -209,12 +210,18 @@ pub async fn daemon(
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let as_json = context.json;
     let quiet = context.quiet;
+    let webhooks = Arc::new(context.config.notify.clone());
     run_daemon(
         job_context,
         jobs,
         context.config.timezone_offset,
         context.config.catch_up,
         move |report| {
+            if !webhooks.is_empty() {
+                let webhooks = webhooks.clone();
+                let report = report.clone();
+                tokio::spawn(async move { crate::jobs::notify::send(&webhooks, &report).await });
+            }
             if as_json {
                 let _ = println(&serde_json::to_string(report).unwrap_or_default());
             } else if !quiet || report.status == Status::Failed {

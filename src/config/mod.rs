@@ -5,6 +5,7 @@
 //! the file is readable by its owner alone.
 
 pub mod jobs;
+pub mod notify;
 mod resolve;
 
 use crate::types::RegistrySettings;
@@ -57,6 +58,8 @@ pub struct ConfigFile {
     pub prune: Vec<jobs::PruneSection>,
     #[serde(default)]
     pub daemon: DaemonSection,
+    #[serde(default)]
+    pub notify: Vec<notify::NotifySection>,
 }
 
 /// `[daemon]`.
@@ -130,6 +133,8 @@ pub struct Config {
     pub stall_timeout: std::time::Duration,
     /// Where the daemon serves metrics and health (`[daemon] metrics_addr`).
     pub metrics_addr: Option<String>,
+    /// Webhooks called after job runs (`[[notify]]`).
+    pub notify: Vec<notify::NotifySpec>,
 }
 
 impl Default for Config {
@@ -146,6 +151,7 @@ impl Default for Config {
             catch_up: true,
             stall_timeout: std::time::Duration::from_secs(120),
             metrics_addr: None,
+            notify: Vec::new(),
         }
     }
 }
@@ -386,6 +392,85 @@ impl Config {
                 seconds => std::time::Duration::from_secs(seconds),
             },
         };
+        let mut webhooks = Vec::new();
+        for (index, section) in file.notify.iter().enumerate() {
+            let name = format!("notify #{}", index + 1);
+            let url = match (&section.url, &section.url_env, &section.url_file) {
+                (Some(url), None, None) if private => url.clone(),
+                (Some(_), None, None) => {
+                    return Err(invalid(
+                        format!("{name}: url is inline in a file others can read (webhook URLs are secrets)"),
+                        "use url_env or url_file, or `chmod 600` the config",
+                    ))
+                }
+                (None, Some(variable), None) => std::env::var(variable).map_err(|_| {
+                    invalid(
+                        format!("{name}: url_env names {variable}, which is not set"),
+                        "export it, or use url_file",
+                    )
+                })?,
+                (None, None, Some(file)) => std::fs::read_to_string(file)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|e| {
+                        invalid(
+                            format!("{name}: url_file {}: {e}", file.display()),
+                            "check the path and its permissions",
+                        )
+                    })?,
+                _ => {
+                    return Err(invalid(
+                        format!("{name} needs exactly one of url, url_env, url_file"),
+                        "e.g. url_env = \"FERRY_WEBHOOK\"",
+                    ))
+                }
+            };
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    format!("{name}: the URL is not http(s)"),
+                    "give the webhook's full https:// URL",
+                ));
+            }
+            let mut on = Vec::new();
+            for word in &section.on {
+                on.push(notify::NotifyOn::parse(word.get_ref()).ok_or_else(|| {
+                    resolver.error(
+                        word.span(),
+                        format!("on = {:?} is not an event", word.get_ref()),
+                        "use \"failure\", \"success\", \"change\" or \"deferred\"",
+                    )
+                })?);
+            }
+            if on.is_empty() {
+                on.push(notify::NotifyOn::Failure);
+            }
+            for job in &section.jobs {
+                if !specs.iter().any(|s: &JobSpec| &s.name == job.get_ref()) {
+                    return Err(resolver.error(
+                        job.span(),
+                        format!("{name}: no job is named {:?}", job.get_ref()),
+                        "name jobs of this config, or drop `jobs` for all",
+                    ));
+                }
+            }
+            let slack = match section.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("json") => false,
+                Some("slack") => true,
+                Some(other) => {
+                    let span = section.format.as_ref().expect("set").span();
+                    return Err(resolver.error(
+                        span,
+                        format!("format = {other:?}"),
+                        "use \"json\" (default) or \"slack\"",
+                    ));
+                }
+            };
+            webhooks.push(notify::NotifySpec {
+                url: Secret::new(url),
+                on,
+                jobs: section.jobs.iter().map(|j| j.get_ref().clone()).collect(),
+                slack,
+            });
+        }
         Ok(Config {
             path: Some(path.to_owned()),
             store_path: file.store.path,
@@ -398,6 +483,7 @@ impl Config {
             catch_up,
             stall_timeout,
             metrics_addr: file.daemon.metrics_addr,
+            notify: webhooks,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! and returns a report of what it changed. Jobs never print.
 
 mod backup;
+pub mod notify;
 mod prune;
 mod retag;
 pub mod scheduler;
