@@ -275,3 +275,39 @@ fn notifications_go_to_webhooks_and_never_fail_a_job() {
     let good = ferry.run(&["run", "good"]).ok();
     assert!(!good.stderr.contains("SECRET-TOKEN"), "{}", good.stderr);
 }
+
+#[test]
+fn the_bandwidth_cap_holds_downloads_and_uploads_to_the_rate() {
+    use crate::support::image::{self, Content};
+    let layer = image::random_layer("big", 6 * 1024 * 1024, 61);
+    let size = layer.gzip.len() as f64;
+    let built = image::image(vec![layer], "amd64", "capped");
+    let layout = tempfile::tempdir().unwrap();
+    image::write_layout(layout.path(), &[("1.0", Content::Image(&built))]);
+    let source = crate::support::registry::Registry::start();
+    source.skopeo_push(layout.path(), "1.0", "team/big");
+    let target = crate::support::registry::Registry::start();
+    let rate = 2.0 * 1024.0 * 1024.0;
+    let ferry = Ferry::new();
+    let timed = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        ferry.run(args).ok();
+        started.elapsed().as_secs_f64()
+    };
+    let image = format!("{}/team/big:1.0", source.host);
+    let pull = timed(&["--limit-rate", "2MiB/s", "pull", &image]);
+    let push = timed(&[
+        "--limit-rate",
+        "2MiB/s",
+        "push",
+        &image,
+        &format!("{}/team/big:1.0", target.host),
+    ]);
+    for (what, seconds) in [("download", pull), ("upload", push)] {
+        let average = size / seconds;
+        assert!(
+            (average / rate - 1.0).abs() <= 0.15,
+            "{what}: {average:.0} B/s over {seconds:.2}s, cap {rate:.0} B/s"
+        );
+    }
+}

@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// level, message, and the job, run and image they concern).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Cap downloads and uploads at this rate each, for the whole process
+    /// (e.g. 50MiB/s; default: [defaults] bandwidth, else none).
+    #[arg(long, global = true, value_name = "RATE")]
+    pub limit_rate: Option<String>,
 }
 
 /// How log lines are written to stderr.

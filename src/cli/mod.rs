@@ -176,6 +176,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let config = load_config(cli.global.config.as_ref())?;
+    // One bandwidth budget for the whole process.
+    let limit = match &cli.global.limit_rate {
+        Some(text) => Some(
+            crate::types::rate::parse_rate(text)
+                .map_err(|e| UsageError(format!("--limit-rate: {e}")))?,
+        ),
+        None => config.bandwidth,
+    };
+    if let Some(rate) = limit {
+        crate::registry::bandwidth::set_limit(rate);
+    }
     let store_path = store_path(cli.global.store.as_ref(), &config)?;
     let verbose = cli.global.verbose > 0;
     let progress = !cli.global.quiet && !cli.global.no_progress && !cli.global.json;

@@ -82,6 +82,7 @@ pub struct StoreSection {
 #[serde(deny_unknown_fields)]
 pub struct DefaultsSection {
     pub concurrency: Option<usize>,
+    pub bandwidth: Option<toml::Spanned<String>>,
     pub parallel_images: Option<usize>,
     pub platforms: Option<Vec<String>>,
     pub timezone: Option<toml::Spanned<String>>,
@@ -135,6 +136,8 @@ pub struct Config {
     pub metrics_addr: Option<String>,
     /// Webhooks called after job runs (`[[notify]]`).
     pub notify: Vec<notify::NotifySpec>,
+    /// Bytes per second for downloads and for uploads (`[defaults] bandwidth`).
+    pub bandwidth: Option<u64>,
 }
 
 impl Default for Config {
@@ -152,6 +155,7 @@ impl Default for Config {
             stall_timeout: std::time::Duration::from_secs(120),
             metrics_addr: None,
             notify: Vec::new(),
+            bandwidth: None,
         }
     }
 }
@@ -392,6 +396,13 @@ impl Config {
                 seconds => std::time::Duration::from_secs(seconds),
             },
         };
+        let bandwidth = match &file.defaults.bandwidth {
+            None => None,
+            Some(text) => Some(
+                crate::types::rate::parse_rate(text.get_ref())
+                    .map_err(|e| resolver.error(text.span(), e, "e.g. bandwidth = \"50MiB/s\""))?,
+            ),
+        };
         let mut webhooks = Vec::new();
         for (index, section) in file.notify.iter().enumerate() {
             let name = format!("notify #{}", index + 1);
@@ -484,6 +495,7 @@ impl Config {
             stall_timeout,
             metrics_addr: file.daemon.metrics_addr,
             notify: webhooks,
+            bandwidth,
         })
     }
 }

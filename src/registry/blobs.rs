@@ -105,6 +105,7 @@ impl DownloadState {
             let body = self.body.as_mut().expect("opened above");
             match body.next().await {
                 Some(Ok(chunk)) => {
+                    super::bandwidth::downloaded(chunk.len()).await;
                     self.offset += chunk.len() as u64;
                     if let Some(verifier) = self.verifier.as_mut() {
                         verifier
@@ -216,6 +217,7 @@ impl RegistryClient {
         digest: &Digest,
         bytes: Bytes,
     ) -> Result<(), RegistryError> {
+        super::bandwidth::uploading(bytes.len()).await;
         let scopes = [push_scope(repository)];
         let path = format!("v2/{repository}/blobs/uploads/?digest={digest}");
         let mut headers = HeaderMap::new();
@@ -281,7 +283,12 @@ impl RegistryClient {
                 &location,
                 &scopes,
                 headers,
-                reqwest::Body::wrap_stream(body),
+                reqwest::Body::wrap_stream(body.then(|chunk| async move {
+                    if let Ok(bytes) = &chunk {
+                        super::bandwidth::uploading(bytes.len()).await;
+                    }
+                    chunk
+                })),
             )
             .await?;
         if response.status() != StatusCode::ACCEPTED && response.status() != StatusCode::NO_CONTENT

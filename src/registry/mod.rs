@@ -4,6 +4,7 @@
 //! It never touches the local store: the engine joins the two.
 
 pub mod auth;
+pub mod bandwidth;
 pub mod blobs;
 pub mod client;
 pub mod credentials;

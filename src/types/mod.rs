@@ -8,6 +8,7 @@ pub mod choice;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
+pub mod rate;
 pub mod reference;
 pub mod referrer;
 pub mod registry_settings;
