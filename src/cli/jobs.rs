@@ -323,6 +323,11 @@ pub fn check(context: &Context) -> anyhow::Result<ExitCode> {
             return Err(UsageError(format!("registries.\"{host}\": {problem}")).into());
         }
     }
+    for webhook in &context.config.notify {
+        if let Err(problem) = &webhook.url {
+            return Err(UsageError(problem.clone()).into());
+        }
+    }
     // Said here, once, and not at every run: these are on purpose.
     let mut insecure: Vec<&String> = context
         .config

@@ -407,7 +407,7 @@ impl Config {
         for (index, section) in file.notify.iter().enumerate() {
             let name = format!("notify #{}", index + 1);
             let url = match (&section.url, &section.url_env, &section.url_file) {
-                (Some(url), None, None) if private => url.clone(),
+                (Some(url), None, None) if private => Ok(url.clone()),
                 (Some(_), None, None) => {
                     return Err(invalid(
                         format!("{name}: url is inline in a file others can read (webhook URLs are secrets)"),
@@ -415,19 +415,13 @@ impl Config {
                     ))
                 }
                 (None, Some(variable), None) => std::env::var(variable).map_err(|_| {
-                    invalid(
-                        format!("{name}: url_env names {variable}, which is not set"),
-                        "export it, or use url_file",
-                    )
-                })?,
+                    format!("{name}: url_env names {variable}, which is not set; export it, or use url_file")
+                }),
                 (None, None, Some(file)) => std::fs::read_to_string(file)
                     .map(|t| t.trim().to_owned())
                     .map_err(|e| {
-                        invalid(
-                            format!("{name}: url_file {}: {e}", file.display()),
-                            "check the path and its permissions",
-                        )
-                    })?,
+                        format!("{name}: url_file {}: {e}; check the path and its permissions", file.display())
+                    }),
                 _ => {
                     return Err(invalid(
                         format!("{name} needs exactly one of url, url_env, url_file"),
@@ -435,12 +429,10 @@ impl Config {
                     ))
                 }
             };
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(invalid(
-                    format!("{name}: the URL is not http(s)"),
-                    "give the webhook's full https:// URL",
-                ));
-            }
+            let url = url.and_then(|url| match url.starts_with("https://") || url.starts_with("http://") {
+                true => Ok(Secret::new(url)),
+                false => Err(format!("{name}: the URL is not http(s); give the webhook's full https:// URL")),
+            });
             let mut on = Vec::new();
             for word in &section.on {
                 on.push(notify::NotifyOn::parse(word.get_ref()).ok_or_else(|| {
@@ -476,7 +468,7 @@ impl Config {
                 }
             };
             webhooks.push(notify::NotifySpec {
-                url: Secret::new(url),
+                url,
                 on,
                 jobs: section.jobs.iter().map(|j| j.get_ref().clone()).collect(),
                 slack,

@@ -45,7 +45,9 @@ impl NotifyOn {
 /// A validated `[[notify]]`.
 #[derive(Debug, Clone)]
 pub struct NotifySpec {
-    pub url: Secret,
+    /// The URL, or why it could not be read (raised by `config check` and
+    /// logged when the webhook would be called, like a missing password).
+    pub url: Result<Secret, String>,
     pub on: Vec<NotifyOn>,
     /// Only these jobs (empty: every job).
     pub jobs: Vec<String>,
