@@ -311,3 +311,53 @@ fn the_bandwidth_cap_holds_downloads_and_uploads_to_the_rate() {
         );
     }
 }
+
+#[test]
+fn a_partial_download_left_by_a_killed_run_is_resumed_and_checked() {
+    use crate::support::fake::{FakeRegistry, Faults};
+    use crate::support::image;
+    let built = image::image(
+        vec![image::random_layer("resume", 4 * 1024 * 1024, 71)],
+        "amd64",
+        "resume",
+    );
+    let layer = &built.layers[0];
+    let size = layer.gzip.len();
+    let half = size / 2;
+    let fake = FakeRegistry::start(&built, "1.0", Faults::default());
+    let image = format!("{}/app:1.0", fake.host);
+    let path = format!("/v2/app/blobs/{}", layer.digest);
+    // What a run killed half way through the layer leaves in ingest/.
+    let leave_partial = |ferry: &Ferry, bytes: &[u8]| {
+        let ingest = ferry.store.join("ingest");
+        std::fs::create_dir_all(&ingest).unwrap();
+        let partial = ingest.join(format!(
+            "sha256-{}.partial",
+            layer.digest.trim_start_matches("sha256:")
+        ));
+        std::fs::write(&partial, bytes).unwrap();
+        partial
+    };
+    let ferry = Ferry::new();
+    let partial = leave_partial(&ferry, &layer.gzip[..half]);
+    let run = ferry.run(&["pull", &image]).ok();
+    assert!(run.stdout.contains(&built.digest()), "{}", run.stdout);
+    // Only the missing part was asked for (Range), and the blob is whole.
+    assert_eq!(fake.bytes_served(&path), size - half);
+    ferry.run(&["verify", "--read-data"]).ok();
+    assert!(!partial.exists());
+    // A partial whose bytes are wrong is never trusted: the whole blob is
+    // checked, found bad, and fetched again from the start.
+    let other = Ferry::new();
+    let mut wrong = layer.gzip[..half].to_vec();
+    wrong[10] ^= 0xff;
+    leave_partial(&other, &wrong);
+    let before = fake.bytes_served(&path);
+    other.run(&["pull", &image]).ok();
+    other.run(&["verify", "--read-data"]).ok();
+    assert_eq!(fake.bytes_served(&path) - before, (size - half) + size);
+    // A partial nobody resumes is swept by gc.
+    let stale = leave_partial(&other, b"stale");
+    other.run(&["gc"]).ok();
+    assert!(!stale.exists());
+}

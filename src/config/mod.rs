@@ -429,9 +429,13 @@ impl Config {
                     ))
                 }
             };
-            let url = url.and_then(|url| match url.starts_with("https://") || url.starts_with("http://") {
-                true => Ok(Secret::new(url)),
-                false => Err(format!("{name}: the URL is not http(s); give the webhook's full https:// URL")),
+            let url = url.and_then(|url| {
+                match url.starts_with("https://") || url.starts_with("http://") {
+                    true => Ok(Secret::new(url)),
+                    false => Err(format!(
+                        "{name}: the URL is not http(s); give the webhook's full https:// URL"
+                    )),
+                }
             });
             let mut on = Vec::new();
             for word in &section.on {

@@ -222,15 +222,24 @@ async fn transfer_blob(
                 done,
             })
         };
-        match destination
-            .write_blob(
-                digest,
-                size,
-                source.blob(digest, size, !destination.verifies_writes()),
-                on_progress,
-            )
-            .await
-        {
+        let written = match destination.resumes_from(source) {
+            true => {
+                destination
+                    .write_blob_resuming(source, digest, size, on_progress)
+                    .await
+            }
+            false => {
+                destination
+                    .write_blob(
+                        digest,
+                        size,
+                        source.blob(digest, size, !destination.verifies_writes()),
+                        on_progress,
+                    )
+                    .await
+            }
+        };
+        match written {
             Ok(()) => {
                 reporter.report(Event::BlobFinished {
                     digest: digest.clone(),

@@ -393,6 +393,71 @@ impl Destination {
         }
     }
 
+    /// Whether a blob from `source` can continue a partial download a
+    /// failed or killed run left behind (registry → store).
+    pub fn resumes_from(&self, source: &Source) -> bool {
+        matches!(
+            (self, source),
+            (Destination::Store { .. }, Source::Registry { .. })
+        )
+    }
+
+    /// Registry → store: continue the blob's partial download (if any) with
+    /// `Range`, verifying the whole blob — old bytes re-read, new ones as
+    /// they arrive — before it becomes visible. A resume that fails drops
+    /// the partial, so the next attempt starts over.
+    pub async fn write_blob_resuming(
+        &self,
+        source: &Source,
+        digest: &Digest,
+        size: u64,
+        on_progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<(), EngineError> {
+        let (Destination::Store { store, .. }, Source::Registry { client, reference }) =
+            (self, source)
+        else {
+            return Err(EngineError::Invalid {
+                image: self.describe(),
+                message: "only a registry → store transfer resumes".into(),
+            });
+        };
+        let mut writer = store.resumable_writer(digest, size).await?;
+        let offset = writer.written();
+        let mut failure: Option<EngineError> = None;
+        if offset < size {
+            let mut stream =
+                client.blob_stream_from(reference.repository(), digest, size, offset, false);
+            while let Some(chunk) = stream.next().await {
+                let written = match chunk {
+                    Ok(chunk) => writer.write(&chunk).await.map_err(EngineError::from),
+                    Err(error) => Err(EngineError::from(error)),
+                };
+                if let Err(error) = written {
+                    failure = Some(error);
+                    break;
+                }
+                on_progress(writer.written());
+            }
+        }
+        let reached = writer.written();
+        let result = match failure {
+            Some(error) => {
+                drop(writer);
+                Err(error)
+            }
+            None => writer.commit().await.map_err(EngineError::from),
+        };
+        // Keep a partial only for what the network interrupted and that
+        // made progress; the store's own failures (a full disk) and a
+        // resume that got nowhere (a server ignoring Range) start over.
+        if let Err(error) = &result {
+            if matches!(error, EngineError::Store(_)) || (offset > 0 && reached == offset) {
+                store.discard_partial(digest);
+            }
+        }
+        result
+    }
+
     /// Write a manifest: by digest for children, under the tag for the root.
     /// Returns whether a registry indexed the manifest's subject itself.
     pub async fn write_manifest(

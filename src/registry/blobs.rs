@@ -187,11 +187,28 @@ impl RegistryClient {
         size: u64,
         verify: bool,
     ) -> BlobStream {
+        self.blob_stream_from(repository, digest, size, 0, verify)
+    }
+
+    /// The bytes of a blob from `offset` on (a download another run left
+    /// half done continues with `Range`): `size - offset` bytes, size
+    /// checked; the digest is the consumer's to check, since it holds the
+    /// bytes before `offset` (`verify` only when `offset` is 0).
+    pub fn blob_stream_from(
+        self: &Arc<Self>,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        offset: u64,
+        verify: bool,
+    ) -> BlobStream {
+        let verify = verify && offset == 0;
+        let size = size.saturating_sub(offset);
         let state = DownloadState {
             client: self.clone(),
             repository: repository.to_owned(),
             digest: digest.clone(),
-            offset: 0,
+            offset,
             // The size is always checked; the digest unless the consumer hashes.
             verifier: Some(if verify {
                 Verifier::new(digest, Some(size))

@@ -68,6 +68,90 @@ impl Store {
         })
     }
 
+    /// A writer that continues a partial download a failed or killed run
+    /// left in `ingest/` (`<hex>.partial`, locked while in use): the bytes
+    /// already there are read back through the verifier — never trusted
+    /// blindly — and `written()` says where the download resumes. When
+    /// another process holds the partial, a fresh private writer is used.
+    pub async fn resumable_writer(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BlobWriter, StoreError> {
+        let path = self.root.join("ingest").join(format!(
+            "{}-{}.partial",
+            digest.algorithm().name(),
+            digest.hex()
+        ));
+        let (digest_owned, path_owned) = (digest.clone(), path.clone());
+        let opened = tokio::task::spawn_blocking(
+            move || -> std::io::Result<Option<(std::fs::File, Verifier)>> {
+                use std::io::Read;
+                let mut file = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&path_owned)?;
+                match file.try_lock() {
+                    Ok(()) => {}
+                    Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                    Err(std::fs::TryLockError::Error(e)) => return Err(e),
+                }
+                let mut verifier = Verifier::new(&digest_owned, Some(size));
+                if file.metadata()?.len() > size {
+                    file.set_len(0)?;
+                }
+                let mut buffer = vec![0u8; 1024 * 1024];
+                loop {
+                    let read = file.read(&mut buffer)?;
+                    if read == 0 {
+                        break;
+                    }
+                    if verifier.update(&buffer[..read]).is_err() {
+                        file.set_len(0)?;
+                        verifier = Verifier::new(&digest_owned, Some(size));
+                        break;
+                    }
+                }
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(verifier.seen()))?;
+                Ok(Some((file, verifier)))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| StoreError::io(&path, e))?;
+        let Some((file, verifier)) = opened else {
+            return self.blob_writer(digest, Some(size)).await;
+        };
+        if verifier.seen() > 0 {
+            tracing::debug!(%digest, offset = verifier.seen(), "resuming a partial download");
+        }
+        Ok(BlobWriter {
+            ingest: IngestFile {
+                store: self.clone(),
+                temp: Some(path),
+                file: Some(tokio::io::BufWriter::with_capacity(
+                    WRITE_BUFFER,
+                    tokio::fs::File::from_std(file),
+                )),
+                keep_on_drop: true,
+            },
+            verifier: Some(verifier),
+        })
+    }
+
+    /// Forget a partial download (its resume failed; the next try starts over).
+    pub fn discard_partial(&self, digest: &Digest) {
+        let path = self.root.join("ingest").join(format!(
+            "{}-{}.partial",
+            digest.algorithm().name(),
+            digest.hex()
+        ));
+        let _ = std::fs::remove_file(path);
+    }
+
     /// Store bytes held in memory (manifests, configs) under their digest.
     pub async fn put_blob_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
         if self.blob_size(digest) == Some(bytes.len() as u64) {
@@ -85,6 +169,9 @@ pub(super) struct IngestFile {
     store: Store,
     temp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// A resumable partial is kept when dropped (a failed or killed
+    /// transfer continues from it next time), unless its bytes proved bad.
+    keep_on_drop: bool,
 }
 
 impl IngestFile {
@@ -101,6 +188,7 @@ impl IngestFile {
             store: store.clone(),
             temp: Some(temp),
             file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+            keep_on_drop: false,
         })
     }
 
@@ -142,7 +230,9 @@ impl IngestFile {
 impl Drop for IngestFile {
     fn drop(&mut self) {
         if let Some(temp) = self.temp.take() {
-            let _ = std::fs::remove_file(temp);
+            if !self.keep_on_drop {
+                let _ = std::fs::remove_file(temp);
+            }
         }
     }
 }
@@ -160,9 +250,10 @@ impl BlobWriter {
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let verifier = self.verifier.as_mut().expect("open writer");
         let digest = verifier.expected().clone();
-        verifier
-            .update(chunk)
-            .map_err(|e| StoreError::unverified(&digest, e))?;
+        if let Err(error) = verifier.update(chunk) {
+            self.ingest.keep_on_drop = false;
+            return Err(StoreError::unverified(&digest, error));
+        }
         self.ingest.write(chunk).await
     }
 
@@ -177,9 +268,11 @@ impl BlobWriter {
         self.ingest.sync().await?;
         let verifier = self.verifier.take().expect("open writer");
         let digest = verifier.expected().clone();
-        verifier
-            .finish()
-            .map_err(|e| StoreError::unverified(&digest, e))?;
+        if let Err(error) = verifier.finish() {
+            // Bad bytes are never resumed from.
+            self.ingest.keep_on_drop = false;
+            return Err(StoreError::unverified(&digest, error));
+        }
         self.ingest.publish(&digest).await
     }
 }

@@ -12,19 +12,20 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
     let number: f64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a rate; write e.g. \"50MiB/s\""))?;
-    let scale: f64 =
-        match unit.trim() {
-            "" | "B" => 1.0,
-            "KB" | "kB" => 1e3,
-            "MB" => 1e6,
-            "GB" => 1e9,
-            "KiB" | "K" | "k" => 1024.0,
-            "MiB" | "M" | "m" => 1024.0 * 1024.0,
-            "GiB" | "G" | "g" => 1024.0 * 1024.0 * 1024.0,
-            other => return Err(format!(
+    let scale: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" | "K" | "k" => 1024.0,
+        "MiB" | "M" | "m" => 1024.0 * 1024.0,
+        "GiB" | "G" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
                 "{text:?}: unknown unit {other:?}; use B, KB, MB, GB, KiB, MiB or GiB per second"
-            )),
-        };
+            ))
+        }
+    };
     let rate = (number * scale).round();
     if rate < 1024.0 {
         return Err(format!(
