@@ -361,3 +361,38 @@ fn a_partial_download_left_by_a_killed_run_is_resumed_and_checked() {
     other.run(&["gc"]).ok();
     assert!(!stale.exists());
 }
+
+#[test]
+fn schedules_read_iana_time_zones_and_jobs_shows_them() {
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[defaults]\ntimezone = \"Europe/Berlin\"\n[[prune]]\nname = \"berlin\"\nschedule = \"0 3 * * *\"\nrepository = \"store\"\ntags = { include = [\"-rc\"] }\n[[prune]]\nname = \"new-york\"\nschedule = \"0 3 * * *\"\ntimezone = \"America/New_York\"\nrepository = \"store\"\ntags = { include = [\"-rc\"] }\n",
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["--json", "jobs"]).ok().stdout).unwrap();
+    assert_eq!(listed[0]["timezone"], "Europe/Berlin");
+    assert_eq!(listed[1]["timezone"], "America/New_York");
+    let table = ferry.run(&["jobs"]).ok().stdout;
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        row("berlin").contains("T03:00:00+01:00") || row("berlin").contains("T03:00:00+02:00"),
+        "{table}"
+    );
+    assert!(
+        row("new-york").contains("T03:00:00-05:00") || row("new-york").contains("T03:00:00-04:00"),
+        "{table}"
+    );
+    let unknown =
+        Ferry::new().with_config("version = 1\n[defaults]\ntimezone = \"Mars/Olympus\"\n");
+    let refused = unknown.run(&["config", "check"]).expect_code(2);
+    assert!(
+        refused.stderr.contains("Mars/Olympus"),
+        "{}",
+        refused.stderr
+    );
+}

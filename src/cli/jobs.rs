@@ -214,7 +214,7 @@ pub async fn daemon(
     run_daemon(
         job_context,
         jobs,
-        context.config.timezone_offset,
+        context.config.timezone.clone(),
         context.config.catch_up,
         move |report| {
             if !webhooks.is_empty() {
@@ -251,15 +251,15 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
                 (Default::default(), true)
             }
         };
-        let next = spec.schedule.as_ref().and_then(|s| {
-            next_due(
-                s,
-                state.last_run,
-                now,
-                context.config.timezone_offset,
-                context.config.catch_up,
-            )
-        });
+        // Next runs are shown in the job's own time zone.
+        let zone = spec
+            .timezone
+            .clone()
+            .unwrap_or_else(|| context.config.timezone.clone());
+        let next = spec
+            .schedule
+            .as_ref()
+            .and_then(|s| next_due(s, state.last_run, now, &zone, context.config.catch_up));
         let status = state
             .last_status
             .map(|s| {
@@ -277,11 +277,11 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
                 .last_run
                 .map_or_else(|| "never".into(), format_rfc3339),
             status.clone().unwrap_or_else(|| "-".into()),
-            next.map_or_else(|| "-".into(), format_rfc3339),
+            next.map_or_else(|| "-".into(), |n| zone.format(n)),
         ]);
         out.push(serde_json::json!({
             "name": spec.name, "kind": spec.kind.label(), "schedule": spec.schedule_text,
-            "last_run": state.last_run.map(format_rfc3339), "last_result": status, "next_run": next.map(format_rfc3339),
+            "last_run": state.last_run.map(format_rfc3339), "last_result": status, "next_run": next.map(format_rfc3339), "timezone": zone.name(),
         }));
     }
     if context.json {

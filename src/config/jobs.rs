@@ -36,6 +36,8 @@ pub struct SyncSection {
     #[serde(default)]
     pub dry_run: bool,
     pub jitter: Option<Spanned<String>>,
+    /// This job's schedule time zone (default: `[defaults] timezone`).
+    pub timezone: Option<Spanned<String>>,
     pub source: Spanned<OneOrMany>,
     pub target: Spanned<String>,
     #[serde(default)]
@@ -86,6 +88,8 @@ pub struct BackupSection {
     #[serde(default)]
     pub dry_run: bool,
     pub jitter: Option<Spanned<String>>,
+    /// This job's schedule time zone (default: `[defaults] timezone`).
+    pub timezone: Option<Spanned<String>>,
     pub images: Vec<Spanned<String>>,
     #[serde(default)]
     pub tags: TagsSection,
@@ -112,6 +116,8 @@ pub struct RetagSection {
     #[serde(default)]
     pub dry_run: bool,
     pub jitter: Option<Spanned<String>>,
+    /// This job's schedule time zone (default: `[defaults] timezone`).
+    pub timezone: Option<Spanned<String>>,
     pub repository: Spanned<String>,
     pub aliases: Vec<Spanned<String>>,
     #[serde(default)]
@@ -127,6 +133,8 @@ pub struct PruneSection {
     #[serde(default)]
     pub dry_run: bool,
     pub jitter: Option<Spanned<String>>,
+    /// This job's schedule time zone (default: `[defaults] timezone`).
+    pub timezone: Option<Spanned<String>>,
     pub repository: Spanned<String>,
     #[serde(default)]
     pub tags: TagsSection,
@@ -151,6 +159,8 @@ pub struct JobSpec {
     pub schedule_text: Option<String>,
     pub dry_run: bool,
     pub jitter: u64,
+    /// The job's own time zone, when it has one.
+    pub timezone: Option<crate::policy::cron::Zone>,
     pub kind: JobKind,
 }
 

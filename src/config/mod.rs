@@ -126,8 +126,8 @@ pub struct Config {
     pub registries: HashMap<String, RegistrySettings>,
     /// Jobs in file order: sync, backup, retag, prune tables.
     pub jobs: Vec<JobSpec>,
-    /// The schedules' time zone as a UTC offset in seconds.
-    pub timezone_offset: i64,
+    /// The schedules' time zone (`[defaults] timezone`).
+    pub timezone: crate::policy::cron::Zone,
     /// Whether a run missed during downtime runs once at start (`catch_up = "once"`).
     pub catch_up: bool,
     /// How long a network read may make no progress (`stall_timeout`).
@@ -150,7 +150,7 @@ impl Default for Config {
             platforms: DefaultPlatforms::Host,
             registries: HashMap::new(),
             jobs: Vec::new(),
-            timezone_offset: 0,
+            timezone: crate::policy::cron::Zone::utc(),
             catch_up: true,
             stall_timeout: std::time::Duration::from_secs(120),
             metrics_addr: None,
@@ -354,18 +354,9 @@ impl Config {
         let mut paired: Vec<(usize, JobSpec)> = order.drain(..).zip(specs.drain(..)).collect();
         paired.sort_by_key(|(start, _)| *start);
         let specs: Vec<JobSpec> = paired.into_iter().map(|(_, spec)| spec).collect();
-        let timezone_offset = match &file.defaults.timezone {
-            None => 0,
-            Some(zone) => crate::policy::cron::parse_offset(zone.get_ref()).ok_or_else(|| {
-                resolver.error(
-                    zone.span(),
-                    format!(
-                        "time zone {:?} is not UTC or a fixed offset",
-                        zone.get_ref()
-                    ),
-                    "use \"UTC\" or an offset like \"+02:00\"",
-                )
-            })?,
+        let timezone = match &file.defaults.timezone {
+            None => crate::policy::cron::Zone::utc(),
+            Some(zone) => resolver.zone(zone)?,
         };
         let catch_up = match file
             .defaults
@@ -486,7 +477,7 @@ impl Config {
             platforms,
             registries,
             jobs: specs,
-            timezone_offset,
+            timezone,
             catch_up,
             stall_timeout,
             metrics_addr: file.daemon.metrics_addr,

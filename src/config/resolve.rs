@@ -61,6 +61,20 @@ impl Resolver<'_> {
             })
     }
 
+    /// A time zone: `UTC`, a fixed offset, or an IANA name.
+    pub fn zone(
+        &self,
+        text: &Spanned<String>,
+    ) -> Result<crate::policy::cron::Zone, super::ConfigError> {
+        crate::policy::cron::Zone::parse(text.get_ref()).ok_or_else(|| {
+            self.error(
+                text.span(),
+                format!("time zone {:?} is not known", text.get_ref()),
+                "use \"UTC\", an offset like \"+02:00\", or an IANA name like \"Europe/Berlin\"",
+            )
+        })
+    }
+
     fn jitter(&self, value: &Option<Spanned<String>>) -> Result<u64, super::ConfigError> {
         value
             .as_ref()
@@ -220,6 +234,7 @@ impl Resolver<'_> {
         schedule: &Option<Spanned<String>>,
         dry_run: bool,
         jitter: &Option<Spanned<String>>,
+        timezone: &Option<Spanned<String>>,
         kind: JobKind,
     ) -> Result<JobSpec, super::ConfigError> {
         let valid_name = !name.get_ref().is_empty()
@@ -243,6 +258,7 @@ impl Resolver<'_> {
             schedule_text: schedule.as_ref().map(|s| s.get_ref().clone()),
             dry_run,
             jitter: self.jitter(jitter)?,
+            timezone: timezone.as_ref().map(|z| self.zone(z)).transpose()?,
             kind,
         })
     }
@@ -332,6 +348,7 @@ impl Resolver<'_> {
             &section.schedule,
             section.dry_run,
             &section.jitter,
+            &section.timezone,
             JobKind::Sync(spec),
         )
     }
@@ -420,6 +437,7 @@ impl Resolver<'_> {
             &section.schedule,
             section.dry_run,
             &section.jitter,
+            &section.timezone,
             JobKind::Backup(spec),
         )
     }
@@ -453,6 +471,7 @@ impl Resolver<'_> {
             &section.schedule,
             section.dry_run,
             &section.jitter,
+            &section.timezone,
             JobKind::Retag(spec),
         )
     }
@@ -500,6 +519,7 @@ impl Resolver<'_> {
             &section.schedule,
             section.dry_run,
             &section.jitter,
+            &section.timezone,
             JobKind::Prune(spec),
         )
     }

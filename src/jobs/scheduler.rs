@@ -8,6 +8,7 @@
 
 use super::{run_job, JobContext, JobReport, JobState};
 use crate::config::JobSpec;
+use crate::policy::cron::Zone;
 use crate::policy::Schedule;
 use std::sync::atomic::Ordering;
 
@@ -16,7 +17,7 @@ pub fn next_due(
     schedule: &Schedule,
     last_run: Option<i64>,
     now: i64,
-    offset: i64,
+    zone: &Zone,
     catch_up: bool,
 ) -> Option<i64> {
     if let Schedule::Every(seconds) = schedule {
@@ -30,25 +31,25 @@ pub fn next_due(
         });
     }
     if catch_up {
-        if let (Some(last), Some(missed)) = (last_run, schedule.last_at_or_before(now, offset)) {
+        if let (Some(last), Some(missed)) = (last_run, schedule.last_at_or_before(now, zone)) {
             if missed > last {
                 return Some(now);
             }
         }
     }
-    schedule.next_after(now, offset)
+    schedule.next_after(now, zone)
 }
 
 /// A job's next run after one that finished at `finished` (no catch-up:
 /// slots missed while it ran are skipped).
-pub fn next_after_run(schedule: &Schedule, finished: i64, offset: i64) -> Option<i64> {
-    schedule.next_after(finished, offset)
+pub fn next_after_run(schedule: &Schedule, finished: i64, zone: &Zone) -> Option<i64> {
+    schedule.next_after(finished, zone)
 }
 
 /// Whether a run that started at `started` and finished at `finished` overran its next slot.
-pub fn overran(schedule: &Schedule, started: i64, finished: i64, offset: i64) -> bool {
+pub fn overran(schedule: &Schedule, started: i64, finished: i64, zone: &Zone) -> bool {
     schedule
-        .next_after(started, offset)
+        .next_after(started, zone)
         .is_some_and(|next| next < finished)
 }
 
@@ -57,7 +58,7 @@ pub fn overran(schedule: &Schedule, started: i64, finished: i64, offset: i64) ->
 pub async fn run_daemon(
     context: JobContext,
     jobs: Vec<JobSpec>,
-    offset: i64,
+    zone: Zone,
     catch_up: bool,
     on_report: impl Fn(&JobReport) + Send + Sync + 'static,
 ) {
@@ -66,12 +67,15 @@ pub async fn run_daemon(
     for spec in jobs.into_iter().filter(|j| j.schedule.is_some()) {
         let context = context.clone();
         let on_report = on_report.clone();
+        let zone = zone.clone();
         tasks.push(tokio::spawn(async move {
             let schedule = spec.schedule.clone().expect("filtered");
+            // The job's own `timezone`, else `[defaults] timezone`.
+            let zone = spec.timezone.clone().unwrap_or(zone);
             let state: JobState =
                 super::state::load(&context.store, &spec.name).unwrap_or_default();
             let now = crate::types::time::now_unix();
-            let mut due = next_due(&schedule, state.last_run, now, offset, catch_up);
+            let mut due = next_due(&schedule, state.last_run, now, &zone, catch_up);
             while let Some(at) = due {
                 let jitter = if spec.jitter > 0 {
                     rand::random::<u64>() % (spec.jitter + 1)
@@ -85,7 +89,7 @@ pub async fn run_daemon(
                 let started = crate::types::time::now_unix();
                 let mut report = run_job(&context, &spec).await;
                 let finished = crate::types::time::now_unix();
-                if overran(&schedule, started, finished, offset) {
+                if overran(&schedule, started, finished, &zone) {
                     report.notes.push(
                         "this run overran its next scheduled time; the missed run was skipped"
                             .into(),
@@ -95,7 +99,7 @@ pub async fn run_daemon(
                 if context.cancel.load(Ordering::Relaxed) {
                     return;
                 }
-                due = next_after_run(&schedule, finished, offset);
+                due = next_after_run(&schedule, finished, &zone);
             }
         }));
     }
@@ -135,27 +139,45 @@ mod tests {
         // Last ran at 01:00, down until 04:30: three slots missed, one catch-up now.
         let now = at("2026-11-22T04:30:00Z");
         assert_eq!(
-            next_due(&schedule, Some(at("2026-11-22T01:00:00Z")), now, 0, true),
+            next_due(
+                &schedule,
+                Some(at("2026-11-22T01:00:00Z")),
+                now,
+                &Zone::utc(),
+                true
+            ),
             Some(now)
         );
         // After the catch-up run finishes, the next is the regular 05:00 slot.
         assert_eq!(
-            next_after_run(&schedule, at("2026-11-22T04:31:00Z"), 0),
+            next_after_run(&schedule, at("2026-11-22T04:31:00Z"), &Zone::utc()),
             Some(at("2026-11-22T05:00:00Z"))
         );
         // With catch_up = "skip", wait for the next slot.
         assert_eq!(
-            next_due(&schedule, Some(at("2026-11-22T01:00:00Z")), now, 0, false),
+            next_due(
+                &schedule,
+                Some(at("2026-11-22T01:00:00Z")),
+                now,
+                &Zone::utc(),
+                false
+            ),
             Some(at("2026-11-22T05:00:00Z"))
         );
         // A job that never ran waits for its first slot.
         assert_eq!(
-            next_due(&schedule, None, now, 0, true),
+            next_due(&schedule, None, now, &Zone::utc(), true),
             Some(at("2026-11-22T05:00:00Z"))
         );
         // Up to date: nothing to catch up.
         assert_eq!(
-            next_due(&schedule, Some(at("2026-11-22T04:00:00Z")), now, 0, true),
+            next_due(
+                &schedule,
+                Some(at("2026-11-22T04:00:00Z")),
+                now,
+                &Zone::utc(),
+                true
+            ),
             Some(at("2026-11-22T05:00:00Z"))
         );
     }
@@ -165,19 +187,33 @@ mod tests {
         let schedule: Schedule = "*/10 * * * *".parse().unwrap();
         let started = at("2026-11-22T10:00:00Z");
         let finished = at("2026-11-22T10:25:00Z");
-        assert!(overran(&schedule, started, finished, 0));
+        assert!(overran(&schedule, started, finished, &Zone::utc()));
         assert_eq!(
-            next_after_run(&schedule, finished, 0),
+            next_after_run(&schedule, finished, &Zone::utc()),
             Some(at("2026-11-22T10:30:00Z"))
         );
-        assert!(!overran(&schedule, started, at("2026-11-22T10:05:00Z"), 0));
+        assert!(!overran(
+            &schedule,
+            started,
+            at("2026-11-22T10:05:00Z"),
+            &Zone::utc()
+        ));
     }
 
     #[test]
     fn intervals_follow_the_last_run() {
         let schedule = Schedule::Every(60);
-        assert_eq!(next_due(&schedule, None, 1000, 0, true), Some(1000));
-        assert_eq!(next_due(&schedule, Some(990), 1000, 0, true), Some(1050));
-        assert_eq!(next_due(&schedule, Some(100), 1000, 0, true), Some(1000));
+        assert_eq!(
+            next_due(&schedule, None, 1000, &Zone::utc(), true),
+            Some(1000)
+        );
+        assert_eq!(
+            next_due(&schedule, Some(990), 1000, &Zone::utc(), true),
+            Some(1050)
+        );
+        assert_eq!(
+            next_due(&schedule, Some(100), 1000, &Zone::utc(), true),
+            Some(1000)
+        );
     }
 }

@@ -1,10 +1,94 @@
 //! Schedules: 5-field cron (`m h dom mon dow`, with lists, ranges, steps
 //! and names), `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly`, and
-//! `@every DURATION` for short intervals. Times are Unix seconds evaluated
-//! in a fixed UTC offset; the functions are pure so the scheduler can be
-//! tested on a virtual clock.
+//! `@every DURATION` for short intervals. Times are Unix seconds; a cron
+//! schedule is read in a time zone (UTC, a fixed offset, or an IANA zone
+//! such as `Europe/Berlin` with its daylight saving rules, through jiff).
+//! On a spring-forward day a time in the skipped hour runs once, at the
+//! same distance after the jump; on a fall-back day a time in the repeated
+//! hour runs once, at its first occurrence. The functions are pure so the
+//! scheduler can be tested on a virtual clock.
 
 use crate::types::time::{civil_from_days, days_from_civil, parse_duration};
+
+/// The time zone schedules are read in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone(jiff::tz::TimeZone);
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone::utc()
+    }
+}
+
+impl Zone {
+    /// UTC.
+    pub fn utc() -> Zone {
+        Zone(jiff::tz::TimeZone::UTC)
+    }
+
+    /// A fixed offset east of UTC, in seconds.
+    pub fn fixed(seconds: i64) -> Zone {
+        let offset =
+            jiff::tz::Offset::from_seconds(seconds as i32).unwrap_or(jiff::tz::Offset::UTC);
+        Zone(jiff::tz::TimeZone::fixed(offset))
+    }
+
+    /// Parse `UTC`, a fixed offset (`+02:00`, `-0530`), or an IANA name
+    /// (`Europe/Berlin`, from the system's zoneinfo, else jiff's bundled copy).
+    pub fn parse(text: &str) -> Option<Zone> {
+        if let Some(offset) = parse_offset(text) {
+            return Some(Zone::fixed(offset));
+        }
+        jiff::tz::TimeZone::get(text).ok().map(Zone)
+    }
+
+    /// The zone's name (`Europe/Berlin`, `UTC`, `+02:00`).
+    pub fn name(&self) -> String {
+        match self.0.iana_name() {
+            Some(name) => name.to_owned(),
+            None => self.0.to_offset(jiff::Timestamp::UNIX_EPOCH).to_string(),
+        }
+    }
+
+    /// A Unix time as local civil time, in "local seconds" (civil time counted as if UTC).
+    fn local_seconds(&self, unix: i64) -> i64 {
+        let Ok(timestamp) = jiff::Timestamp::from_second(unix) else {
+            return unix;
+        };
+        let offset = self.0.to_offset(timestamp);
+        unix + i64::from(offset.seconds())
+    }
+
+    /// The instant a local civil minute (in local seconds) names: a time in
+    /// a spring-forward gap moves forward by the gap, a time in a
+    /// fall-back fold is its earlier occurrence.
+    fn instant(&self, local: i64) -> Option<i64> {
+        let c = civil(local);
+        let civil = jiff::civil::DateTime::new(
+            i16::try_from(c.year).ok()?,
+            c.month as i8,
+            c.day as i8,
+            c.hour as i8,
+            c.minute as i8,
+            0,
+            0,
+        )
+        .ok()?;
+        let zoned = self.0.to_ambiguous_zoned(civil).compatible().ok()?;
+        Some(zoned.timestamp().as_second())
+    }
+
+    /// A Unix time shown in this zone (`2026-03-29T03:30:00+02:00`).
+    pub fn format(&self, unix: i64) -> String {
+        match jiff::Timestamp::from_second(unix) {
+            Ok(timestamp) => timestamp
+                .to_zoned(self.0.clone())
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string(),
+            Err(_) => unix.to_string(),
+        }
+    }
+}
 
 /// A parsed schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,13 +254,13 @@ impl CronFields {
 const SEARCH_LIMIT: i64 = 5 * 366 * 86_400;
 
 impl Schedule {
-    /// The first run strictly after `after` (Unix seconds), in UTC offset `offset` seconds.
-    pub fn next_after(&self, after: i64, offset: i64) -> Option<i64> {
+    /// The first run strictly after `after` (Unix seconds), read in `zone`.
+    pub fn next_after(&self, after: i64, zone: &Zone) -> Option<i64> {
         let fields = match self {
             Schedule::Every(seconds) => return Some(after + *seconds as i64),
             Schedule::Cron(fields) => fields,
         };
-        let mut local = (after + offset).div_euclid(60) * 60 + 60;
+        let mut local = zone.local_seconds(after).div_euclid(60) * 60 + 60;
         let limit = local + SEARCH_LIMIT;
         while local < limit {
             let c = civil(local);
@@ -194,19 +278,23 @@ impl Schedule {
             } else if !fields.minutes[c.minute as usize] {
                 local += 60;
             } else {
-                return Some(local - offset);
+                // A repeated (fall-back) time already passed runs once only.
+                match zone.instant(local) {
+                    Some(at) if at > after => return Some(at),
+                    _ => local += 60,
+                }
             }
         }
         None
     }
 
     /// The latest scheduled time at or before `at` (for catch-up after downtime).
-    pub fn last_at_or_before(&self, at: i64, offset: i64) -> Option<i64> {
+    pub fn last_at_or_before(&self, at: i64, zone: &Zone) -> Option<i64> {
         let fields = match self {
             Schedule::Every(_) => return Some(at),
             Schedule::Cron(fields) => fields,
         };
-        let mut local = (at + offset).div_euclid(60) * 60;
+        let mut local = zone.local_seconds(at).div_euclid(60) * 60;
         let limit = local - SEARCH_LIMIT;
         while local > limit {
             let c = civil(local);
@@ -219,7 +307,10 @@ impl Schedule {
             } else if !fields.minutes[c.minute as usize] {
                 local -= 60;
             } else {
-                return Some(local - offset);
+                match zone.instant(local) {
+                    Some(instant) if instant <= at => return Some(instant),
+                    _ => local -= 60,
+                }
             }
         }
         None
@@ -257,7 +348,7 @@ mod tests {
 
     fn next(schedule: &str, after: &str) -> String {
         let schedule: Schedule = schedule.parse().unwrap();
-        crate::types::time::format_rfc3339(schedule.next_after(at(after), 0).unwrap())
+        crate::types::time::format_rfc3339(schedule.next_after(at(after), &Zone::utc()).unwrap())
     }
 
     #[test]
@@ -287,9 +378,9 @@ mod tests {
             "2026-11-08T00:00:00Z"
         ); // a Sunday, via day-of-week
         let schedule: Schedule = "0 12 * * *".parse().unwrap();
-        let offset = parse_offset("+02:00").unwrap();
+        let zone = Zone::parse("+02:00").unwrap();
         assert_eq!(
-            schedule.next_after(at("2026-11-22T09:00:00Z"), offset),
+            schedule.next_after(at("2026-11-22T09:00:00Z"), &zone),
             Some(at("2026-11-22T10:00:00Z"))
         );
     }
@@ -298,11 +389,11 @@ mod tests {
     fn finds_the_last_scheduled_time_for_catch_up() {
         let schedule: Schedule = "0 */6 * * *".parse().unwrap();
         assert_eq!(
-            schedule.last_at_or_before(at("2026-11-22T10:04:05Z"), 0),
+            schedule.last_at_or_before(at("2026-11-22T10:04:05Z"), &Zone::utc()),
             Some(at("2026-11-22T06:00:00Z"))
         );
         assert_eq!(
-            schedule.last_at_or_before(at("2026-11-22T12:00:00Z"), 0),
+            schedule.last_at_or_before(at("2026-11-22T12:00:00Z"), &Zone::utc()),
             Some(at("2026-11-22T12:00:00Z"))
         );
     }
@@ -324,5 +415,56 @@ mod tests {
         assert_eq!("@every 2s".parse::<Schedule>(), Ok(Schedule::Every(2)));
         assert_eq!(parse_offset("-05:30"), Some(-19_800));
         assert_eq!(parse_offset("Europe/Paris"), None);
+    }
+
+    #[test]
+    fn daylight_saving_days_run_each_time_once() {
+        let berlin = Zone::parse("Europe/Berlin").expect("IANA zones are known");
+        let utc = |unix: i64| crate::types::time::format_rfc3339(unix);
+        let daily: Schedule = "30 2 * * *".parse().unwrap();
+        // Spring forward (29 March 2026, 02:00 CET → 03:00 CEST): 02:30 does
+        // not exist; the run happens once, an hour later on the clock.
+        let first = daily
+            .next_after(at("2026-03-28T12:00:00Z"), &berlin)
+            .unwrap();
+        assert_eq!(utc(first), "2026-03-29T01:30:00Z");
+        assert_eq!(berlin.format(first), "2026-03-29T03:30:00+02:00");
+        let second = daily.next_after(first, &berlin).unwrap();
+        assert_eq!(utc(second), "2026-03-30T00:30:00Z");
+        // Fall back (25 October 2026, 03:00 CEST → 02:00 CET): 02:30 happens
+        // twice; the run happens once, at the first.
+        let first = daily
+            .next_after(at("2026-10-24T12:00:00Z"), &berlin)
+            .unwrap();
+        assert_eq!(utc(first), "2026-10-25T00:30:00Z");
+        let second = daily.next_after(first, &berlin).unwrap();
+        assert_eq!(utc(second), "2026-10-26T01:30:00Z");
+        // Hourly across the jump: 03:30 CEST runs once.
+        let hourly: Schedule = "30 * * * *".parse().unwrap();
+        let mut runs = Vec::new();
+        let mut t = at("2026-03-28T23:00:00Z");
+        while t < at("2026-03-29T03:00:00Z") {
+            t = hourly.next_after(t, &berlin).unwrap();
+            runs.push(berlin.format(t));
+        }
+        assert_eq!(
+            runs,
+            [
+                "2026-03-29T00:30:00+01:00",
+                "2026-03-29T01:30:00+01:00",
+                "2026-03-29T03:30:00+02:00",
+                "2026-03-29T04:30:00+02:00",
+                "2026-03-29T05:30:00+02:00",
+            ]
+        );
+        // Catch-up looks back the same way.
+        assert_eq!(
+            daily
+                .last_at_or_before(at("2026-10-25T12:00:00Z"), &berlin)
+                .map(utc)
+                .as_deref(),
+            Some("2026-10-25T00:30:00Z")
+        );
+        assert!(Zone::parse("Mars/Olympus").is_none());
     }
 }
