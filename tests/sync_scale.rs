@@ -418,3 +418,84 @@ fn a_backup_of_a_whole_prefix_keeps_going_past_a_missing_image() {
     }
     assert!(!loaded.stdout.contains(":2.0"), "{}", loaded.stdout);
 }
+
+#[test]
+fn shards_split_jobs_and_repositories_so_each_runs_once() {
+    let fixture = fixture();
+    let source = Registry::start();
+    let repositories: Vec<String> = (0..6).map(|i| format!("team/r{i}")).collect();
+    for repository in &repositories {
+        source.skopeo_push(fixture.layout.path(), "1.0", repository);
+    }
+    let target = Registry::start();
+    let mut config = String::from("version = 1\n");
+    for i in 0..8 {
+        config.push_str(&format!(
+            "[[prune]]\nname = \"tidy-{i}\"\nrepository = \"store\"\ntags = {{ include = [\"-never-{i}$\"] }}\n"
+        ));
+    }
+    config.push_str(&format!(
+        "[[sync]]\nname = \"everything\"\nsource = \"{}/team/*\"\ntarget = \"{}/mirror\"\nsplit = \"repositories\"\n",
+        source.host, target.host
+    ));
+    let ferry = Ferry::new().with_config(&config);
+    let mut ran: Vec<String> = Vec::new();
+    let mut synced: Vec<String> = Vec::new();
+    for index in 0..4 {
+        let mut worker = Ferry::new().with_config(&config);
+        worker
+            .envs
+            .push(("JOB_COMPLETION_INDEX".into(), index.to_string()));
+        let (code, reports) = run_reports(&worker, &["--shards", "4"]);
+        assert_eq!(code, 0);
+        for report in &reports {
+            let name = report["name"].as_str().unwrap().to_owned();
+            if name == "everything" {
+                synced.extend(results(report).into_iter().map(|(image, _)| image));
+            } else {
+                ran.push(name);
+            }
+        }
+    }
+    // Every job exactly once over the four workers ...
+    ran.sort();
+    let mut expected: Vec<String> = (0..8).map(|i| format!("tidy-{i}")).collect();
+    expected.sort();
+    assert_eq!(ran, expected);
+    // ... and the split job's repositories each on exactly one of them.
+    synced.sort();
+    let mut all: Vec<String> = repositories
+        .iter()
+        .map(|r| format!("{}/{r}:1.0", source.host))
+        .collect();
+    all.sort();
+    assert_eq!(synced, all);
+    for repository in &repositories {
+        let name = repository.trim_start_matches("team/");
+        assert!(
+            target
+                .skopeo_raw_opt(&format!("mirror/{name}:1.0"))
+                .is_some(),
+            "{name}"
+        );
+    }
+    // `ferry jobs --shards 4` shows the same assignment.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ferry.run(&["--json", "jobs", "--shards", "4"]).ok().stdout).unwrap();
+    for job in listed.as_array().unwrap() {
+        let name = job["name"].as_str().unwrap();
+        let shard = job["shard"].as_str().unwrap();
+        if name == "everything" {
+            assert_eq!(shard, "all (by repository)");
+        } else {
+            let mine = Ferry::new().with_config(&config);
+            let (_, reports) = run_reports(&mine, &["--shard", &format!("{shard}/4"), name]);
+            assert_eq!(reports.len(), 1, "{name} runs on shard {shard}");
+        }
+    }
+    let refused = Ferry::new()
+        .with_config(&config)
+        .run(&["run", "--shard", "4/4"])
+        .expect_code(2);
+    assert!(refused.stderr.contains("4/4"), "{}", refused.stderr);
+}

@@ -166,6 +166,18 @@ pub enum Command {
         /// Images a job copies at once (default: the config's, else 4).
         #[arg(long, value_name = "N")]
         parallel_images: Option<usize>,
+        /// Run only this worker's share of the jobs: shard I of N (from 0),
+        /// chosen by rendezvous hashing of job names.
+        #[arg(
+            long,
+            value_name = "I/N",
+            env = "FERRY_SHARD",
+            conflicts_with = "shards"
+        )]
+        shard: Option<String>,
+        /// With Kubernetes Indexed Jobs: N shards, this one from $JOB_COMPLETION_INDEX.
+        #[arg(long, value_name = "N")]
+        shards: Option<u32>,
     },
     /// Run jobs on their schedules until SIGTERM or Ctrl-C.
     Daemon {
@@ -184,6 +196,9 @@ pub enum Command {
         /// times, backup chain) so its next run starts afresh.
         #[arg(long, value_name = "NAME")]
         reset: Option<String>,
+        /// Show which of N shards runs each job.
+        #[arg(long, value_name = "N")]
+        shards: Option<u32>,
     },
     /// Check the config file.
     Config {

@@ -7,6 +7,7 @@ use super::{Context, UsageError};
 use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
 use crate::jobs::{run_job, JobContext, JobReport, Status};
+use crate::policy::shard::Shard;
 use crate::types::time::{format_rfc3339, now_unix};
 use anyhow::Context as _;
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ fn job_context(
         context.reporter.quiet_lines();
     }
     Ok(JobContext {
+        shard: None,
         store: context.store()?,
         registries: Arc::new(context.registries()),
         concurrency: context.config.concurrency,
@@ -95,14 +97,49 @@ fn selected_jobs(context: &Context, names: &[String]) -> anyhow::Result<Vec<JobS
 }
 
 /// `ferry run`.
+/// This worker's shard: `--shard I/N` (or `FERRY_SHARD`), or `--shards N`
+/// with the index from Kubernetes' `JOB_COMPLETION_INDEX`.
+pub fn shard_of(shard: Option<&str>, shards: Option<u32>) -> anyhow::Result<Option<Shard>> {
+    match (shard, shards) {
+        (Some(text), _) => Ok(Some(
+            Shard::parse(text).map_err(|e| UsageError(format!("--shard {e}")))?,
+        )),
+        (None, Some(count)) => {
+            let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+                UsageError(
+                    "--shards N takes this worker's index from JOB_COMPLETION_INDEX, which is not set; use --shard I/N".into(),
+                )
+            })?;
+            Ok(Some(
+                Shard::parse(&format!("{}/{count}", index.trim()))
+                    .map_err(|e| UsageError(format!("--shards with JOB_COMPLETION_INDEX: {e}")))?,
+            ))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Whether this worker runs `spec`: its shard owns the job's name, or the
+/// job splits itself by repository (every shard runs its share).
+fn runs_here(spec: &JobSpec, shard: Option<Shard>) -> bool {
+    shard.is_none_or(|shard| splits_by_repository(spec) || shard.takes(&spec.name))
+}
+
+fn splits_by_repository(spec: &JobSpec) -> bool {
+    matches!(&spec.kind, crate::config::JobKind::Sync(sync) if sync.split_repositories)
+}
+
 pub async fn run(
     context: &Context,
     names: &[String],
     dry_run: bool,
     parallel_images: Option<usize>,
+    shard: Option<Shard>,
 ) -> anyhow::Result<ExitCode> {
-    let jobs = selected_jobs(context, names)?;
-    let job_context = job_context(context, dry_run, parallel_images)?;
+    let mut jobs = selected_jobs(context, names)?;
+    jobs.retain(|spec| runs_here(spec, shard));
+    let mut job_context = job_context(context, dry_run, parallel_images)?;
+    job_context.shard = shard;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;
@@ -237,7 +274,7 @@ pub async fn daemon(
 }
 
 /// `ferry jobs`.
-pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
+pub fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
     let store = context.store()?;
     let now = now_unix();
@@ -269,7 +306,11 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             })
             .or_else(|| unreadable.then(|| "state-unreadable".to_owned()));
-        rows.push(vec![
+        let shard = shards.map(|count| match splits_by_repository(spec) {
+            true => "all (by repository)".to_owned(),
+            false => crate::policy::shard::owner(&spec.name, count).to_string(),
+        });
+        let mut row = vec![
             spec.name.clone(),
             spec.kind.label().to_owned(),
             spec.schedule_text.clone().unwrap_or_else(|| "-".into()),
@@ -278,19 +319,22 @@ pub fn list(context: &Context) -> anyhow::Result<ExitCode> {
                 .map_or_else(|| "never".into(), format_rfc3339),
             status.clone().unwrap_or_else(|| "-".into()),
             next.map_or_else(|| "-".into(), |n| zone.format(n)),
-        ]);
+        ];
+        row.extend(shard.clone());
+        rows.push(row);
         out.push(serde_json::json!({
             "name": spec.name, "kind": spec.kind.label(), "schedule": spec.schedule_text,
-            "last_run": state.last_run.map(format_rfc3339), "last_result": status, "next_run": next.map(format_rfc3339), "timezone": zone.name(),
+            "last_run": state.last_run.map(format_rfc3339), "last_result": status, "next_run": next.map(format_rfc3339), "timezone": zone.name(), "shard": shard,
         }));
     }
     if context.json {
         json(&out)?;
     } else {
-        table(
-            &["NAME", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN"],
-            &rows,
-        )?;
+        let mut header = vec!["NAME", "KIND", "SCHEDULE", "LAST RUN", "RESULT", "NEXT RUN"];
+        if shards.is_some() {
+            header.push("SHARD");
+        }
+        table(&header, &rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -247,14 +247,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             dry_run,
             parallel_images,
-        } => jobs::run(&context, &jobs, dry_run, parallel_images).await,
+            shard,
+            shards,
+        } => {
+            let shard = jobs::shard_of(shard.as_deref(), shards)?;
+            jobs::run(&context, &jobs, dry_run, parallel_images, shard).await
+        }
         Command::Daemon {
             parallel_images,
             metrics_addr,
         } => jobs::daemon(&context, parallel_images, metrics_addr).await,
         Command::Serve(args) => serve(&context, args).await,
-        Command::Jobs { reset: None } => jobs::list(&context),
-        Command::Jobs { reset: Some(name) } => jobs::reset(&context, &name),
+        Command::Jobs {
+            reset: None,
+            shards,
+        } => jobs::list(&context, shards),
+        Command::Jobs {
+            reset: Some(name), ..
+        } => jobs::reset(&context, &name),
         Command::Config {
             action: args::ConfigAction::Check,
         } => jobs::check(&context),

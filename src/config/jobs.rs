@@ -52,6 +52,9 @@ pub struct SyncSection {
     pub referrers: Option<ReferrersSection>,
     /// Narrow a wildcard source's repositories by regex.
     pub repositories: Option<RepositoriesSection>,
+    /// `split = "repositories"`: with `ferry run --shard`, every shard runs
+    /// this job over the repositories it owns.
+    pub split: Option<Spanned<String>>,
 }
 
 /// `repositories = { include = [...], exclude = [...] }`.
@@ -199,6 +202,8 @@ pub struct SyncSpec {
     pub rate_limit_floor: u64,
     /// Which referrers travel with each image to a registry target.
     pub referrers: crate::types::ReferrerFilter,
+    /// Sharded by repository (`split = "repositories"`).
+    pub split_repositories: bool,
 }
 
 /// One `source` of a sync job.

@@ -329,7 +329,19 @@ impl Resolver<'_> {
                 ));
             }
         }
+        let split_repositories = match &section.split {
+            None => false,
+            Some(split) if split.get_ref() == "repositories" => true,
+            Some(split) => {
+                return Err(self.error(
+                    split.span(),
+                    format!("split = {:?}", split.get_ref()),
+                    "the one way to split a sync job is split = \"repositories\"",
+                ))
+            }
+        };
         let spec = SyncSpec {
+            split_repositories,
             sources,
             repositories,
             target,

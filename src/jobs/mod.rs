@@ -43,6 +43,8 @@ pub struct JobContext {
     pub concurrency: usize,
     /// Images a job copies at once.
     pub parallel_images: usize,
+    /// This worker's shard, when jobs are split over several.
+    pub shard: Option<crate::policy::shard::Shard>,
     pub reporter: Arc<dyn Reporter>,
     /// `ferry run --dry-run`: every job reports instead of changing.
     pub dry_run: bool,

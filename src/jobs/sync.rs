@@ -142,7 +142,11 @@ pub async fn run(
         reporter: context.reporter.clone(),
         referrers: spec.referrers.clone(),
     };
-    let repositories = repositories(context, spec, report).await?;
+    let mut repositories = repositories(context, spec, report).await?;
+    // Split by repository: this shard takes the repositories it owns.
+    if let (true, Some(shard)) = (spec.split_repositories, context.shard) {
+        repositories.retain(|(source, _)| shard.takes(&source.name()));
+    }
     // Tag lists, several at once (a remote registry's latency dominates).
     let listed: Vec<_> = futures_util::stream::iter(repositories)
         .map(|(source, target)| async move {

@@ -4,6 +4,7 @@
 
 pub mod aliases;
 pub mod cron;
+pub mod shard;
 pub mod tags;
 pub mod version;
 
