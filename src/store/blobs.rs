@@ -98,6 +98,17 @@ impl Store {
                     Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
                     Err(std::fs::TryLockError::Error(e)) => return Err(e),
                 }
+                // Another process may have finished this partial (renamed it
+                // into blobs/) between our open and our lock: the file held
+                // is then a published blob, never to be written. Go private.
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    let held = file.metadata()?;
+                    let named = std::fs::metadata(&path_owned).ok();
+                    if named.is_none_or(|m| m.ino() != held.ino() || m.dev() != held.dev()) {
+                        return Ok(None);
+                    }
+                }
                 let mut verifier = Verifier::new(&digest_owned, Some(size));
                 if file.metadata()?.len() > size {
                     file.set_len(0)?;
