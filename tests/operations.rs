@@ -279,7 +279,9 @@ fn notifications_go_to_webhooks_and_never_fail_a_job() {
 #[test]
 fn the_bandwidth_cap_holds_downloads_and_uploads_to_the_rate() {
     use crate::support::image::{self, Content};
-    let layer = image::random_layer("big", 6 * 1024 * 1024, 61);
+    // 5 MiB at 1 MiB/s: about 5 s each way, so a loaded machine's process
+    // start and handshakes stay a small part of the average.
+    let layer = image::random_layer("big", 5 * 1024 * 1024, 61);
     let size = layer.gzip.len() as f64;
     let built = image::image(vec![layer], "amd64", "capped");
     let layout = tempfile::tempdir().unwrap();
@@ -287,7 +289,7 @@ fn the_bandwidth_cap_holds_downloads_and_uploads_to_the_rate() {
     let source = crate::support::registry::Registry::start();
     source.skopeo_push(layout.path(), "1.0", "team/big");
     let target = crate::support::registry::Registry::start();
-    let rate = 2.0 * 1024.0 * 1024.0;
+    let rate = 1024.0 * 1024.0;
     let ferry = Ferry::new();
     let timed = |args: &[&str]| {
         let started = std::time::Instant::now();
@@ -295,10 +297,10 @@ fn the_bandwidth_cap_holds_downloads_and_uploads_to_the_rate() {
         started.elapsed().as_secs_f64()
     };
     let image = format!("{}/team/big:1.0", source.host);
-    let pull = timed(&["--limit-rate", "2MiB/s", "pull", &image]);
+    let pull = timed(&["--limit-rate", "1MiB/s", "pull", &image]);
     let push = timed(&[
         "--limit-rate",
-        "2MiB/s",
+        "1MiB/s",
         "push",
         &image,
         &format!("{}/team/big:1.0", target.host),
