@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One wildcard sync job split over 4 workers (`ferry run --shard I/4`,
+# split = "repositories") against one worker, first sync of REPOS
+# repositories x TAGS tags through a proxy adding DELAY_MS per request (a
+# registry far away). Each worker has its own store (job state), as pods do.
+#
+#   benches/shards.sh                         # 200 x 2, 50 ms
+#   REPOS=50 TAGS=2 benches/shards.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPOS=${REPOS:-200}
+TAGS=${TAGS:-2}
+DELAY_MS=${DELAY_MS:-50}
+for tool in docker-registry curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+cargo build --release --quiet --bin ferry --example seed_image --example delay_proxy
+ferry=$PWD/target/release/ferry
+work=$(mktemp -d /var/tmp/ferry-shard-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_registry() { # name -> sets $host
+  local name=$1 port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$work/$name"
+  printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+    "$work/$name/data" "$port" > "$work/$name/config.yml"
+  docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+  host="127.0.0.1:$port"
+}
+
+start_registry source; src=$host
+echo "== seeding $REPOS repositories x $TAGS tags"
+for t in $(seq "$TAGS"); do
+  target/release/examples/seed_image --store "$work/seed" --name "$src/seed/app:1.$t.0" --layers 2 --layer-size 20000 --seed "$t" >/dev/null
+  "$ferry" --store "$work/seed" -q push "$src/seed/app:1.$t.0" >/dev/null
+done
+seq "$REPOS" | xargs -P 4 -I{} "$ferry" --store "$work/unused" -q copy -a "$src/seed/app" "$src/bench/r{}/app" >/dev/null
+"$PWD/target/release/examples/delay_proxy" 127.0.0.1:0 "$src" "$DELAY_MS" > "$work/proxy.log" &
+pids+=($!)
+for _ in $(seq 200); do grep -q "listening on" "$work/proxy.log" && break; sleep 0.05; done
+far=$(sed -n 's/^listening on //p' "$work/proxy.log")
+
+config() { # target-host -> config file path
+  printf 'version = 1\n[[sync]]\nname = "scale"\nsource = "%s/bench/**"\ntarget = "%s/mirror"\nsplit = "repositories"\n' "$far" "$1" > "$work/ferry-$2.toml"
+  echo "$work/ferry-$2.toml"
+}
+
+echo "== one worker"
+start_registry one; conf=$(config "$host" one)
+start=$(date +%s.%N)
+FERRY_CONFIG=$conf "$ferry" --store "$work/w-one" -q run
+one=$(python3 -c "import time; print(f'{time.time() - $start:.2f}')")
+
+echo "== four workers (--shard I/4), at once"
+start_registry four; conf=$(config "$host" four)
+start=$(date +%s.%N)
+workers=()
+for i in 0 1 2 3; do
+  FERRY_CONFIG=$conf "$ferry" --store "$work/w-$i" -q run --shard "$i/4" &
+  workers+=($!)
+done
+wait "${workers[@]}"
+four=$(python3 -c "import time; print(f'{time.time() - $start:.2f}')")
+
+echo
+echo "$REPOS repositories x $TAGS tags, +${DELAY_MS} ms per request, first sync"
+echo "one worker:   ${one}s"
+echo "four shards:  ${four}s  (speed-up $(python3 -c "print(f'{$one/$four:.2f}')"))"
