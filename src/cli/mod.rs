@@ -7,6 +7,7 @@
 mod archive;
 mod archive_copy;
 mod args;
+mod inspect;
 mod jobs;
 mod local;
 mod output;
@@ -211,13 +212,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logout { registry } => transfer::logout(&context, &registry),
         Command::Images(args) => local::images(&context, args),
         Command::Inspect { images, platform } => {
-            local::inspect(&context, &images, platform.as_ref())
+            inspect::inspect(&context, &images, platform.as_ref())
         }
         Command::History {
             image,
             no_trunc,
             platform,
-        } => local::history(&context, &image, no_trunc, platform.as_ref()),
+        } => inspect::history(&context, &image, no_trunc, platform.as_ref()),
         Command::Tag { source, target } => local::tag(&context, &source, &target),
         Command::Rmi { images, force } => local::rmi(&context, &images, force),
         Command::Prune(args) => local::prune(&context, args),

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod lists;
 pub mod referrers;
 pub mod transport;
 
