@@ -39,11 +39,8 @@ fn job_context(
 fn print_report(report: &JobReport) -> std::io::Result<()> {
     let status = match report.status {
         Status::Ok if report.dry_run => "dry run",
-        Status::Ok => "ok",
         Status::Failed => "FAILED",
-        Status::Deferred => "deferred",
-        Status::Skipped => "skipped",
-        Status::Stopped => "stopped",
+        other => crate::jobs::status_label(other),
     };
     println(&format!(
         "{} ({}): {status}, {} change{} in {:.1}s",
