@@ -149,6 +149,26 @@ pub(crate) fn seed(registry: &Registry, repository: &str) -> Signed {
     }
 }
 
+/// Attach a new cosign attestation (`sha256-<hex>.att`) to the fixture's
+/// image at `registry`, as a re-signing would; returns the image's hex.
+pub(crate) fn attest(signed: &Signed, registry: &Registry) -> String {
+    let hex = signed.image.trim_start_matches("sha256:").to_owned();
+    let store_name = |suffix: &str| format!("example.com/signed/app:sha256-{hex}{suffix}");
+    signed
+        .store
+        .run(&["tag", &store_name(".sig"), &store_name(".att")])
+        .ok();
+    signed
+        .store
+        .run(&[
+            "push",
+            &store_name(".att"),
+            &format!("{}/signed/app:sha256-{hex}.att", registry.host),
+        ])
+        .ok();
+    hex
+}
+
 pub(crate) fn raw(registry: &Registry, reference: &str) -> Option<Vec<u8>> {
     registry.skopeo_raw_opt(reference)
 }
@@ -440,20 +460,7 @@ fn a_resync_notices_new_signatures_of_an_unchanged_image_with_heads_only() {
     assert_eq!(source.requests("HEAD", "/manifests/"), 3);
     assert_eq!(source.requests("GET", "/referrers/"), 1);
     // A new cosign attestation arrives for the unchanged image.
-    let hex = signed.image.trim_start_matches("sha256:").to_owned();
-    let store_name = |suffix: &str| format!("example.com/signed/app:sha256-{hex}{suffix}");
-    signed
-        .store
-        .run(&["tag", &store_name(".sig"), &store_name(".att")])
-        .ok();
-    signed
-        .store
-        .run(&[
-            "push",
-            &store_name(".att"),
-            &format!("{}/signed/app:sha256-{hex}.att", source.host),
-        ])
-        .ok();
+    let hex = attest(&signed, &source);
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("referrers"), "{}", run.stdout);
     assert!(raw(&target, &format!("mirror/app:sha256-{hex}.att")).is_some());

@@ -4,7 +4,7 @@
 //! their digests, docker and podman still load the archives, and `rmi` +
 //! `gc` leave nothing of a signed image behind.
 
-use crate::referrers::{listed, raw, seed, Signed};
+use crate::referrers::{attest, listed, raw, seed, Signed};
 use crate::support::registry::Registry;
 use crate::support::{sha256, Ferry};
 
@@ -252,20 +252,7 @@ fn a_delta_backup_carries_new_referrers_of_old_images() {
     ));
     ferry.run(&["run"]).ok();
     // A new cosign attestation for the unchanged image.
-    let hex = signed.image.trim_start_matches("sha256:").to_owned();
-    let store_name = |suffix: &str| format!("example.com/signed/app:sha256-{hex}{suffix}");
-    signed
-        .store
-        .run(&["tag", &store_name(".sig"), &store_name(".att")])
-        .ok();
-    signed
-        .store
-        .run(&[
-            "push",
-            &store_name(".att"),
-            &format!("{}/signed/app:sha256-{hex}.att", source.host),
-        ])
-        .ok();
+    let hex = attest(&signed, &source);
     let delta_run = ferry.run(&["run"]).ok();
     assert!(delta_run.stdout.contains("delta"), "{}", delta_run.stdout);
     let full = work.path().join("app-1.tar");
@@ -382,20 +369,7 @@ fn a_sync_into_the_store_keeps_signatures_and_notices_new_ones() {
     let name = images[0]["name"].as_str().unwrap().to_owned();
     assert_eq!(inspected_referrers(&ferry, &name), all_referrers(&signed));
     // A new attestation for the unchanged image reaches the store.
-    let hex = signed.image.trim_start_matches("sha256:").to_owned();
-    let store_name = |suffix: &str| format!("example.com/signed/app:sha256-{hex}{suffix}");
-    signed
-        .store
-        .run(&["tag", &store_name(".sig"), &store_name(".att")])
-        .ok();
-    signed
-        .store
-        .run(&[
-            "push",
-            &store_name(".att"),
-            &format!("{}/signed/app:sha256-{hex}.att", source.host),
-        ])
-        .ok();
+    let hex = attest(&signed, &source);
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("referrers"), "{}", run.stdout);
     let inspected = json(&ferry.run(&["--json", "inspect", &name]).ok());

@@ -187,59 +187,44 @@ fn wildcards_mirror_every_repository_under_a_prefix() {
 fn images_in_parallel_stay_within_both_limits() {
     let tags = ["t1", "t2", "t3", "t4", "t5", "t6"];
     let delay = Some(std::time::Duration::from_millis(40));
-    let config = |fake: &FakeRegistry, target: &Registry, extra: &str| {
-        format!(
-            "version = 1\n{extra}[[sync]]\nname = \"wide\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\n",
-            fake.host, target.host
-        )
+    // One sync of the six tags from a fresh slow fake to a fresh registry;
+    // `extra` adds config (given the fake's host), `args` follow `run`.
+    let sync = |extra: &dyn Fn(&str) -> String, args: &[&str]| {
+        let (fake, _) = fake_with_tags(
+            &tags,
+            Faults {
+                delay,
+                ..Faults::default()
+            },
+        );
+        let target = Registry::start();
+        let config = format!(
+            "version = 1\n{}[[sync]]\nname = \"wide\"\nsource = \"{}/app\"\ntarget = \"{}/mirror/app\"\n",
+            extra(&fake.host),
+            fake.host,
+            target.host
+        );
+        let mut run = vec!["run"];
+        run.extend_from_slice(args);
+        Ferry::new().with_config(&config).run(&run).ok();
+        (fake, target)
     };
     // parallel_images = 2: never more than two images (manifest requests) at once.
-    let (fake, _) = fake_with_tags(
-        &tags,
-        Faults {
-            delay,
-            ..Faults::default()
-        },
-    );
-    let target = Registry::start();
-    Ferry::new()
-        .with_config(&config(&fake, &target, ""))
-        .run(&["run", "--parallel-images", "2"])
-        .ok();
+    let (fake, _) = sync(&|_| String::new(), &["--parallel-images", "2"]);
     let (_, manifests) = fake.most_in_flight();
     assert!(
         (1..=2).contains(&manifests),
         "{manifests} manifest requests at once"
     );
     // parallel_images = 6 really overlaps images.
-    let (fake, _) = fake_with_tags(
-        &tags,
-        Faults {
-            delay,
-            ..Faults::default()
-        },
-    );
-    let target = Registry::start();
-    Ferry::new()
-        .with_config(&config(&fake, &target, "[defaults]\nparallel_images = 6\n"))
-        .run(&["run"])
-        .ok();
+    let (fake, _) = sync(&|_| "[defaults]\nparallel_images = 6\n".into(), &[]);
     let (_, manifests) = fake.most_in_flight();
     assert!(manifests >= 2, "images did not overlap: {manifests}");
     // max_connections caps every request to the host, whatever the parallelism.
-    let (fake, _) = fake_with_tags(
-        &tags,
-        Faults {
-            delay,
-            ..Faults::default()
-        },
+    let (fake, target) = sync(
+        &|host| format!("[registries.\"{host}\"]\nmax_connections = 3\n"),
+        &["--parallel-images", "8"],
     );
-    let target = Registry::start();
-    let limited = format!("[registries.\"{}\"]\nmax_connections = 3\n", fake.host);
-    Ferry::new()
-        .with_config(&config(&fake, &target, &limited))
-        .run(&["run", "--parallel-images", "8"])
-        .ok();
     let (all, _) = fake.most_in_flight();
     assert!(all <= 3, "{all} requests at once");
     for tag in tags {
