@@ -24,19 +24,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Registries start in this shell (never in a command substitution), so the
-# cleanup trap knows every pid and stops them all.
-start_registry() { # name -> sets $host
-  local name=$1 port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$work/$name"
-  printf 'version: 0.1\nlog: {level: info, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
-    "$work/$name/data" "$port" > "$work/$name/config.yml"
-  docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 200); do grep -q "listening on" "$work/$name/log" && break; sleep 0.05; done
-  host="127.0.0.1:$port"
-}
+source "$PWD/benches/lib.sh"
 
 echo "== building a $LAYERS x $LAYER_MB MiB image"
 start_registry source; src=$host

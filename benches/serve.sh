@@ -24,14 +24,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/registry"
-printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
-  "$work/registry/data" "$port" > "$work/registry/config.yml"
-docker-registry serve "$work/registry/config.yml" > "$work/registry/log" 2>&1 &
-pids+=($!)
-for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-reg=127.0.0.1:$port
+source "$PWD/benches/lib.sh"
+BENCH_REGISTRY_LOG_LEVEL=error start_registry registry; reg=$host
 
 echo "== building a $LAYERS x $LAYER_MB MiB image, in docker-registry and in ferry's store"
 target/release/examples/seed_image --store "$work/seed" --name "$reg/bench/app:1" --layers "$LAYERS" --layer-size $((LAYER_MB * 1024 * 1024)) >/dev/null

@@ -23,31 +23,16 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-start_registry() { # name -> sets $host
-  local name=$1 port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$work/$name"
-  printf 'version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
-    "$work/$name/data" "$port" > "$work/$name/config.yml"
-  docker-registry serve "$work/$name/config.yml" > "$work/$name/log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 200); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-  host="127.0.0.1:$port"
-}
+source "$PWD/benches/lib.sh"
+# As measured: the registries log errors only.
+export BENCH_REGISTRY_LOG_LEVEL=error
 
 start_registry source; src=$host
 start_registry target; dst=$host
 echo "== seeding $REPOS repositories x $TAGS tags"
-for t in $(seq "$TAGS"); do
-  target/release/examples/seed_image --store "$work/seed" --name "$src/seed/app:1.$t.0" --layers 2 --layer-size 20000 --seed "$t" >/dev/null
-  "$ferry" --store "$work/seed" -q push "$src/seed/app:1.$t.0" >/dev/null
-done
-seq "$REPOS" | xargs -P 4 -I{} "$ferry" --store "$work/unused" -q copy -a "$src/seed/app" "$src/bench/r{}/app" >/dev/null
+seed_repositories "$REPOS" "$TAGS"
 
-"$PWD/target/release/examples/delay_proxy" 127.0.0.1:0 "$src" "$DELAY_MS" > "$work/proxy.log" &
-pids+=($!)
-for _ in $(seq 200); do grep -q "listening on" "$work/proxy.log" && break; sleep 0.05; done
-far=$(sed -n 's/^listening on //p' "$work/proxy.log")
+start_delay_proxy
 
 job() { # source-host -> writes the config
   printf 'version = 1\n[[sync]]\nname = "scale"\nsource = "%s/bench/**"\ntarget = "%s/mirror"\n' "$1" "$dst" > "$work/ferry.toml"
