@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod jobs;
 pub mod metrics;
+pub mod objects;
 pub mod policy;
 pub mod progress;
 pub mod registry;

@@ -8,6 +8,7 @@ pub mod checked;
 mod diff_ids;
 mod docker_archive;
 pub mod load;
+pub mod location;
 pub mod names;
 mod read;
 pub mod rootfs;
@@ -33,6 +34,8 @@ pub enum ArchiveError {
     MissingBlobs { archive: String, missing: String },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Object(#[from] crate::objects::ObjectError),
 }
 
 /// Where a delta archive's left-out blobs are found: the store it loads

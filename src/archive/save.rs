@@ -314,12 +314,23 @@ pub fn write(
 
 /// Blobs an existing archive holds (for `--since OLD.tar`).
 pub fn archive_blobs(path: &std::path::Path) -> Result<BTreeSet<Digest>, ArchiveError> {
-    let io = |source| ArchiveError::Io {
+    let file = std::fs::File::open(path).map_err(|source| ArchiveError::Io {
         archive: path.display().to_string(),
         source,
+    })?;
+    archive_blobs_in(file, &path.display().to_string())
+}
+
+/// Blobs the archive read from `input` holds (`name` names it in errors).
+pub fn archive_blobs_in(
+    input: impl std::io::Read,
+    name: &str,
+) -> Result<BTreeSet<Digest>, ArchiveError> {
+    let io = |source| ArchiveError::Io {
+        archive: name.to_owned(),
+        source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = std::io::BufReader::new(file);
+    let mut reader = std::io::BufReader::new(input);
     let head = std::io::BufRead::fill_buf(&mut reader)
         .map_err(io)?
         .to_vec();

@@ -5,6 +5,7 @@ use super::args::{CompressArg, LoadArgs, SaveArgs};
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::load::LoadedImage;
+use crate::archive::location::{open_object, write_atomically, Location};
 use crate::archive::save;
 use crate::archive::{load as loader, rootfs, Compression};
 use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
@@ -27,6 +28,11 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     let exclude = match &args.since {
         None => Default::default(),
         Some(since) if Path::new(since).is_file() => save::archive_blobs(Path::new(since))?,
+        Some(since) if crate::objects::ObjectUrl::is_object(since) => {
+            let url = crate::objects::ObjectUrl::parse(since).map_err(UsageError)?;
+            let reader = open_object(&context.objects(), &url).await?;
+            tokio::task::block_in_place(|| save::archive_blobs_in(reader, since))?
+        }
         Some(since) => {
             let image = store.resolve(since).with_context(|| {
                 format!("--since {since}: neither an archive file nor an image in the store")
@@ -82,17 +88,17 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     let compression = compression_of(args.compress);
     context.reporter.set_verb("Save");
     let reporter: Arc<dyn Reporter> = context.reporter.clone();
-    let written = write_output(args.output.as_deref(), |out| {
+    let written = write_output(context, args.output.as_deref(), |out| {
         Ok(write_archive(&plan, out, compression, &reporter)?)
-    })?;
+    })
+    .await?;
     context.reporter.clear();
-    if let (Some(path), false) = (written, context.quiet || context.json) {
+    if let (Some(place), false) = (written, context.quiet || context.json) {
         eprintln!(
-            "Saved {}, {} blobs ({}) to {}",
+            "Saved {}, {} blobs ({}) to {place}",
             layout.describe_counts(),
             layout.blob_count(),
             human_size(layout.blob_bytes()),
-            path.display()
         );
     }
     if context.json {
@@ -110,30 +116,39 @@ pub fn compression_of(arg: CompressArg) -> Compression {
     }
 }
 
-/// Write to `-o FILE` atomically, or to standard output when it is not a
-/// terminal. Returns the file written, if any.
-pub fn write_output(
+/// Write to `-o FILE` or `-o s3://BUCKET/KEY` atomically, or to standard
+/// output when it is not a terminal. Returns where it went, if not stdout.
+pub async fn write_output(
+    context: &Context,
     output: Option<&Path>,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<Option<&Path>> {
-    match output {
-        Some(path) if path.as_os_str() != "-" => {
-            crate::archive::write_file_atomically(path, |file| write(file))?;
-            Ok(Some(path))
+) -> anyhow::Result<Option<Location>> {
+    let location = match output {
+        Some(path) => Location::from_path(path).map_err(UsageError)?,
+        None => Location::Stdio,
+    };
+    if location == Location::Stdio {
+        if std::io::stdout().is_terminal() {
+            return Err(UsageError(
+                "refusing to write a tar to a terminal: use -o FILE or redirect standard output"
+                    .into(),
+            )
+            .into());
         }
-        _ => {
-            if std::io::stdout().is_terminal() {
-                return Err(UsageError(
-                    "refusing to write a tar to a terminal: use -o FILE or redirect standard output".into(),
-                )
-                .into());
-            }
+        tokio::task::block_in_place(|| {
             let mut stdout = std::io::stdout().lock();
             write(&mut stdout)?;
             stdout.flush()?;
-            Ok(None)
+            Ok::<_, anyhow::Error>(())
+        })?;
+        return Ok(None);
+    }
+    for note in write_atomically(&location, &context.objects(), write).await? {
+        if !context.quiet {
+            eprintln!("{note}");
         }
     }
+    Ok(Some(location))
 }
 
 /// `ferry import`.
@@ -161,7 +176,7 @@ pub fn import(
 }
 
 /// `ferry export`.
-pub fn export(
+pub async fn export(
     context: &Context,
     image: &str,
     output: Option<&Path>,
@@ -170,38 +185,48 @@ pub fn export(
     let store = context.store()?;
     // Choose before the output file exists: a wrong platform writes nothing.
     let (_, manifest) = store.resolve_container(image, platform)?;
-    write_output(output, |out| {
+    write_output(context, output, |out| {
         Ok(rootfs::export(&store, image, &manifest, out)?)
-    })?;
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_archive(
+async fn read_archive(
     context: &Context,
     input: Option<&Path>,
     dry_run: bool,
 ) -> anyhow::Result<Vec<LoadedImage>> {
     let store = context.store()?;
-    match input {
-        Some(path) if path.as_os_str() != "-" => {
-            let mut file = std::fs::File::open(path)
+    let location = match input {
+        Some(path) => Location::from_path(path).map_err(UsageError)?,
+        None => Location::Stdio,
+    };
+    match location {
+        Location::File(path) => {
+            let mut file = std::fs::File::open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            Ok(loader::load(
-                &store,
-                &mut file,
-                &path.display().to_string(),
-                dry_run,
-            )?)
+            Ok(tokio::task::block_in_place(|| {
+                loader::load(&store, &mut file, &path.display().to_string(), dry_run)
+            })?)
         }
-        _ => {
+        Location::Object(url) => {
+            let mut reader = open_object(&context.objects(), &url).await?;
+            Ok(tokio::task::block_in_place(|| {
+                loader::load(&store, &mut reader, &url.to_string(), dry_run)
+            })?)
+        }
+        Location::Stdio => {
             if std::io::stdin().is_terminal() {
                 return Err(UsageError(
                     "no archive given: use -i FILE or pipe one to standard input".into(),
                 )
                 .into());
             }
-            let mut stdin = std::io::stdin().lock();
-            Ok(loader::load(&store, &mut stdin, "standard input", dry_run)?)
+            Ok(tokio::task::block_in_place(|| {
+                let mut stdin = std::io::stdin().lock();
+                loader::load(&store, &mut stdin, "standard input", dry_run)
+            })?)
         }
     }
 }
@@ -224,8 +249,8 @@ fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {
 }
 
 /// `ferry load`.
-pub fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let images = read_archive(context, args.input.as_deref(), args.dry_run)?;
+pub async fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let images = read_archive(context, args.input.as_deref(), args.dry_run).await?;
     if context.json {
         json(&images)?;
     } else if args.dry_run {
@@ -254,8 +279,8 @@ pub fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `ferry verify FILE`: read and check the whole archive, add nothing.
-pub fn verify_archive(context: &Context, path: &Path) -> anyhow::Result<ExitCode> {
-    let images = read_archive(context, Some(path), true)?;
+pub async fn verify_archive(context: &Context, path: &Path) -> anyhow::Result<ExitCode> {
+    let images = read_archive(context, Some(path), true).await?;
     if context.json {
         json(&images)?;
     } else {

@@ -9,6 +9,7 @@ use super::args::CopyArgs;
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::checked::ArchiveInput;
+use crate::archive::location::{open_object, Location};
 use crate::engine::{
     copy_image, plan_archive, write_archive, ArchiveSource, ArchiveTarget, CopyOptions,
     Destination, DestinationBlobs, PlatformChoice, Source,
@@ -53,26 +54,39 @@ pub async fn from_archive(
         target: &target,
         handle: tokio::runtime::Handle::current(),
     };
-    let source = if path == "-" || path.is_empty() {
-        if std::io::stdin().is_terminal() {
-            return Err(
-                UsageError("archive:- reads standard input: pipe an archive in".into()).into(),
-            );
+    let location = Location::parse(path).map_err(UsageError)?;
+    let source = match &location {
+        Location::Stdio => {
+            if std::io::stdin().is_terminal() {
+                return Err(
+                    UsageError("archive:- reads standard input: pipe an archive in".into()).into(),
+                );
+            }
+            tokio::task::block_in_place(|| {
+                let mut stdin = std::io::stdin().lock();
+                ArchiveSource::read(
+                    ArchiveInput::Stream(&mut stdin),
+                    "standard input",
+                    Some(&known),
+                )
+            })?
         }
-        tokio::task::block_in_place(|| {
-            let mut stdin = std::io::stdin().lock();
-            ArchiveSource::read(
-                ArchiveInput::Stream(&mut stdin),
-                "standard input",
-                Some(&known),
-            )
-        })?
-    } else {
-        std::fs::metadata(path).with_context(|| format!("cannot open archive {path}"))?;
-        let file = Path::new(path);
-        tokio::task::block_in_place(|| {
-            ArchiveSource::read(ArchiveInput::File(file), path, Some(&known))
-        })?
+        Location::Object(url) => {
+            let mut reader = open_object(&context.objects(), url).await?;
+            tokio::task::block_in_place(|| {
+                ArchiveSource::read(
+                    ArchiveInput::Stream(&mut reader),
+                    &url.to_string(),
+                    Some(&known),
+                )
+            })?
+        }
+        Location::File(file) => {
+            std::fs::metadata(file).with_context(|| format!("cannot open archive {path}"))?;
+            tokio::task::block_in_place(|| {
+                ArchiveSource::read(ArchiveInput::File(file), path, Some(&known))
+            })?
+        }
     };
     // Every destination is decided before the first byte moves.
     let destinations = target
@@ -159,7 +173,7 @@ pub async fn to_archive(
     context.reporter.set_verb("Copy");
     let reporter: Arc<dyn Reporter> = context.reporter.clone();
     let output = (!path.is_empty() && path != "-").then(|| Path::new(path));
-    let written = write_output(output, |out| {
+    let written = write_output(context, output, |out| {
         Ok(write_archive(
             &plan,
             out,
@@ -167,18 +181,18 @@ pub async fn to_archive(
             &reporter,
         )?)
     })
+    .await
     .with_context(|| format!("copy {source} → archive:{path} failed; nothing was written"))?;
     context.reporter.clear();
     let layout = &plan.layout;
     if context.json {
         json(&layout.images)?;
-    } else if let (Some(path), false) = (written, context.quiet) {
+    } else if let (Some(place), false) = (written, context.quiet) {
         println(&format!(
-            "Wrote {}, {} blobs ({}) to {}",
+            "Wrote {}, {} blobs ({}) to {place}",
             layout.describe_counts(),
             layout.blob_count(),
             human_size(layout.blob_bytes()),
-            path.display()
         ))?;
     }
     Ok(ExitCode::SUCCESS)

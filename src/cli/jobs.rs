@@ -6,7 +6,7 @@ use super::output::{json, println, table};
 use super::{Context, UsageError};
 use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
-use crate::jobs::{run_job, JobContext, JobReport, Status};
+use crate::jobs::{run_job, JobContext, JobReport, StateStore, Status};
 use crate::policy::shard::Shard;
 use crate::types::time::{format_rfc3339, now_unix};
 use anyhow::Context as _;
@@ -14,7 +14,23 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn job_context(
+/// Where job state lives, from `[state]` (probed once per process).
+async fn state_store(context: &Context) -> anyhow::Result<StateStore> {
+    let mut notes = Vec::new();
+    let state = StateStore::open(
+        &context.store()?,
+        context.config.state.as_ref(),
+        &context.objects(),
+        &mut notes,
+    )
+    .await?;
+    for note in notes {
+        tracing::warn!("{note}");
+    }
+    Ok(state)
+}
+
+async fn job_context(
     context: &Context,
     dry_run: bool,
     parallel_images: Option<usize>,
@@ -23,6 +39,9 @@ fn job_context(
         context.reporter.quiet_lines();
     }
     Ok(JobContext {
+        state: state_store(context).await?,
+        objects: context.objects(),
+        lease_lost: None,
         shard: None,
         store: context.store()?,
         registries: Arc::new(context.registries()),
@@ -135,7 +154,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let mut jobs = selected_jobs(context, names)?;
     jobs.retain(|spec| runs_here(spec, shard));
-    let mut job_context = job_context(context, dry_run, parallel_images)?;
+    let mut job_context = job_context(context, dry_run, parallel_images).await?;
     job_context.shard = shard;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
@@ -207,7 +226,7 @@ pub async fn daemon(
         )
         .into());
     }
-    let job_context = job_context(context, false, parallel_images)?;
+    let job_context = job_context(context, false, parallel_images).await?;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;
@@ -271,14 +290,14 @@ pub async fn daemon(
 }
 
 /// `ferry jobs`.
-pub fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> {
+pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
-    let store = context.store()?;
+    let states = state_store(context).await?;
     let now = now_unix();
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for spec in &jobs {
-        let (state, unreadable) = match crate::jobs::scheduler_state(&store, &spec.name) {
+        let (state, unreadable) = match states.load(&spec.name).await {
             Ok(state) => (state, false),
             Err(error) => {
                 tracing::warn!("{error:#}");
@@ -337,10 +356,9 @@ pub fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> 
 }
 
 /// `ferry jobs --reset NAME`.
-pub fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
+pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
     selected_jobs(context, &[name.to_owned()])?;
-    let store = context.store()?;
-    let removed = crate::jobs::reset_state(&store, name)?;
+    let removed = crate::jobs::reset_state(&state_store(context).await?, name).await?;
     if !context.quiet {
         println(&if removed {
             format!("{name}: state reset; the next run starts afresh")

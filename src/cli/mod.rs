@@ -41,6 +41,11 @@ impl Context {
         Ok(Store::open(&self.store_path)?)
     }
 
+    /// Object storage clients with the config's `[object_store]` settings.
+    pub fn objects(&self) -> crate::objects::Objects {
+        crate::objects::Objects::new(self.config.objects.clone())
+    }
+
     /// The registry client pool with the config's per-host settings.
     pub fn registries(&self) -> Registries {
         Registries::new(self.config.registries.clone(), self.reporter.clone())
@@ -227,13 +232,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify {
             archive: Some(path),
             ..
-        } => archive::verify_archive(&context, &path),
+        } => archive::verify_archive(&context, &path).await,
         Command::Verify {
             archive: None,
             read_data,
         } => local::verify(&context, read_data),
         Command::Save(args) => archive::save(&context, args).await,
-        Command::Load(args) => archive::load(&context, args),
+        Command::Load(args) => archive::load(&context, args).await,
         Command::Import {
             file,
             image,
@@ -243,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             image,
             output,
             platform,
-        } => archive::export(&context, &image, output.as_deref(), platform.as_ref()),
+        } => archive::export(&context, &image, output.as_deref(), platform.as_ref()).await,
         Command::Run {
             jobs,
             dry_run,
@@ -262,10 +267,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs {
             reset: None,
             shards,
-        } => jobs::list(&context, shards),
+        } => jobs::list(&context, shards).await,
         Command::Jobs {
             reset: Some(name), ..
-        } => jobs::reset(&context, &name),
+        } => jobs::reset(&context, &name).await,
         Command::Config {
             action: args::ConfigAction::Check,
         } => jobs::check(&context),

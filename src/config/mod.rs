@@ -6,6 +6,7 @@
 
 pub mod jobs;
 pub mod notify;
+pub mod objects;
 mod resolve;
 
 use crate::types::RegistrySettings;
@@ -60,6 +61,10 @@ pub struct ConfigFile {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub notify: Vec<notify::NotifySection>,
+    #[serde(default)]
+    pub object_store: objects::ObjectStoreSection,
+    #[serde(default)]
+    pub state: objects::StateSection,
 }
 
 /// `[daemon]`.
@@ -138,6 +143,10 @@ pub struct Config {
     pub notify: Vec<notify::NotifySpec>,
     /// Bytes per second for downloads and for uploads (`[defaults] bandwidth`).
     pub bandwidth: Option<u64>,
+    /// Object storage settings (`[object_store]`).
+    pub objects: crate::types::object_settings::ObjectSettings,
+    /// Job state on object storage (`[state]`); `None`: in the store.
+    pub state: Option<objects::StateSpec>,
 }
 
 impl Default for Config {
@@ -156,6 +165,8 @@ impl Default for Config {
             metrics_addr: None,
             notify: Vec::new(),
             bandwidth: None,
+            objects: Default::default(),
+            state: None,
         }
     }
 }
@@ -483,6 +494,8 @@ impl Config {
             metrics_addr: file.daemon.metrics_addr,
             notify: webhooks,
             bandwidth,
+            objects: objects::object_settings(&file.object_store, &resolver, private)?,
+            state: objects::state(&file.state, &resolver)?,
         })
     }
 }

@@ -10,8 +10,10 @@
 
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
+use crate::archive::location::{open_object, write_atomically, Location};
 use crate::archive::save;
 use crate::archive::Compression;
+use crate::objects::upload;
 use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
@@ -152,11 +154,13 @@ pub async fn run(
     }
     let now = now_unix();
     let output = expand(&spec.output, job, now, state.backup_runs + 1);
+    let location = Location::parse(&output)
+        .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))?;
     let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
-    let previous = state
-        .backups
-        .last()
-        .filter(|b| std::path::Path::new(&b.path).exists());
+    let previous = match state.backups.last() {
+        Some(last) if exists(context, &last.path).await? => Some(last.clone()),
+        _ => None,
+    };
     let full = !spec.incremental || previous.is_none() || since_full >= spec.full_every;
     if dry_run {
         report.changes.push(format!(
@@ -166,8 +170,8 @@ pub async fn run(
         ));
         return Ok(());
     }
-    let exclude = match (full, previous) {
-        (false, Some(previous)) => save::archive_blobs(std::path::Path::new(&previous.path))?,
+    let exclude = match (full, &previous) {
+        (false, Some(previous)) => previous_blobs(context, &previous.path).await?,
         _ => Default::default(),
     };
     let plan = plan_archive(
@@ -183,9 +187,28 @@ pub async fn run(
         "zstd" => Compression::Zstd,
         _ => Compression::None,
     };
-    crate::archive::write_file_atomically(std::path::Path::new(&output), |file| {
-        Ok(write_archive(&plan, file, compression, &context.reporter)?)
-    })?;
+    if let Location::Object(url) = &location {
+        // Uploads an earlier run of this job left unfinished (it died):
+        // runs of one job never overlap (lease or shard), so all are stale.
+        let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
+        let pattern = template_pattern(&spec.output, job);
+        let older_than = match context.state.on_object_storage() {
+            true => None,
+            false => Some(now - 3600),
+        };
+        for key in upload::sweep(&bucket, url.parent_prefix(), |k| pattern.is_match(k), older_than)
+            .await
+            .map_err(anyhow::Error::from)?
+        {
+            report
+                .changes
+                .push(format!("aborted an unfinished upload of {}", url.with_key(key)));
+        }
+    }
+    write_atomically(&location, &context.objects, |out| {
+        Ok(write_archive(&plan, out, compression, &context.reporter)?)
+    })
+    .await?;
     let plan = &plan.layout;
     report.bytes += plan.blob_bytes();
     report.changes.push(format!(
@@ -201,13 +224,133 @@ pub async fn run(
         full,
         time: now,
     });
+    if let Location::Object(url) = &location {
+        // The bucket is the truth: archives are what the listing shows.
+        state.backups = listed_backups(context, url, &spec.output, job, &state.backups).await?;
+    }
     if let Some(keep) = spec.keep {
-        rotate(state, keep, &output, report);
+        for record in expired_chains(state, keep, &output) {
+            match remove(context, &record.path).await {
+                Ok(()) => report
+                    .changes
+                    .push(format!("removed old backup {}", record.path)),
+                Err(e) => report
+                    .notes
+                    .push(format!("could not remove old backup {}: {e:#}", record.path)),
+            }
+        }
     }
     if !failed.is_empty() {
         return Err(all_failed());
     }
     Ok(())
+}
+
+/// Whether an archive the state remembers is still there.
+async fn exists(context: &JobContext, path: &str) -> Result<bool, Stop> {
+    match Location::parse(path) {
+        Ok(Location::Object(url)) => {
+            let bucket = context.objects.bucket(&url).map_err(anyhow::Error::from)?;
+            Ok(bucket.head(&url.key).await.map_err(anyhow::Error::from)?.is_some())
+        }
+        _ => Ok(std::path::Path::new(path).exists()),
+    }
+}
+
+/// The blobs of the archive a delta is made against.
+async fn previous_blobs(
+    context: &JobContext,
+    path: &str,
+) -> Result<std::collections::BTreeSet<crate::types::Digest>, Stop> {
+    match Location::parse(path) {
+        Ok(Location::Object(url)) => {
+            let reader = open_object(&context.objects, &url).await?;
+            Ok(tokio::task::block_in_place(|| save::archive_blobs_in(reader, path))?)
+        }
+        _ => Ok(save::archive_blobs(std::path::Path::new(path))?),
+    }
+}
+
+async fn remove(context: &JobContext, path: &str) -> anyhow::Result<()> {
+    match Location::parse(path) {
+        Ok(Location::Object(url)) => Ok(context.objects.bucket(&url)?.delete(&url.key).await?),
+        _ => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The keys an output template can produce for `job`: `{date}`, `{time}`
+/// and `{run}` stand for what they expand to.
+fn template_pattern(template: &str, job: &str) -> regex::Regex {
+    let key = template
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(template, |(_, key)| key);
+    let mut pattern = String::from("^");
+    let mut rest = key;
+    while let Some(start) = rest.find('{') {
+        pattern.push_str(&regex::escape(&rest[..start]));
+        let after = &rest[start..];
+        let (piece, length) = [
+            ("{date}", r"\d{4}-\d{2}-\d{2}".to_owned()),
+            ("{time}", r"\d{6}".to_owned()),
+            ("{run}", r"\d+".to_owned()),
+            ("{job}", regex::escape(job)),
+        ]
+        .into_iter()
+        .find(|(name, _)| after.starts_with(name))
+        .map_or_else(|| (regex::escape("{"), 1), |(name, re)| (re, name.len()));
+        pattern.push_str(&piece);
+        rest = &after[length..];
+    }
+    pattern.push_str(&regex::escape(rest));
+    pattern.push('$');
+    regex::Regex::new(&pattern).unwrap_or_else(|_| regex::Regex::new("^$").expect("valid"))
+}
+
+/// This job's archives as the bucket lists them, oldest first, each marked
+/// full or delta from what the state remembers (an archive the state does
+/// not know is taken as full: it is restorable alone or not at all).
+async fn listed_backups(
+    context: &JobContext,
+    url: &crate::objects::ObjectUrl,
+    template: &str,
+    job: &str,
+    remembered: &[BackupRecord],
+) -> Result<Vec<BackupRecord>, Stop> {
+    let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
+    let pattern = template_pattern(template, job);
+    let key = template
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(_, key)| key);
+    let fixed = &key[..key.find('{').unwrap_or(key.len())];
+    let mut listed: Vec<_> = bucket
+        .list(fixed)
+        .await
+        .map_err(anyhow::Error::from)?
+        .into_iter()
+        .filter(|o| pattern.is_match(&o.key))
+        .collect();
+    let time_of = |path: &str| remembered.iter().find(|b| b.path == path).map(|b| b.time);
+    listed.sort_by_key(|o| {
+        let path = url.with_key(o.key.clone()).to_string();
+        (time_of(&path).unwrap_or(o.modified), o.key.clone())
+    });
+    Ok(listed
+        .into_iter()
+        .map(|o| {
+            let path = url.with_key(o.key.clone()).to_string();
+            let known = remembered.iter().find(|b| b.path == path);
+            BackupRecord {
+                full: known.is_none_or(|b| b.full),
+                time: known.map_or(o.modified, |b| b.time),
+                path,
+            }
+        })
+        .collect())
 }
 
 /// Where one image is read from: its registry (the default), or the store
@@ -258,9 +401,11 @@ async fn source_for(
     })
 }
 
-/// Delete the oldest chains (a full archive and the deltas after it) while
-/// more than `keep` archives remain without them; never the current chain.
-fn rotate(state: &mut JobState, keep: usize, newest: &str, report: &mut JobReport) {
+/// Take the oldest chains (a full archive and the deltas after it) out of
+/// the state while more than `keep` archives remain without them; never
+/// the current chain. Returns the archives to delete.
+fn expired_chains(state: &mut JobState, keep: usize, newest: &str) -> Vec<BackupRecord> {
+    let mut expired = Vec::new();
     loop {
         let chain_end = state
             .backups
@@ -270,18 +415,8 @@ fn rotate(state: &mut JobState, keep: usize, newest: &str, report: &mut JobRepor
             .map_or(state.backups.len(), |i| i + 1);
         let chain_has_newest = state.backups[..chain_end].iter().any(|b| b.path == newest);
         if chain_has_newest || state.backups.len() - chain_end < keep {
-            break;
+            return expired;
         }
-        for record in state.backups.drain(..chain_end).collect::<Vec<_>>() {
-            match std::fs::remove_file(&record.path) {
-                Ok(()) => report
-                    .changes
-                    .push(format!("removed old backup {}", record.path)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => report
-                    .notes
-                    .push(format!("could not remove old backup {}: {e}", record.path)),
-            }
-        }
+        expired.extend(state.backups.drain(..chain_end));
     }
 }

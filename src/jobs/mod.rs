@@ -1,8 +1,9 @@
 //! Config-driven jobs — sync, backup, retag, prune — run once (`ferry run`)
 //! or on schedules (`ferry daemon`). Each job reads and writes its state in
-//! the store's `ferry/jobs/` folder, holds a per-job lock so it never
-//! overlaps itself (even across processes), stops at a safe point when asked,
-//! and returns a report of what it changed. Jobs never print.
+//! the store's `ferry/jobs/` folder or a bucket (`[state] url`), holds a
+//! per-job lock (a file lock, or a lease object shared by every worker) so
+//! it never overlaps itself, stops at a safe point when asked or when its
+//! lease is lost, and returns a report of what it changed. Jobs never print.
 
 mod backup;
 pub mod notify;
@@ -12,19 +13,18 @@ pub mod scheduler;
 mod state;
 mod sync;
 
-pub use state::JobState;
-
-/// A job's saved state (for `ferry jobs`).
-pub fn scheduler_state(store: &Store, name: &str) -> anyhow::Result<JobState> {
-    state::load(store, name)
-}
+pub use state::{JobState, StateStore};
 
 /// Forget a job's saved state (`ferry jobs --reset NAME`), under its lock.
-pub fn reset_state(store: &Store, name: &str) -> anyhow::Result<bool> {
-    let Some(_lock) = state::try_lock(store, name)? else {
-        anyhow::bail!("job {name} is running; reset its state when it has finished");
+pub async fn reset_state(state: &StateStore, name: &str) -> anyhow::Result<bool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let lock = match state.try_lock(name, &cancel).await? {
+        Ok(lock) => lock,
+        Err(why) => anyhow::bail!("job {name} is running ({why}); reset its state when it has finished"),
     };
-    state::reset(store, name)
+    let removed = state.reset(name).await;
+    lock.release().await?;
+    removed
 }
 
 use crate::config::{JobKind, JobSpec, RepositoryTarget};
@@ -50,11 +50,21 @@ pub struct JobContext {
     pub dry_run: bool,
     /// Set on SIGTERM: jobs stop at the next safe point.
     pub cancel: Arc<AtomicBool>,
+    /// Set when this run's lease is lost: the run stops too.
+    pub lease_lost: Option<Arc<AtomicBool>>,
+    /// Where job state (and leases) live.
+    pub state: StateStore,
+    /// Object storage, for backups to `s3://`.
+    pub objects: crate::objects::Objects,
 }
 
 impl JobContext {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+            || self
+                .lease_lost
+                .as_ref()
+                .is_some_and(|lost| lost.load(Ordering::Relaxed))
     }
 
     /// The repository a job's `repository`/`target` key names: the one
@@ -200,13 +210,12 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
         images: Vec::new(),
         bytes: 0,
     };
-    let lock = match state::try_lock(&context.store, &spec.name) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
+    let lost = Arc::new(AtomicBool::new(false));
+    let lock = match context.state.try_lock(&spec.name, &lost).await {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(why)) => {
             report.status = Status::Skipped;
-            report
-                .notes
-                .push("another run of this job is still going; skipped".into());
+            report.notes.push(format!("{why}; skipped"));
             return report;
         }
         Err(error) => {
@@ -215,13 +224,18 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
             return report;
         }
     };
-    let mut job_state = match state::load(&context.store, &spec.name) {
+    let context = &JobContext {
+        lease_lost: Some(lost),
+        ..context.clone()
+    };
+    let mut job_state = match context.state.load(&spec.name).await {
         Ok(loaded) => loaded,
         Err(error) => {
             // Never run on an empty state in place of one that cannot be read.
             report.status = Status::Failed;
             report.error = Some(format!("{error:#}"));
             report.seconds = clock.elapsed().as_secs_f64();
+            let _ = lock.release().await;
             return report;
         }
     };
@@ -236,6 +250,7 @@ pub async fn run_job(context: &JobContext, spec: &JobSpec) -> JobReport {
     finish(
         context, spec, report, job_state, outcome, started, clock, lock,
     )
+    .await
 }
 
 /// Run the job's kind.
@@ -258,7 +273,7 @@ async fn run_kind(
 
 /// Record how a run ended, in the report and the job's state.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+async fn finish(
     context: &JobContext,
     spec: &JobSpec,
     mut report: JobReport,
@@ -266,7 +281,7 @@ fn finish(
     outcome: Result<(), Stop>,
     started: i64,
     clock: std::time::Instant,
-    lock: std::fs::File,
+    lock: state::JobLock,
 ) -> JobReport {
     match outcome {
         Ok(()) => {}
@@ -289,14 +304,31 @@ fn finish(
         report.changes.len() as u64,
         report.bytes,
     );
+    if lock.lost() {
+        // Another worker may own the job now: its state is not ours to write.
+        report.status = Status::Failed;
+        report.error = Some(format!(
+            "lost the job's lease (it could not be renewed before it expired); stopped at a safe point without saving state — another worker may have taken the job over{}",
+            report.error.as_ref().map_or(String::new(), |e| format!(" ({e})"))
+        ));
+        return report;
+    }
     job_state.last_run = Some(started);
     job_state.last_status = Some(report.status);
     job_state.last_changes = report.changes.len();
-    if let Err(error) = state::save(&context.store, &spec.name, &job_state) {
+    if let Err(error) = context.state.save(&spec.name, &job_state).await {
         report
             .notes
             .push(format!("could not save job state: {error:#}"));
+        if report.status == Status::Ok {
+            report.status = Status::Failed;
+            report.error = Some(format!("{error:#}"));
+        }
     }
-    drop(lock);
+    if let Err(error) = lock.release().await {
+        report
+            .notes
+            .push(format!("could not release the job's lease: {error}"));
+    }
     report
 }

@@ -1,11 +1,18 @@
-//! Per-job state in `<store>/ferry/jobs/<name>.json` (last run and result,
-//! digests seen per tag, first-seen times, written backups) and the
-//! per-job lock file beside it.
+//! Per-job state (last run and result, digests seen per tag, first-seen
+//! times, written backups) in `<store>/ferry/jobs/<name>.json` with a lock
+//! file beside it, or in a bucket (`[state] url`) with a lease object per
+//! job, so any worker can run any job and a new pod continues where the
+//! last one stopped.
 
 use super::Status;
+use crate::config::objects::{Locking, StateSpec};
+use crate::objects::conditional::{self, Lease, LeaseError, Write};
+use crate::objects::{Bucket, ObjectError, ObjectUrl, Objects};
 use crate::store::Store;
 use crate::types::Digest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Digests a sync saw for one tag at its last successful copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,56 +79,305 @@ fn path(store: &Store, name: &str) -> std::path::PathBuf {
     dir(store).join(format!("{name}.json"))
 }
 
-/// A job's state (default when it never ran). A file that exists but cannot
-/// be read or parsed is an error: an empty state in its place would make a
-/// backup job forget its archive chain, or a prune job its first-seen times.
-pub fn load(store: &Store, name: &str) -> anyhow::Result<JobState> {
-    let path = path(store, name);
-    let fix = format!(
-        "reset it with `ferry jobs --reset {name}` (or delete the file); the job then starts as if it never ran"
-    );
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("job state {} is corrupt ({e}); {fix}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobState::default()),
-        Err(e) => Err(anyhow::anyhow!(
-            "cannot read job state {}: {e}; {fix}",
-            path.display()
-        )),
+fn fix(name: &str) -> String {
+    format!(
+        "reset it with `ferry jobs --reset {name}` (or delete it); the job then starts as if it never ran"
+    )
+}
+
+/// Where job state lives: the store's `ferry/jobs/` folder, or a prefix
+/// in a bucket (`[state] url`) shared by every worker.
+#[derive(Clone)]
+pub enum StateStore {
+    Local(Store),
+    Objects(Arc<ObjectState>),
+}
+
+/// Job state on object storage.
+pub struct ObjectState {
+    bucket: Bucket,
+    prefix: ObjectUrl,
+    /// Whether the server enforces conditional writes (probed once).
+    pub conditional: bool,
+    locking: Locking,
+    lease_seconds: i64,
+    /// The ETag each job's state had when this process read it.
+    etags: Mutex<HashMap<String, Option<String>>>,
+}
+
+/// Holds a job against other runs until dropped (or released).
+pub enum JobLock {
+    /// An flock on `<store>/ferry/jobs/NAME.lock`.
+    Local(std::fs::File),
+    /// A lease object, renewed in the background; `lost` is set (and the
+    /// run's `cancel` with it) when it can no longer be renewed.
+    Lease {
+        renewer: tokio::task::JoinHandle<Option<Lease>>,
+        stop: Arc<tokio::sync::Notify>,
+        lost: Arc<AtomicBool>,
+    },
+    /// `locking = "shards-only"`: the shard assignment is the lock.
+    Shard,
+}
+
+impl JobLock {
+    /// Whether the lease was lost while the job ran.
+    pub fn lost(&self) -> bool {
+        matches!(self, JobLock::Lease { lost, .. } if lost.load(Ordering::Relaxed))
+    }
+
+    /// Give the lock up (a lease is released with `If-Match`).
+    pub async fn release(self) -> Result<(), ObjectError> {
+        if let JobLock::Lease { renewer, stop, .. } = self {
+            stop.notify_one();
+            if let Ok(Some(lease)) = renewer.await {
+                lease.release().await?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Forget a job's state (`ferry jobs --reset NAME`). Returns whether there was any.
-pub fn reset(store: &Store, name: &str) -> anyhow::Result<bool> {
-    let path = path(store, name);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", path.display())),
+/// Who this process is, in leases: `host:pid:random`.
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+impl StateStore {
+    /// Open `[state]`: probe the bucket once, and refuse leases on a server
+    /// that would not enforce them. `notes` receives what to tell the user.
+    pub async fn open(
+        store: &Store,
+        spec: Option<&StateSpec>,
+        objects: &Objects,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<StateStore> {
+        let Some(spec) = spec else {
+            return Ok(StateStore::Local(store.clone()));
+        };
+        let bucket = objects.bucket(&spec.url)?;
+        let prefix = match spec.url.key.is_empty() {
+            true => String::new(),
+            false => format!("{}/", spec.url.key),
+        };
+        let conditional = conditional::probe(&bucket, &prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("[state] url = {}: {e}", spec.url))?;
+        if !conditional {
+            match spec.locking {
+                Locking::Leases => anyhow::bail!(
+                    "[state] url = {}: the server at {} does not enforce conditional writes (If-None-Match/If-Match), so leases could not keep two runs of a job apart; set locking = \"shards-only\" in [state] and give each worker its own shard (ferry run --shard I/N, one pod per index)",
+                    spec.url,
+                    bucket.endpoint()
+                ),
+                Locking::ShardsOnly => notes.push(format!(
+                    "{}: the server does not enforce conditional writes; relying on shards alone (locking = \"shards-only\")",
+                    spec.url
+                )),
+            }
+        }
+        Ok(StateStore::Objects(Arc::new(ObjectState {
+            bucket,
+            prefix: spec.url.clone(),
+            conditional,
+            locking: spec.locking,
+            lease_seconds: spec.lease_seconds,
+            etags: Mutex::default(),
+        })))
+    }
+
+    /// Where a job's state is (for messages).
+    pub fn describe(&self, name: &str) -> String {
+        match self {
+            StateStore::Local(store) => path(store, name).display().to_string(),
+            StateStore::Objects(remote) => remote.prefix.join(&format!("{name}.json")).to_string(),
+        }
+    }
+
+    /// Whether job runs are kept apart by shards alone.
+    pub fn on_object_storage(&self) -> bool {
+        matches!(self, StateStore::Objects(_))
+    }
+
+    /// A job's state (default when it never ran). State that exists but
+    /// cannot be read or parsed is an error: an empty state in its place
+    /// would make a backup job forget its archive chain, or a prune job its
+    /// first-seen times.
+    pub async fn load(&self, name: &str) -> anyhow::Result<JobState> {
+        let fix = fix(name);
+        let shown = self.describe(name);
+        let bytes = match self {
+            StateStore::Local(store) => match std::fs::read(path(store, name)) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => anyhow::bail!("cannot read job state {shown}: {e}; {fix}"),
+            },
+            StateStore::Objects(remote) => {
+                let key = remote.prefix.join(&format!("{name}.json")).key;
+                let found = remote
+                    .bucket
+                    .get_small(&key, 64 << 20)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read job state {shown}: {e}"))?;
+                let (bytes, etag) = match found {
+                    Some((bytes, etag)) => (Some(bytes.to_vec()), etag),
+                    None => (None, None),
+                };
+                remote
+                    .etags
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_owned(), etag);
+                bytes
+            }
+        };
+        match bytes {
+            None => Ok(JobState::default()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("job state {shown} is corrupt ({e}); {fix}")),
+        }
+    }
+
+    /// Save a job's state atomically; on object storage, only over the
+    /// version this process read (compare-and-swap) where the server
+    /// enforces it.
+    pub async fn save(&self, name: &str, state: &JobState) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state)?;
+        match self {
+            StateStore::Local(store) => {
+                let directory = dir(store);
+                std::fs::create_dir_all(&directory)?;
+                store.write_atomic(&directory.join(format!("{name}.json")), &bytes)?;
+            }
+            StateStore::Objects(remote) => {
+                let key = remote.prefix.join(&format!("{name}.json")).key;
+                let mut etags = remote.etags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mode = match (remote.conditional, etags.remove(name)) {
+                    (false, _) => Write::Overwrite,
+                    (true, Some(Some(etag))) => Write::Replace(etag),
+                    (true, _) => Write::Create,
+                };
+                let etag = remote.bucket.put_small(&key, bytes, mode).await.map_err(|e| match e {
+                    ObjectError::Conflict { .. } => anyhow::anyhow!(
+                        "job state {} changed since this run read it (another worker ran the job); this run's state was not saved",
+                        self.describe(name)
+                    ),
+                    other => anyhow::anyhow!("cannot save job state: {other}"),
+                })?;
+                remote
+                    .etags
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_owned(), etag);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget a job's state. Returns whether there was any.
+    pub async fn reset(&self, name: &str) -> anyhow::Result<bool> {
+        match self {
+            StateStore::Local(store) => {
+                let path = path(store, name);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", path.display())),
+                }
+            }
+            StateStore::Objects(remote) => {
+                let key = remote.prefix.join(&format!("{name}.json")).key;
+                let existed = remote.bucket.head(&key).await?.is_some();
+                remote.bucket.delete(&key).await?;
+                Ok(existed)
+            }
+        }
+    }
+
+    /// Take the job's lock without waiting: `None` when another run holds
+    /// it (the message says who). `cancel` is set when a lease is lost.
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        cancel: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Result<JobLock, String>> {
+        let remote = match self {
+            StateStore::Local(store) => {
+                let directory = dir(store);
+                std::fs::create_dir_all(&directory)?;
+                let file = std::fs::File::options()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(directory.join(format!("{name}.lock")))?;
+                return Ok(match file.try_lock() {
+                    Ok(()) => Ok(JobLock::Local(file)),
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        Err("another run of this job is still going".into())
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+                });
+            }
+            StateStore::Objects(remote) => remote,
+        };
+        if remote.locking == Locking::ShardsOnly {
+            return Ok(Ok(JobLock::Shard));
+        }
+        let key = remote.prefix.join(&format!("{name}.lease")).key;
+        let now = crate::types::time::now_unix();
+        let lease =
+            match Lease::acquire(&remote.bucket, &key, &holder(), remote.lease_seconds, now).await {
+                Ok(lease) => lease,
+                Err(LeaseError::Held { holder, until }) => {
+                    return Ok(Err(format!(
+                        "another worker holds this job's lease ({holder}, until {until})"
+                    )))
+                }
+                Err(LeaseError::Object(e)) => return Err(e.into()),
+            };
+        Ok(Ok(renew_in_background(lease, cancel.clone())))
     }
 }
 
-/// Save a job's state atomically.
-pub fn save(store: &Store, name: &str, state: &JobState) -> anyhow::Result<()> {
-    let directory = dir(store);
-    std::fs::create_dir_all(&directory)?;
-    let bytes = serde_json::to_vec_pretty(state)?;
-    store.write_atomic(&directory.join(format!("{name}.json")), &bytes)?;
-    Ok(())
-}
-
-/// Take the job's lock without waiting: `None` when another run holds it.
-pub fn try_lock(store: &Store, name: &str) -> anyhow::Result<Option<std::fs::File>> {
-    let directory = dir(store);
-    std::fs::create_dir_all(&directory)?;
-    let file = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(directory.join(format!("{name}.lock")))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+/// Renew `lease` every third of its life; when it cannot be renewed before
+/// it expires (another worker took it, or the server is gone), set `lost`
+/// and `cancel` so the run stops at its next safe point.
+fn renew_in_background(mut lease: Lease, cancel: Arc<AtomicBool>) -> JobLock {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let lost = Arc::new(AtomicBool::new(false));
+    let (stop_wait, lost_flag) = (stop.clone(), lost.clone());
+    let renewer = tokio::spawn(async move {
+        let period = std::time::Duration::from_secs((lease.ttl() / 3).max(1) as u64);
+        let mut valid_until = crate::types::time::now_unix() + lease.ttl();
+        loop {
+            tokio::select! {
+                _ = stop_wait.notified() => return Some(lease),
+                _ = tokio::time::sleep(period) => {}
+            }
+            let now = crate::types::time::now_unix();
+            match lease.renew(now).await {
+                Ok(()) => valid_until = now + lease.ttl(),
+                Err(ObjectError::Conflict { .. }) => break,
+                Err(error) if now + period.as_secs() as i64 >= valid_until => {
+                    tracing::warn!("cannot renew the job's lease: {error}");
+                    break;
+                }
+                Err(error) => tracing::warn!("lease renewal failed, retrying: {error}"),
+            }
+        }
+        lost_flag.store(true, Ordering::Relaxed);
+        cancel.store(true, Ordering::Relaxed);
+        None
+    });
+    JobLock::Lease {
+        renewer,
+        stop,
+        lost,
     }
 }

@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod choice;
 pub mod digest;
 pub mod manifest;
+pub mod object_settings;
 pub mod platform;
 pub mod rate;
 pub mod reference;
