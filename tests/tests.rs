@@ -13,6 +13,7 @@ mod config_files;
 mod crash;
 mod hostile;
 mod jobs;
+mod object_storage;
 mod operations;
 mod peers;
 mod referrers;

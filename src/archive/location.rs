@@ -30,7 +30,10 @@ impl Location {
         } else if ObjectUrl::is_object(text) {
             let url = ObjectUrl::parse(text)?;
             if url.key.is_empty() {
-                return Err(format!("{text}: name the archive's key, e.g. s3://{}/backup.tar", url.bucket));
+                return Err(format!(
+                    "{text}: name the archive's key, e.g. s3://{}/backup.tar",
+                    url.bucket
+                ));
             }
             Ok(Location::Object(url))
         } else {
@@ -68,16 +71,14 @@ pub async fn write_atomically(
     match location {
         Location::Stdio => Err(anyhow::anyhow!("standard output has no atomic write")),
         Location::File(path) => {
-            tokio::task::block_in_place(|| {
-                super::write_file_atomically(path, |file| write(file))
-            })?;
+            tokio::task::block_in_place(|| super::write_file_atomically(path, |file| write(file)))?;
             Ok(Vec::new())
         }
         Location::Object(url) => {
             let bucket = objects.bucket(url)?;
             let stale = crate::types::time::now_unix() - STALE_UPLOAD;
-            let swept = upload::sweep(&bucket, url.parent_prefix(), |k| k == url.key, Some(stale))
-                .await?;
+            let swept =
+                upload::sweep(&bucket, url.parent_prefix(), |k| k == url.key, Some(stale)).await?;
             upload::write_atomically(&bucket, &url.key, write)
                 .await
                 .map_err(|e| e.context(format!("cannot write {url}; nothing was left there")))?;

@@ -58,9 +58,10 @@ pub async fn from_archive(
     let source = match &location {
         Location::Stdio => {
             if std::io::stdin().is_terminal() {
-                return Err(
-                    UsageError("archive:- reads standard input: pipe an archive in".into()).into(),
-                );
+                return Err(UsageError(
+                    "archive:- reads standard input: pipe an archive in".into(),
+                )
+                .into());
             }
             tokio::task::block_in_place(|| {
                 let mut stdin = std::io::stdin().lock();

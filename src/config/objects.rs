@@ -124,7 +124,10 @@ pub fn object_settings(
             if size < MIN_PART_SIZE {
                 return Err(resolver.error(
                     text.span(),
-                    format!("part_size = {:?} is below S3's 5 MiB minimum", text.get_ref()),
+                    format!(
+                        "part_size = {:?} is below S3's 5 MiB minimum",
+                        text.get_ref()
+                    ),
                     "use 5MiB or more (default 16MiB)",
                 ));
             }
@@ -161,7 +164,11 @@ pub fn state(
     };
     let parsed = ObjectUrl::parse(url.get_ref())
         .map_err(|e| resolver.error(url.span(), e, "e.g. url = \"s3://backups/ferry-state\""))?;
-    let locking = match section.locking.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+    let locking = match section
+        .locking
+        .as_ref()
+        .map(|l| (l.get_ref().as_str(), l.span()))
+    {
         None | Some(("leases", _)) => Locking::Leases,
         Some(("shards-only", _)) => Locking::ShardsOnly,
         Some((other, span)) => {

@@ -13,11 +13,11 @@ use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::archive::location::{open_object, write_atomically, Location};
 use crate::archive::save;
 use crate::archive::Compression;
-use crate::objects::upload;
 use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
+use crate::objects::upload;
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
 
@@ -196,13 +196,19 @@ pub async fn run(
             true => None,
             false => Some(now - 3600),
         };
-        for key in upload::sweep(&bucket, url.parent_prefix(), |k| pattern.is_match(k), older_than)
-            .await
-            .map_err(anyhow::Error::from)?
+        for key in upload::sweep(
+            &bucket,
+            url.parent_prefix(),
+            |k| pattern.is_match(k),
+            older_than,
+        )
+        .await
+        .map_err(anyhow::Error::from)?
         {
-            report
-                .changes
-                .push(format!("aborted an unfinished upload of {}", url.with_key(key)));
+            report.changes.push(format!(
+                "aborted an unfinished upload of {}",
+                url.with_key(key)
+            ));
         }
     }
     write_atomically(&location, &context.objects, |out| {
@@ -234,9 +240,10 @@ pub async fn run(
                 Ok(()) => report
                     .changes
                     .push(format!("removed old backup {}", record.path)),
-                Err(e) => report
-                    .notes
-                    .push(format!("could not remove old backup {}: {e:#}", record.path)),
+                Err(e) => report.notes.push(format!(
+                    "could not remove old backup {}: {e:#}",
+                    record.path
+                )),
             }
         }
     }
@@ -251,7 +258,11 @@ async fn exists(context: &JobContext, path: &str) -> Result<bool, Stop> {
     match Location::parse(path) {
         Ok(Location::Object(url)) => {
             let bucket = context.objects.bucket(&url).map_err(anyhow::Error::from)?;
-            Ok(bucket.head(&url.key).await.map_err(anyhow::Error::from)?.is_some())
+            Ok(bucket
+                .head(&url.key)
+                .await
+                .map_err(anyhow::Error::from)?
+                .is_some())
         }
         _ => Ok(std::path::Path::new(path).exists()),
     }
@@ -265,7 +276,9 @@ async fn previous_blobs(
     match Location::parse(path) {
         Ok(Location::Object(url)) => {
             let reader = open_object(&context.objects, &url).await?;
-            Ok(tokio::task::block_in_place(|| save::archive_blobs_in(reader, path))?)
+            Ok(tokio::task::block_in_place(|| {
+                save::archive_blobs_in(reader, path)
+            })?)
         }
         _ => Ok(save::archive_blobs(std::path::Path::new(path))?),
     }
@@ -327,13 +340,20 @@ async fn listed_backups(
         .and_then(|rest| rest.split_once('/'))
         .map_or("", |(_, key)| key);
     let fixed = &key[..key.find('{').unwrap_or(key.len())];
-    let mut listed: Vec<_> = bucket
-        .list(fixed)
-        .await
-        .map_err(anyhow::Error::from)?
-        .into_iter()
-        .filter(|o| pattern.is_match(&o.key))
-        .collect();
+    let mut listed = Vec::new();
+    for object in bucket.list(fixed).await.map_err(anyhow::Error::from)? {
+        // Some servers (Garage) may list a key for a moment after its
+        // delete: a HEAD, which is consistent, confirms each one.
+        if pattern.is_match(&object.key)
+            && bucket
+                .head(&object.key)
+                .await
+                .map_err(anyhow::Error::from)?
+                .is_some()
+        {
+            listed.push(object);
+        }
+    }
     let time_of = |path: &str| remembered.iter().find(|b| b.path == path).map(|b| b.time);
     listed.sort_by_key(|o| {
         let path = url.with_key(o.key.clone()).to_string();

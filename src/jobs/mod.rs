@@ -20,7 +20,9 @@ pub async fn reset_state(state: &StateStore, name: &str) -> anyhow::Result<bool>
     let cancel = Arc::new(AtomicBool::new(false));
     let lock = match state.try_lock(name, &cancel).await? {
         Ok(lock) => lock,
-        Err(why) => anyhow::bail!("job {name} is running ({why}); reset its state when it has finished"),
+        Err(why) => {
+            anyhow::bail!("job {name} is running ({why}); reset its state when it has finished")
+        }
     };
     let removed = state.reset(name).await;
     lock.release().await?;

@@ -72,8 +72,7 @@ pub async fn run_daemon(
             let schedule = spec.schedule.clone().expect("filtered");
             // The job's own `timezone`, else `[defaults] timezone`.
             let zone = spec.timezone.clone().unwrap_or(zone);
-            let state: JobState =
-                context.state.load(&spec.name).await.unwrap_or_default();
+            let state: JobState = context.state.load(&spec.name).await.unwrap_or_default();
             let now = crate::types::time::now_unix();
             let mut due = next_due(&schedule, state.last_run, now, &zone, catch_up);
             while let Some(at) = due {

@@ -146,7 +146,11 @@ fn holder() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".into());
-    format!("{host}:{}:{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 impl StateStore {
@@ -257,7 +261,11 @@ impl StateStore {
             }
             StateStore::Objects(remote) => {
                 let key = remote.prefix.join(&format!("{name}.json")).key;
-                let mut etags = remote.etags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut etags = remote
+                    .etags
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let mode = match (remote.conditional, etags.remove(name)) {
                     (false, _) => Write::Overwrite,
                     (true, Some(Some(etag))) => Write::Replace(etag),
@@ -331,16 +339,17 @@ impl StateStore {
         }
         let key = remote.prefix.join(&format!("{name}.lease")).key;
         let now = crate::types::time::now_unix();
-        let lease =
-            match Lease::acquire(&remote.bucket, &key, &holder(), remote.lease_seconds, now).await {
-                Ok(lease) => lease,
-                Err(LeaseError::Held { holder, until }) => {
-                    return Ok(Err(format!(
-                        "another worker holds this job's lease ({holder}, until {until})"
-                    )))
-                }
-                Err(LeaseError::Object(e)) => return Err(e.into()),
-            };
+        let lease = match Lease::acquire(&remote.bucket, &key, &holder(), remote.lease_seconds, now)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(LeaseError::Held { holder, until }) => {
+                return Ok(Err(format!(
+                    "another worker holds this job's lease ({holder}, until {until})"
+                )))
+            }
+            Err(LeaseError::Object(e)) => return Err(e.into()),
+        };
         Ok(Ok(renew_in_background(lease, cancel.clone())))
     }
 }

@@ -116,7 +116,9 @@ impl Lease {
                 let current: LeaseBody =
                     serde_json::from_slice(&bytes).map_err(|e| ObjectError::Other {
                         url: url.clone(),
-                        message: format!("not a ferry lease ({e}); delete it if nothing else owns this key"),
+                        message: format!(
+                            "not a ferry lease ({e}); delete it if nothing else owns this key"
+                        ),
                     })?;
                 if !current.holder.is_empty() && current.expires > now {
                     return Err(held(&current));

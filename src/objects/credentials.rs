@@ -59,7 +59,8 @@ fn profile_section(path: &std::path::Path, profile: &str) -> HashMap<String, Str
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             let name = name.trim();
-            inside = name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile);
+            inside =
+                name == profile || name.strip_prefix("profile ").map(str::trim) == Some(profile);
             continue;
         }
         if inside {

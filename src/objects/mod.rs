@@ -265,7 +265,10 @@ impl Bucket {
         if result.meta.size > limit {
             return Err(ObjectError::Other {
                 url: self.url(key).to_string(),
-                message: format!("{} bytes is more than the {limit} expected", result.meta.size),
+                message: format!(
+                    "{} bytes is more than the {limit} expected",
+                    result.meta.size
+                ),
             });
         }
         let etag = result.meta.e_tag.clone();

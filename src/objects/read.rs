@@ -82,7 +82,11 @@ impl ObjectReader {
                 url: bucket.url(&key).to_string(),
                 etag: etag.clone(),
             };
-            let result = match bucket.s3.get_opts(&ObjectPath::from(key.as_str()), options).await {
+            let result = match bucket
+                .s3
+                .get_opts(&ObjectPath::from(key.as_str()), options)
+                .await
+            {
                 Ok(result) => result,
                 Err(
                     object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },

@@ -104,4 +104,3 @@ impl std::fmt::Display for ObjectUrl {
         write!(f, "s3://{}/{}", self.bucket, self.key)
     }
 }
-

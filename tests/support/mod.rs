@@ -3,7 +3,10 @@
 
 pub mod engines;
 pub mod fake;
+pub mod fake_s3;
+pub mod garage;
 pub mod image;
+pub mod proxy;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
