@@ -33,6 +33,12 @@ fn example_configs_load() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.toml"),
     );
     assert!(quickstart.is_ok(), "{quickstart:?}");
+    let objects = ferry::config::Config::load(&root.join("object-storage.toml")).unwrap();
+    assert_eq!(objects.objects.part_size, Some(16 << 20));
+    assert!(objects.objects.secret_error.is_some() || objects.objects.secret_access_key.is_some());
+    let state = objects.state.as_ref().unwrap();
+    assert_eq!(state.url.to_string(), "s3://backups/ferry-state");
+    assert_eq!(state.lease_seconds, 120);
     let minimal = ferry::config::Config::load(&root.join("minimal.toml")).unwrap();
     assert_eq!(minimal.concurrency, 6);
     assert!(minimal.registries.is_empty());
