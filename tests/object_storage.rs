@@ -6,6 +6,7 @@
 //! bad input of the issue (missing bucket, wrong key, not an archive, an
 //! object replaced while read, a dead worker's lease).
 
+use crate::support::fake::{FakeRegistry, Faults};
 use crate::support::fake_s3::FakeS3;
 use crate::support::garage::Garage;
 use crate::support::image::{self, Content};
@@ -136,6 +137,16 @@ fn backups_on_a_garage_cluster_rotate_by_listing_and_restore_with_copy() {
         ])
         .ok();
     assert!(listed.stdout.contains("0 blobs"), "{}", listed.stdout);
+    // copy IMAGE archive:s3://… streams a registry image straight there.
+    ferry
+        .run(&["copy", &one, "archive:s3://backups/copied/app.tar"])
+        .ok();
+    let copied = ferry.run(&["verify", "s3://backups/copied/app.tar"]).ok();
+    assert!(
+        copied.stdout.contains("1 images verified"),
+        "{}",
+        copied.stdout
+    );
 }
 
 #[test]
@@ -268,6 +279,13 @@ fn the_probe_refuses_leases_on_garage_which_ignores_conditional_writes() {
         .keys("state", "ferry/")
         .iter()
         .any(|k| k.ends_with(".json")));
+    // Listing only reads: it warns instead.
+    let listed = ferry.run(&["jobs"]).ok();
+    assert!(
+        listed.stderr.contains("will refuse leases"),
+        "{}",
+        listed.stderr
+    );
     let shards_only = with_env(
         Ferry::new().with_config(&config.replace(
             "url = \"s3://state/ferry\"",
@@ -360,6 +378,43 @@ fn leases_keep_runs_apart_where_conditional_writes_are_enforced() {
 }
 
 #[test]
+fn a_run_that_loses_its_lease_stops_and_saves_no_state() {
+    let s3 = FakeS3::start("locks");
+    // The lease is created, then every renewal is refused: another worker
+    // has it now.
+    s3.refuse_after("state/slow.lease", 1);
+    let image = image::image(vec![image::random_layer("f", 2000, 5)], "amd64", "x");
+    // Every request takes 700 ms, so the run outlasts the first renewal
+    // (a third of the 3 s lease).
+    let source = FakeRegistry::start(
+        &image,
+        "1.0",
+        Faults {
+            delay: Some(std::time::Duration::from_millis(700)),
+            ..Faults::default()
+        },
+    );
+    let target = Registry::start();
+    let ferry = with_env(
+        Ferry::new().with_config(&format!(
+            "version = 1\n[state]\nurl = \"s3://locks/state\"\nlease = \"3s\"\n[[sync]]\nname = \"slow\"\nsource = \"{}/app\"\ntarget = \"{}/app\"\n",
+            source.host, target.host
+        )),
+        s3.env(),
+    );
+    let run = ferry.run(&["run"]).expect_code(1);
+    assert!(
+        run.stdout.contains("lost the job's lease"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        s3.get("state/slow.json").is_none(),
+        "a run without its lease saves no state"
+    );
+}
+
+#[test]
 fn object_storage_bad_input_is_named_and_loses_nothing() {
     let garage = Garage::start(1);
     garage.bucket("backups");
@@ -406,25 +461,21 @@ fn object_storage_bad_input_is_named_and_loses_nothing() {
     );
     assert_eq!(ferry.index_json(), before);
     // An archive replaced while it is read: the read stops, nothing loads.
-    ferry
-        .run(&["save", "-o", "s3://backups/app.tar", &image])
+    // (Written with every log level on: the secret never shows.)
+    let mut loud = with_env(Ferry::new(), garage.env());
+    loud.store = ferry.store.clone();
+    loud.envs.push(("FERRY_LOG".into(), "trace".into()));
+    let saved = loud
+        .run(&["-vv", "save", "-o", "s3://backups/app.tar", &image])
         .ok();
+    let said = format!("{}{}", saved.stdout, saved.stderr);
+    assert!(!said.contains(crate::support::garage::SECRET), "{said}");
     let replacement = {
-        let objects = garage.objects(&garage.endpoint);
+        let client = garage.client("backups");
         move || {
-            let url = ferry::objects::ObjectUrl::parse("s3://backups/app.tar").unwrap();
-            crate::support::garage::block_on(async {
-                objects
-                    .bucket(&url)
-                    .unwrap()
-                    .put_small(
-                        "app.tar",
-                        vec![0; 200_000],
-                        ferry::objects::conditional::Write::Overwrite,
-                    )
-                    .await
-                    .unwrap();
-            });
+            let write = ferry::objects::conditional::Write::Overwrite;
+            let replaced = client.put_small("app.tar", vec![0; 200_000], write);
+            crate::support::garage::block_on(replaced).unwrap();
         }
     };
     let proxy = Proxy::start(

@@ -15,12 +15,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Where job state lives, from `[state]` (probed once per process).
-async fn state_store(context: &Context) -> anyhow::Result<StateStore> {
+async fn state_store(context: &Context, runs: bool) -> anyhow::Result<StateStore> {
     let mut notes = Vec::new();
     let state = StateStore::open(
         &context.store()?,
         context.config.state.as_ref(),
         &context.objects(),
+        runs,
         &mut notes,
     )
     .await?;
@@ -39,7 +40,7 @@ async fn job_context(
         context.reporter.quiet_lines();
     }
     Ok(JobContext {
-        state: state_store(context).await?,
+        state: state_store(context, true).await?,
         objects: context.objects(),
         lease_lost: None,
         shard: None,
@@ -292,7 +293,7 @@ pub async fn daemon(
 /// `ferry jobs`.
 pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
-    let states = state_store(context).await?;
+    let states = state_store(context, false).await?;
     let now = now_unix();
     let mut rows = Vec::new();
     let mut out = Vec::new();
@@ -358,7 +359,7 @@ pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<Exit
 /// `ferry jobs --reset NAME`.
 pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
     selected_jobs(context, &[name.to_owned()])?;
-    let removed = crate::jobs::reset_state(&state_store(context).await?, name).await?;
+    let removed = crate::jobs::reset_state(&state_store(context, true).await?, name).await?;
     if !context.quiet {
         println(&if removed {
             format!("{name}: state reset; the next run starts afresh")

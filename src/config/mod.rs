@@ -254,52 +254,14 @@ impl Config {
         let mut registries = HashMap::new();
         for (host, section) in file.registries {
             let name = format!("registries.\"{host}\"");
-            let mut password_error = None;
-            let password = match (
-                &section.password,
-                &section.password_env,
-                &section.password_file,
-            ) {
-                (Some(_), Some(_), _) | (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-                    return Err(invalid(
-                        format!(
-                            "{name} sets more than one of password, password_env, password_file"
-                        ),
-                        "keep exactly one",
-                    ))
-                }
-                (Some(inline), None, None) => {
-                    if !private {
-                        return Err(invalid(
-                            format!("{name}.password is inline in a file others can read"),
-                            "use password_env or password_file, or `chmod 600` the config",
-                        ));
-                    }
-                    Some(Secret::new(inline.clone()))
-                }
-                // A missing secret only matters when that registry is used:
-                // the error is kept and raised then (and by `config check`).
-                (None, Some(variable), None) => match std::env::var(variable) {
-                    Ok(value) => Some(Secret::new(value)),
-                    Err(_) => {
-                        password_error = Some(format!(
-                            "{shown}: {name}.password_env names {variable}, which is not set; export it, or remove password_env"
-                        ));
-                        None
-                    }
-                },
-                (None, None, Some(file)) => match std::fs::read_to_string(file) {
-                    Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
-                    Err(e) => {
-                        password_error = Some(format!(
-                            "{shown}: {name}.password_file {}: {e}; check the path and its permissions",
-                            file.display()
-                        ));
-                        None
-                    }
-                },
-                (None, None, None) => None,
-            };
+            let (password, password_error) = secret(
+                &shown,
+                &format!("{name}.password"),
+                section.password.as_deref(),
+                section.password_env.as_deref(),
+                section.password_file.as_deref(),
+                private,
+            )?;
             if section.max_connections == Some(0) {
                 return Err(invalid(
                     format!("{name}.max_connections = 0 would never send a request"),
@@ -497,6 +459,62 @@ impl Config {
             objects: objects::object_settings(&file.object_store, &resolver, private)?,
             state: objects::state(&file.state, &resolver)?,
         })
+    }
+}
+
+/// A secret given as `KEY` (inline), `KEY_env` or `KEY_file` — at most
+/// one. An inline secret is refused unless the config is private. A
+/// variable or file that cannot be read only matters when the secret is
+/// used: it comes back as the error to raise then (and by `config check`).
+pub(crate) fn secret(
+    shown: &str,
+    key: &str,
+    inline: Option<&str>,
+    variable: Option<&str>,
+    file: Option<&Path>,
+    private: bool,
+) -> Result<(Option<Secret>, Option<String>), ConfigError> {
+    let invalid = |message: String, hint: String| ConfigError::Invalid {
+        path: shown.to_owned(),
+        message,
+        hint,
+    };
+    let last = key.rsplit('.').next().unwrap_or(key);
+    match (inline, variable, file) {
+        (None, None, None) => Ok((None, None)),
+        (Some(inline), None, None) => match private {
+            true => Ok((Some(Secret::new(inline)), None)),
+            false => Err(invalid(
+                format!("{key} is inline in a file others can read"),
+                format!("use {last}_env or {last}_file, or `chmod 600` the config"),
+            )),
+        },
+        (None, Some(variable), None) => Ok(match std::env::var(variable) {
+            Ok(value) => (Some(Secret::new(value)), None),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "{shown}: {key}_env names {variable}, which is not set; export it, or remove {last}_env"
+                )),
+            ),
+        }),
+        (None, None, Some(file)) => Ok(match std::fs::read_to_string(file) {
+            Ok(text) => (
+                Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
+                None,
+            ),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "{shown}: {key}_file {}: {e}; check the path and its permissions",
+                    file.display()
+                )),
+            ),
+        }),
+        _ => Err(invalid(
+            format!("{key} is given more than once ({last}, {last}_env, {last}_file)"),
+            "keep exactly one".into(),
+        )),
     }
 }
 

@@ -4,7 +4,6 @@
 use super::resolve::Resolver;
 use super::ConfigError;
 use crate::types::object_settings::{ObjectSettings, ObjectUrl, MIN_PART_SIZE};
-use crate::types::Secret;
 use serde::Deserialize;
 use std::path::PathBuf;
 use toml::Spanned;
@@ -65,50 +64,14 @@ pub fn object_settings(
         message,
         hint: hint.to_owned(),
     };
-    let mut secret_error = None;
-    let secret = match (
-        &section.secret_access_key,
-        &section.secret_access_key_env,
-        &section.secret_access_key_file,
-    ) {
-        (None, None, None) => None,
-        (Some(inline), None, None) => {
-            if !private {
-                return Err(invalid(
-                    "object_store.secret_access_key is inline in a file others can read".into(),
-                    "use secret_access_key_env or secret_access_key_file, or `chmod 600` the config",
-                ));
-            }
-            Some(Secret::new(inline.clone()))
-        }
-        (None, Some(variable), None) => match std::env::var(variable) {
-            Ok(value) => Some(Secret::new(value)),
-            Err(_) => {
-                secret_error = Some(format!(
-                    "{}: object_store.secret_access_key_env names {variable}, which is not set; export it",
-                    resolver.path
-                ));
-                None
-            }
-        },
-        (None, None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
-            Err(e) => {
-                secret_error = Some(format!(
-                    "{}: object_store.secret_access_key_file {}: {e}; check the path and its permissions",
-                    resolver.path,
-                    file.display()
-                ));
-                None
-            }
-        },
-        _ => {
-            return Err(invalid(
-                "object_store sets more than one of secret_access_key, secret_access_key_env, secret_access_key_file".into(),
-                "keep exactly one",
-            ))
-        }
-    };
+    let (secret, secret_error) = super::secret(
+        resolver.path,
+        "object_store.secret_access_key",
+        section.secret_access_key.as_deref(),
+        section.secret_access_key_env.as_deref(),
+        section.secret_access_key_file.as_deref(),
+        private,
+    )?;
     let has_secret = secret.is_some() || secret_error.is_some();
     if has_secret != section.access_key_id.is_some() {
         return Err(invalid(
@@ -182,11 +145,11 @@ pub fn state(
     let lease_seconds = match &section.lease {
         None => 120,
         Some(text) => match resolver.duration(text, "e.g. lease = \"2m\"")? {
-            seconds @ 15.. => seconds as i64,
+            seconds @ 3.. => seconds as i64,
             _ => {
                 return Err(resolver.error(
                     text.span(),
-                    "a lease shorter than 15s would expire between renewals",
+                    "a lease shorter than 3s would expire between renewals",
                     "e.g. lease = \"2m\"",
                 ))
             }

@@ -155,11 +155,13 @@ fn holder() -> String {
 
 impl StateStore {
     /// Open `[state]`: probe the bucket once, and refuse leases on a server
-    /// that would not enforce them. `notes` receives what to tell the user.
+    /// that would not enforce them (only warn when `runs` is false: the
+    /// caller only reads). `notes` receives what to tell the user.
     pub async fn open(
         store: &Store,
         spec: Option<&StateSpec>,
         objects: &Objects,
+        runs: bool,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<StateStore> {
         let Some(spec) = spec else {
@@ -175,6 +177,10 @@ impl StateStore {
             .map_err(|e| anyhow::anyhow!("[state] url = {}: {e}", spec.url))?;
         if !conditional {
             match spec.locking {
+                Locking::Leases if !runs => notes.push(format!(
+                    "{}: the server does not enforce conditional writes, so `ferry run` will refuse leases there; set locking = \"shards-only\"",
+                    spec.url
+                )),
                 Locking::Leases => anyhow::bail!(
                     "[state] url = {}: the server at {} does not enforce conditional writes (If-None-Match/If-Match), so leases could not keep two runs of a job apart; set locking = \"shards-only\" in [state] and give each worker its own shard (ferry run --shard I/N, one pod per index)",
                     spec.url,

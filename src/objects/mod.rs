@@ -88,12 +88,18 @@ fn full_message(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The server's error code when the text holds one, else the text (cut).
+/// The server's error code when the text holds one, else the HTTP
+/// status, else the text (cut).
 fn short(detail: &str) -> String {
     if let Some(start) = detail.find("<Code>") {
         if let Some(end) = detail[start..].find("</Code>") {
             return detail[start + 6..start + end].to_owned();
         }
+    }
+    if let Some(at) = detail.find("status code: ") {
+        let status = &detail[at + 13..];
+        let end = status.find(':').unwrap_or(status.len());
+        return format!("HTTP {}", status[..end].trim());
     }
     detail.chars().take(300).collect()
 }

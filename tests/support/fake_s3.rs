@@ -20,6 +20,9 @@ struct State {
     /// Before the next conditional PUT to this key, write these bytes
     /// (another worker got there first).
     interfere: Option<(String, Vec<u8>)>,
+    /// Conditional PUTs to this key still allowed; then 412 (another
+    /// worker holds it now).
+    refuse_after: Option<(String, usize)>,
 }
 
 /// A running fake; its thread ends with the process.
@@ -71,6 +74,12 @@ impl FakeS3 {
     /// conditional write to it.
     pub fn interfere(&self, key: &str, bytes: &[u8]) {
         self.state.lock().unwrap().interfere = Some((key.to_owned(), bytes.to_vec()));
+    }
+
+    /// Let `allowed` more conditional PUTs to `key` succeed, then answer
+    /// 412 to every one: the lease was taken by someone else.
+    pub fn refuse_after(&self, key: &str, allowed: usize) {
+        self.state.lock().unwrap().refuse_after = Some((key.to_owned(), allowed));
     }
 
     /// The variables a ferry process needs to reach this server.
@@ -220,6 +229,14 @@ fn handle(
                     } else {
                         state.interfere = Some((target, bytes));
                     }
+                }
+            }
+            if let Some((target, allowed)) = &mut state.refuse_after {
+                if target == key && (if_match.is_some() || if_none_match.is_some()) {
+                    if *allowed == 0 {
+                        return error(412, "PreconditionFailed");
+                    }
+                    *allowed -= 1;
                 }
             }
             let current = state.objects.get(key).cloned();

@@ -227,54 +227,28 @@ admin_token = "ferry-test-admin"
         })
     }
 
-    /// Keys under `prefix` in `bucket` (through node 1).
-    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let objects = self.objects(&self.endpoint);
+    /// A client for `bucket` through node 1.
+    pub fn client(&self, bucket: &str) -> ferry::objects::Bucket {
         let url = ferry::objects::ObjectUrl::parse(&format!("s3://{bucket}/")).unwrap();
-        block_on(async {
-            objects
-                .bucket(&url)
-                .unwrap()
-                .list(prefix)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|o| o.key)
-                .collect()
-        })
+        self.objects(&self.endpoint).bucket(&url).unwrap()
     }
 
-    /// Whether an object is there (a HEAD through node 1).
+    /// Keys under `prefix` in `bucket`.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let listed = block_on(self.client(bucket).list(prefix)).unwrap();
+        listed.into_iter().map(|o| o.key).collect()
+    }
+
+    /// Whether an object is there (a HEAD, which is read-after-write consistent).
     pub fn exists(&self, bucket: &str, key: &str) -> bool {
-        let objects = self.objects(&self.endpoint);
-        let url = ferry::objects::ObjectUrl::parse(&format!("s3://{bucket}/{key}")).unwrap();
-        block_on(async {
-            objects
-                .bucket(&url)
-                .unwrap()
-                .head(key)
-                .await
-                .unwrap()
-                .is_some()
-        })
+        block_on(self.client(bucket).head(key)).unwrap().is_some()
     }
 
-    /// Write an object directly (through node 1).
+    /// Write an object directly.
     pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
-        let objects = self.objects(&self.endpoint);
-        let url = ferry::objects::ObjectUrl::parse(&format!("s3://{bucket}/{key}")).unwrap();
-        block_on(async {
-            objects
-                .bucket(&url)
-                .unwrap()
-                .put_small(
-                    key,
-                    bytes.to_vec(),
-                    ferry::objects::conditional::Write::Overwrite,
-                )
-                .await
-                .unwrap();
-        });
+        let client = self.client(bucket);
+        let write = ferry::objects::conditional::Write::Overwrite;
+        block_on(client.put_small(key, bytes.to_vec(), write)).unwrap();
     }
 }
 
