@@ -406,6 +406,9 @@ fn config_check_names_line_and_column() {
         ("[[retag]]\nname = \"x\"\nrepository = \"r.example/app\"\naliases = [\"minor\"]\n[[retag]]\nname = \"x\"\nrepository = \"r.example/app\"\naliases = [\"major\"]\n", ":7:", "second job"),
         ("[[backup]]\nname = \"b\"\nimages = [\"r.example/app:*\"]\noutput = \"/b.tar\"\nkeep = 2\n", ":5:", "overwrite"),
         ("[[sync]]\nname = \"a\"\nsorce = \"x\"\n", ":4:", "sorce"),
+        ("[[backup]]\nname = \"b\"\nimages = [\"r.example/app:*\"]\noutput = \"s3://backups/a#{run}.tar\"\n", ":5:", "key may not"),
+        ("[state]\nurl = \"s3://state\"\nlocking = \"optimistic\"\n", ":4:", "shards-only"),
+        ("[object_store]\npart_size = \"1MiB\"\n", ":3:", "5 MiB minimum"),
     ];
     for (body, position, words) in cases {
         let ferry = Ferry::new().with_config(&format!("version = 1\n{body}"));

@@ -429,6 +429,31 @@ impl Resolver<'_> {
                 "e.g. output = \"/backups/app-{date}-{time}.tar\"",
             ));
         }
+        if crate::types::object_settings::ObjectUrl::is_object(&output) {
+            // Checked with the placeholders filled in as a run would.
+            let sample = output
+                .replace("{date}", "2026-01-31")
+                .replace("{time}", "235959")
+                .replace("{run}", "1")
+                .replace("{job}", section.name.get_ref());
+            match crate::types::object_settings::ObjectUrl::parse(&sample) {
+                Ok(url) if !url.key.is_empty() => {}
+                Ok(_) => {
+                    return Err(self.error(
+                        section.output.span(),
+                        "output names a bucket but no key",
+                        "e.g. output = \"s3://backups/ferry/{job}-{date}.tar\"",
+                    ))
+                }
+                Err(e) => {
+                    return Err(self.error(
+                        section.output.span(),
+                        e,
+                        "e.g. output = \"s3://backups/ferry/{job}-{date}.tar\"",
+                    ))
+                }
+            }
+        }
         let spec = BackupSpec {
             images,
             filter: self.filter(&section.tags)?,

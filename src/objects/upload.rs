@@ -95,7 +95,17 @@ impl PartWriter {
         while !self.in_flight.is_empty() {
             self.wait_oldest()?;
         }
-        Ok((self.done, self.written))
+        Ok((std::mem::take(&mut self.done), self.written))
+    }
+}
+
+impl Drop for PartWriter {
+    /// A writer given up on (an error) stops its part uploads, so the
+    /// abort that follows is not raced by parts still arriving.
+    fn drop(&mut self) {
+        for task in self.in_flight.drain(..) {
+            task.abort();
+        }
     }
 }
 

@@ -60,12 +60,16 @@ impl ObjectUrl {
                 "{text}: {bucket:?} is not a bucket name (3-63 lower-case letters, digits, '-' and '.')"
             ));
         }
+        // Characters object stores escape differently are refused, so a key
+        // always means the same object to ferry, to listings and to people.
         if key.split('/').any(|part| part == ".." || part == ".")
             || key.contains("//")
-            || key.bytes().any(|b| b.is_ascii_control())
+            || key
+                .chars()
+                .any(|c| c.is_control() || "\\{}^%`[]\"<>~#|".contains(c))
         {
             return Err(format!(
-                "{text}: the key may not hold '.', '..', empty parts or control characters"
+                "{text}: the key may not hold '.' or '..' parts, empty parts, control characters or any of \\ {{ }} ^ % ` [ ] \" < > ~ # |"
             ));
         }
         Ok(ObjectUrl {
@@ -95,6 +99,35 @@ impl ObjectUrl {
         match self.key.rfind('/') {
             Some(at) => &self.key[..=at],
             None => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ObjectUrl;
+
+    #[test]
+    fn addresses_parse_and_bad_ones_say_why() {
+        let url = ObjectUrl::parse("s3://backups/ferry/app-1.tar").unwrap();
+        assert_eq!(
+            (url.bucket.as_str(), url.key.as_str()),
+            ("backups", "ferry/app-1.tar")
+        );
+        assert_eq!(url.parent_prefix(), "ferry/");
+        assert_eq!(url.to_string(), "s3://backups/ferry/app-1.tar");
+        assert_eq!(ObjectUrl::parse("s3://state").unwrap().key, "");
+        for bad in [
+            "s3://Up/x",
+            "s3://ab/x",
+            "s3://b-/x",
+            "s3://bucket/a//b",
+            "s3://bucket/../x",
+            "s3://bucket/a#b",
+            "s3://bucket/{job}.tar",
+            "/tmp/x",
+        ] {
+            assert!(ObjectUrl::parse(bad).is_err(), "{bad}");
         }
     }
 }
