@@ -103,6 +103,12 @@ impl ObjectUrl {
     }
 }
 
+impl std::fmt::Display for ObjectUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ObjectUrl;
@@ -129,11 +135,5 @@ mod tests {
         ] {
             assert!(ObjectUrl::parse(bad).is_err(), "{bad}");
         }
-    }
-}
-
-impl std::fmt::Display for ObjectUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.key)
     }
 }
