@@ -291,11 +291,39 @@ impl BlobWriter {
 /// Make the verified temp file read-only and move it into place.
 fn publish(temp: &std::path::Path, target: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o444))?;
+    // A shared partial (`ingest/<digest>.partial`) another process finished
+    // and renamed into place while this one read it back is gone from
+    // `ingest/`: the blob it became is this same verified content.
+    let gone_because_published =
+        |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound && target.exists();
+    match std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o444)) {
+        Err(e) if gone_because_published(&e) => return Ok(()),
+        other => other?,
+    }
     if target.exists() {
         // Another process committed the same content first: success.
-        return std::fs::remove_file(temp);
+        return match std::fs::remove_file(temp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        };
     }
-    std::fs::rename(temp, target)?;
+    match std::fs::rename(temp, target) {
+        Err(e) if gone_because_published(&e) => return Ok(()),
+        other => other?,
+    }
     sync_dir(target.parent().expect("blob dir"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_partial_another_process_published_first_counts_as_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let (temp, target) = (dir.path().join("x.partial"), dir.path().join("x"));
+        std::fs::write(&target, b"verified").unwrap();
+        super::publish(&temp, &target).unwrap();
+        // With nothing published, a missing temp file is still an error.
+        std::fs::remove_file(&target).unwrap();
+        assert!(super::publish(&temp, &target).is_err());
+    }
 }
