@@ -89,6 +89,16 @@ fn backups_on_a_garage_cluster_rotate_by_listing_and_restore_with_copy() {
         garage.keys("backups", "ferry/.ferry-uploads/").is_empty(),
         "no upload marker is left behind"
     );
+    // The next delta is made from the newest archive's blob list, kept in
+    // the job's state, not by downloading that archive again.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ferry.store.join("ferry/jobs/nightly.json")).unwrap(),
+    )
+    .unwrap();
+    let backups = state["backups"].as_array().unwrap();
+    let (newest, older) = backups.split_last().unwrap();
+    assert_eq!(newest["blobs"].as_array().map(Vec::len), Some(6), "{state}");
+    assert!(older.iter().all(|b| b.get("blobs").is_none()), "{state}");
     // Restore the chain (full, then delta) straight into a new registry.
     let target = Registry::start();
     for run in [3, 4] {

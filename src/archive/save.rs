@@ -91,6 +91,11 @@ impl SavePlan {
     pub fn blob_count(&self) -> usize {
         self.kept().count()
     }
+
+    /// The blobs the archive will hold (what `archive_blobs` reads back).
+    pub fn blob_digests(&self) -> BTreeSet<Digest> {
+        self.kept().map(|(d, _)| d.clone()).collect()
+    }
 }
 
 fn invalid(image: &str, message: impl Into<String>) -> ArchiveError {

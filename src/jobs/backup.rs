@@ -171,6 +171,12 @@ pub async fn run(
         return Ok(());
     }
     let exclude = match (full, &previous) {
+        (
+            false,
+            Some(BackupRecord {
+                blobs: Some(blobs), ..
+            }),
+        ) => blobs.clone(),
         (false, Some(previous)) => previous_blobs(context, &previous.path).await?,
         _ => Default::default(),
     };
@@ -225,10 +231,14 @@ pub async fn run(
     ));
     state.backup_runs += 1;
     state.backups.retain(|b| b.path != output);
+    for older in &mut state.backups {
+        older.blobs = None;
+    }
     state.backups.push(BackupRecord {
         path: output.clone(),
         full,
         time: now,
+        blobs: matches!(location, Location::Object(_)).then(|| plan.blob_digests()),
     });
     if let Location::Object(url) = &location {
         // The bucket is the truth: archives are what the listing shows.
@@ -367,6 +377,7 @@ async fn listed_backups(
             BackupRecord {
                 full: known.is_none_or(|b| b.full),
                 time: known.map_or(o.modified, |b| b.time),
+                blobs: known.and_then(|b| b.blobs.clone()),
                 path,
             }
         })

@@ -30,6 +30,10 @@ pub struct BackupRecord {
     pub path: String,
     pub full: bool,
     pub time: i64,
+    /// The blobs it holds, kept for the newest archive in a bucket only:
+    /// the next delta is made against them without downloading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<std::collections::BTreeSet<Digest>>,
 }
 
 /// Everything a job remembers between runs.
