@@ -425,6 +425,39 @@ fn a_run_that_loses_its_lease_stops_and_saves_no_state() {
 }
 
 #[test]
+fn credentials_come_from_the_instance_profile_only_when_asked() {
+    let s3 = FakeS3::start("state");
+    let imds = crate::support::fake_s3::start_imds("ASIAINSTANCEPROFILE");
+    let config = |extra: &str| {
+        format!(
+            "version = 1\n[object_store]\nendpoint = \"{}\"\nallow_http = true\n{extra}[state]\nurl = \"s3://state/ferry\"\n[[prune]]\nname = \"tidy\"\nrepository = \"store\"\nkeep_latest = 1\n",
+            s3.endpoint
+        )
+    };
+    // No key anywhere: a clear error, and no request to any metadata service.
+    let keyless = Ferry::new().with_config(&config(""));
+    let refused = keyless.run(&["run"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("no credentials for object storage")
+            && refused.stderr.contains("instance_credentials"),
+        "{}",
+        refused.stderr
+    );
+    // Asked for: the role's temporary key signs every request.
+    let mut instance = Ferry::new().with_config(&config("instance_credentials = true\n"));
+    instance
+        .envs
+        .push(("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), imds));
+    instance.run(&["run"]).ok();
+    let keys = s3.key_ids();
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k == "ASIAINSTANCEPROFILE"),
+        "{keys:?}"
+    );
+}
+
+#[test]
 fn object_storage_bad_input_is_named_and_loses_nothing() {
     let garage = Garage::start(1);
     garage.bucket("backups");

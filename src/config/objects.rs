@@ -22,6 +22,8 @@ pub struct ObjectStoreSection {
     pub secret_access_key_env: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
     pub part_size: Option<Spanned<String>>,
+    #[serde(default)]
+    pub instance_credentials: bool,
 }
 
 /// `[state]` as written.
@@ -107,6 +109,7 @@ pub fn object_settings(
         secret_access_key: secret,
         secret_error,
         part_size,
+        instance_credentials: section.instance_credentials,
     })
 }
 

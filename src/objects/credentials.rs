@@ -3,7 +3,9 @@
 //! profile (`AWS_PROFILE`, or the config's `profile`, else `default`) in
 //! `~/.aws/credentials` and `~/.aws/config`. Pod and task identities
 //! (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_CONTAINER_CREDENTIALS_*`) are passed
-//! on to the client when no key is set.
+//! on to the client when no key is set, and the EC2 instance profile is
+//! used when asked for (`instance_credentials = true`): never a silent
+//! request to the metadata address.
 
 use super::ObjectError;
 use crate::types::object_settings::ObjectSettings;
@@ -193,9 +195,18 @@ pub fn resolve(settings: &ObjectSettings) -> Result<Resolved, ObjectError> {
                 identity.push((key, value));
             }
         }
-        if identity.is_empty() {
+        if identity.is_empty() && settings.instance_credentials {
+            // The EC2 instance profile, through IMDSv2 (the endpoint can be
+            // moved, as the AWS SDKs allow).
+            let metadata = env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                .unwrap_or_else(|| "http://169.254.169.254".into());
+            identity.push((
+                AmazonS3ConfigKey::MetadataEndpoint,
+                metadata.trim_end_matches('/').to_owned(),
+            ));
+        } else if identity.is_empty() {
             return Err(ObjectError::Config(
-                "no credentials for object storage: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE or [object_store] profile), or access_key_id with secret_access_key_env in [object_store]".into(),
+                "no credentials for object storage: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile (AWS_PROFILE or [object_store] profile), access_key_id with secret_access_key_env in [object_store], or instance_credentials = true on an EC2 instance with a role".into(),
             ));
         }
     }

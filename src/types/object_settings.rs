@@ -27,6 +27,8 @@ pub struct ObjectSettings {
     pub secret_error: Option<String>,
     /// First part size of multipart uploads (grows for large archives).
     pub part_size: Option<u64>,
+    /// Use the EC2 instance profile (IMDSv2) when no key is set.
+    pub instance_credentials: bool,
 }
 
 /// `s3://BUCKET/KEY`.

@@ -23,6 +23,8 @@ struct State {
     /// Conditional PUTs to this key still allowed; then 412 (another
     /// worker holds it now).
     refuse_after: Option<(String, usize)>,
+    /// The access key id each signed request named.
+    key_ids: Vec<String>,
 }
 
 /// A running fake; its thread ends with the process.
@@ -63,6 +65,11 @@ impl FakeS3 {
     pub fn put(&self, key: &str, bytes: &[u8]) {
         let mut state = self.state.lock().unwrap();
         store(&mut state, key, bytes.to_vec());
+    }
+
+    /// The access key ids requests were signed with, in order.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.state.lock().unwrap().key_ids.clone()
     }
 
     /// Requests so far: `METHOD /key [if-match|if-none-match] -> status`.
@@ -138,6 +145,13 @@ fn serve(stream: TcpStream, state: &Mutex<State>, bucket: &str) -> std::io::Resu
         let path = percent_decode(path);
         let (status, extra, payload) = {
             let mut state = state.lock().unwrap();
+            if let Some(key_id) = headers
+                .get("authorization")
+                .and_then(|a| a.split("Credential=").nth(1))
+                .and_then(|c| c.split('/').next())
+            {
+                state.key_ids.push(key_id.to_owned());
+            }
             let answer = handle(&mut state, bucket, &method, &path, query, &headers, body);
             let condition = ["if-match", "if-none-match"]
                 .iter()
@@ -308,4 +322,52 @@ fn list(state: &State, query: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
         vec![("Content-Type".into(), "application/xml".into())],
         xml.into_bytes(),
     )
+}
+
+/// A fake EC2 instance metadata service (IMDSv2) handing out `key_id`:
+/// the token, the role's name, then its temporary credentials. Returns
+/// its `http://HOST:PORT`.
+pub fn start_imds(key_id: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut token = None;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = header.strip_prefix("x-aws-ec2-metadata-token:") {
+                    token = Some(value.trim().to_owned());
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let body = match (path, token.as_deref()) {
+                ("/latest/api/token", _) => "imds-token".to_owned(),
+                ("/latest/meta-data/iam/security-credentials/", Some("imds-token")) => "ferry-role".into(),
+                ("/latest/meta-data/iam/security-credentials/ferry-role", Some("imds-token")) => format!(
+                    "{{\"AccessKeyId\":\"{key_id}\",\"SecretAccessKey\":\"imds-secret\",\"Token\":\"imds-session\",\"Expiration\":\"2099-01-01T00:00:00Z\"}}"
+                ),
+                _ => String::new(),
+            };
+            let status = if body.is_empty() {
+                "401 Unauthorized"
+            } else {
+                "200 OK"
+            };
+            let mut out = stream;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    endpoint
 }
