@@ -6,6 +6,8 @@
 //! lease is lost, and returns a report of what it changed. Jobs never print.
 
 mod backup;
+mod backup_place;
+mod lock;
 pub mod notify;
 mod prune;
 mod retag;
@@ -283,7 +285,7 @@ async fn finish(
     outcome: Result<(), Stop>,
     started: i64,
     clock: std::time::Instant,
-    lock: state::JobLock,
+    lock: lock::JobLock,
 ) -> JobReport {
     match outcome {
         Ok(()) => {}
