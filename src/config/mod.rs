@@ -7,10 +7,11 @@
 pub mod jobs;
 pub mod notify;
 pub mod objects;
+pub mod registries;
 mod resolve;
 
+use crate::types::Platform;
 use crate::types::RegistrySettings;
-use crate::types::{Platform, Secret};
 pub use jobs::{JobKind, JobSpec, RepositoryTarget};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub defaults: DefaultsSection,
     #[serde(default)]
-    pub registries: HashMap<String, RegistrySection>,
+    pub registries: HashMap<String, registries::RegistrySection>,
     #[serde(default)]
     pub sync: Vec<jobs::SyncSection>,
     #[serde(default)]
@@ -93,22 +94,6 @@ pub struct DefaultsSection {
     pub timezone: Option<toml::Spanned<String>>,
     pub stall_timeout: Option<toml::Spanned<String>>,
     pub catch_up: Option<toml::Spanned<String>>,
-}
-
-/// `[registries."host"]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrySection {
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    #[serde(default)]
-    pub insecure: bool,
-    pub max_connections: Option<usize>,
 }
 
 /// Platforms named in `[defaults] platforms`.
@@ -251,44 +236,7 @@ impl Config {
             ),
         };
         let private = owner_only(path);
-        let mut registries = HashMap::new();
-        for (host, section) in file.registries {
-            let name = format!("registries.\"{host}\"");
-            let (password, password_error) = secret(
-                &shown,
-                &format!("{name}.password"),
-                section.password.as_deref(),
-                section.password_env.as_deref(),
-                section.password_file.as_deref(),
-                private,
-            )?;
-            if section.max_connections == Some(0) {
-                return Err(invalid(
-                    format!("{name}.max_connections = 0 would never send a request"),
-                    "use 1 or more (default 16)",
-                ));
-            }
-            let has_password = password.is_some() || password_error.is_some();
-            if has_password && section.username.is_none() {
-                return Err(invalid(
-                    format!("{name} has a password but no username"),
-                    "add username = \"…\"",
-                ));
-            }
-            registries.insert(
-                host.clone(),
-                RegistrySettings {
-                    insecure: section.insecure,
-                    ca_file: section.ca_file,
-                    client_cert: section.client_cert,
-                    client_key: section.client_key,
-                    username: section.username,
-                    password,
-                    password_error,
-                    max_connections: section.max_connections,
-                },
-            );
-        }
+        let registries = registries::resolve(file.registries, &shown, private)?;
         let resolver = resolve::Resolver { path: &shown, text };
         let mut specs = Vec::new();
         let mut names: HashMap<String, ()> = HashMap::new();
@@ -367,81 +315,7 @@ impl Config {
                     .map_err(|e| resolver.error(text.span(), e, "e.g. bandwidth = \"50MiB/s\""))?,
             ),
         };
-        let mut webhooks = Vec::new();
-        for (index, section) in file.notify.iter().enumerate() {
-            let name = format!("notify #{}", index + 1);
-            let url = match (&section.url, &section.url_env, &section.url_file) {
-                (Some(url), None, None) if private => Ok(url.clone()),
-                (Some(_), None, None) => {
-                    return Err(invalid(
-                        format!("{name}: url is inline in a file others can read (webhook URLs are secrets)"),
-                        "use url_env or url_file, or `chmod 600` the config",
-                    ))
-                }
-                (None, Some(variable), None) => std::env::var(variable).map_err(|_| {
-                    format!("{name}: url_env names {variable}, which is not set; export it, or use url_file")
-                }),
-                (None, None, Some(file)) => std::fs::read_to_string(file)
-                    .map(|t| t.trim().to_owned())
-                    .map_err(|e| {
-                        format!("{name}: url_file {}: {e}; check the path and its permissions", file.display())
-                    }),
-                _ => {
-                    return Err(invalid(
-                        format!("{name} needs exactly one of url, url_env, url_file"),
-                        "e.g. url_env = \"FERRY_WEBHOOK\"",
-                    ))
-                }
-            };
-            let url = url.and_then(|url| {
-                match url.starts_with("https://") || url.starts_with("http://") {
-                    true => Ok(Secret::new(url)),
-                    false => Err(format!(
-                        "{name}: the URL is not http(s); give the webhook's full https:// URL"
-                    )),
-                }
-            });
-            let mut on = Vec::new();
-            for word in &section.on {
-                on.push(notify::NotifyOn::parse(word.get_ref()).ok_or_else(|| {
-                    resolver.error(
-                        word.span(),
-                        format!("on = {:?} is not an event", word.get_ref()),
-                        "use \"failure\", \"success\", \"change\" or \"deferred\"",
-                    )
-                })?);
-            }
-            if on.is_empty() {
-                on.push(notify::NotifyOn::Failure);
-            }
-            for job in &section.jobs {
-                if !specs.iter().any(|s: &JobSpec| &s.name == job.get_ref()) {
-                    return Err(resolver.error(
-                        job.span(),
-                        format!("{name}: no job is named {:?}", job.get_ref()),
-                        "name jobs of this config, or drop `jobs` for all",
-                    ));
-                }
-            }
-            let slack = match section.format.as_ref().map(|f| f.get_ref().as_str()) {
-                None | Some("json") => false,
-                Some("slack") => true,
-                Some(other) => {
-                    let span = section.format.as_ref().expect("set").span();
-                    return Err(resolver.error(
-                        span,
-                        format!("format = {other:?}"),
-                        "use \"json\" (default) or \"slack\"",
-                    ));
-                }
-            };
-            webhooks.push(notify::NotifySpec {
-                url,
-                on,
-                jobs: section.jobs.iter().map(|j| j.get_ref().clone()).collect(),
-                slack,
-            });
-        }
+        let webhooks = notify::resolve(&file.notify, &specs, &resolver, private)?;
         Ok(Config {
             path: Some(path.to_owned()),
             store_path: file.store.path,
@@ -459,62 +333,6 @@ impl Config {
             objects: objects::object_settings(&file.object_store, &resolver, private)?,
             state: objects::state(&file.state, &resolver)?,
         })
-    }
-}
-
-/// A secret given as `KEY` (inline), `KEY_env` or `KEY_file` — at most
-/// one. An inline secret is refused unless the config is private. A
-/// variable or file that cannot be read only matters when the secret is
-/// used: it comes back as the error to raise then (and by `config check`).
-pub(crate) fn secret(
-    shown: &str,
-    key: &str,
-    inline: Option<&str>,
-    variable: Option<&str>,
-    file: Option<&Path>,
-    private: bool,
-) -> Result<(Option<Secret>, Option<String>), ConfigError> {
-    let invalid = |message: String, hint: String| ConfigError::Invalid {
-        path: shown.to_owned(),
-        message,
-        hint,
-    };
-    let last = key.rsplit('.').next().unwrap_or(key);
-    match (inline, variable, file) {
-        (None, None, None) => Ok((None, None)),
-        (Some(inline), None, None) => match private {
-            true => Ok((Some(Secret::new(inline)), None)),
-            false => Err(invalid(
-                format!("{key} is inline in a file others can read"),
-                format!("use {last}_env or {last}_file, or `chmod 600` the config"),
-            )),
-        },
-        (None, Some(variable), None) => Ok(match std::env::var(variable) {
-            Ok(value) => (Some(Secret::new(value)), None),
-            Err(_) => (
-                None,
-                Some(format!(
-                    "{shown}: {key}_env names {variable}, which is not set; export it, or remove {last}_env"
-                )),
-            ),
-        }),
-        (None, None, Some(file)) => Ok(match std::fs::read_to_string(file) {
-            Ok(text) => (
-                Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_owned())),
-                None,
-            ),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "{shown}: {key}_file {}: {e}; check the path and its permissions",
-                    file.display()
-                )),
-            ),
-        }),
-        _ => Err(invalid(
-            format!("{key} is given more than once ({last}, {last}_env, {last}_file)"),
-            "keep exactly one".into(),
-        )),
     }
 }
 

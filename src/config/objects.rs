@@ -66,7 +66,7 @@ pub fn object_settings(
         message,
         hint: hint.to_owned(),
     };
-    let (secret, secret_error) = super::secret(
+    let (secret, secret_error) = super::registries::secret(
         resolver.path,
         "object_store.secret_access_key",
         section.secret_access_key.as_deref(),
