@@ -13,18 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-4}
 LAYER_MB=${LAYER_MB:-256}
-for tool in docker-registry skopeo curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+source "$PWD/benches/lib.sh"
+need docker-registry skopeo curl python3
 cargo build --release --quiet --bin ferry --example seed_image
 ferry=$PWD/target/release/ferry
 measure="python3 $PWD/benches/measure.py"
-work=$(mktemp -d /var/tmp/ferry-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir compare
 
-source "$PWD/benches/lib.sh"
 
 echo "== building a $LAYERS x $LAYER_MB MiB image"
 start_registry source; src=$host

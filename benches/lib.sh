@@ -1,4 +1,25 @@
-# Shared by the benchmark scripts (sourced, after `work` and `pids` are set).
+# Shared by the benchmark scripts (sourced right after `cd` to the project).
+
+# Exit 2 naming the first tool (a command or a path) that is missing.
+need() { # tool...
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || [ -x "$tool" ] || { echo "needs $tool" >&2; exit 2; }
+  done
+}
+
+# Make $work (a scratch directory) and $pids (processes to stop); both go
+# when the script exits, however it exits.
+bench_workdir() { # name
+  work=$(mktemp -d "/var/tmp/ferry-$1-bench.XXXXXX")
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+}
+
+# A free loopback TCP port.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
 # Start Debian's docker-registry on a free loopback port, in this shell
 # (never in a command substitution), so the caller's cleanup trap knows
@@ -7,7 +28,7 @@
 # REGISTRY_*: docker-registry reads those as config overrides.
 start_registry() { # name
   local name=$1 port level=${BENCH_REGISTRY_LOG_LEVEL:-info}
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   mkdir -p "$work/$name"
   printf 'version: 0.1\nlog: {level: %s, accesslog: {disabled: true}}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
     "$level" "$work/$name/data" "$port" > "$work/$name/config.yml"

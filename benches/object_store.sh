@@ -12,17 +12,12 @@ cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-4}
 LAYER_MB=${LAYER_MB:-64}
 garage=$(command -v garage || echo "$HOME/.cache/ferry-peers/garage/bin/garage")
-for tool in "$garage" curl python3 openssl; do
-  command -v "$tool" >/dev/null || [ -x "$tool" ] || { echo "needs $tool (tests/run.sh builds garage)" >&2; exit 2; }
-done
+source "$PWD/benches/lib.sh"
+need "$garage" curl python3 openssl  # tests/run.sh builds garage
 cargo build --release --quiet --bin ferry --example seed_image
 ferry=$PWD/target/release/ferry
-work=$(mktemp -d /var/tmp/ferry-s3-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-s3=$(port); rpc=$(port); admin=$(port)
+bench_workdir s3
+s3=$(free_port); rpc=$(free_port); admin=$(free_port)
 cat > "$work/garage.toml" <<TOML
 metadata_dir = "$work/meta"
 data_dir = "$work/data"

@@ -12,19 +12,14 @@ cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-4}
 LAYER_MB=${LAYER_MB:-256}
 SECONDS_EACH=${DURATION:-5}
-for tool in docker-registry skopeo curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+source "$PWD/benches/lib.sh"
+need docker-registry skopeo curl python3
 cargo build --release --quiet --bin ferry --example seed_image --example http_load
 ferry=$PWD/target/release/ferry
 load=$PWD/target/release/examples/http_load
 measure="python3 $PWD/benches/measure.py"
-work=$(mktemp -d /var/tmp/ferry-serve-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir serve
 
-source "$PWD/benches/lib.sh"
 BENCH_REGISTRY_LOG_LEVEL=error start_registry registry; reg=$host
 
 echo "== building a $LAYERS x $LAYER_MB MiB image, in docker-registry and in ferry's store"

@@ -12,18 +12,13 @@ cd "$(dirname "$0")/.."
 REPOS=${REPOS:-300}
 TAGS=${TAGS:-5}
 DELAY_MS=${DELAY_MS:-50}
-for tool in docker-registry curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+source "$PWD/benches/lib.sh"
+need docker-registry curl python3
 cargo build --release --quiet --bin ferry --example seed_image --example delay_proxy
 ferry=$PWD/target/release/ferry
 measure="python3 $PWD/benches/measure.py"
-work=$(mktemp -d /var/tmp/ferry-sync-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
+bench_workdir sync
 
-source "$PWD/benches/lib.sh"
 # As measured: the registries log errors only.
 export BENCH_REGISTRY_LOG_LEVEL=error
 
