@@ -63,12 +63,10 @@ fn print_report(report: &JobReport) -> std::io::Result<()> {
         other => crate::jobs::status_label(other),
     };
     println(&format!(
-        "{} ({}): {status}, {} change{} in {:.1}s",
+        "{} ({}): {status}, {}",
         report.name,
         report.kind,
-        report.changes.len(),
-        if report.changes.len() == 1 { "" } else { "s" },
-        report.seconds
+        report.changes_and_time()
     ))?;
     for change in &report.changes {
         println(&format!("  {change}"))?;

@@ -133,6 +133,18 @@ pub struct JobReport {
     pub bytes: u64,
 }
 
+impl JobReport {
+    /// "3 changes in 1.2s": how much the run did, for one-line summaries.
+    pub fn changes_and_time(&self) -> String {
+        format!(
+            "{} change{} in {:.1}s",
+            self.changes.len(),
+            if self.changes.len() == 1 { "" } else { "s" },
+            self.seconds
+        )
+    }
+}
+
 /// What a job did with one image.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageResult {

@@ -40,12 +40,10 @@ fn body(spec: &NotifySpec, report: &JobReport, host: &str) -> serde_json::Value 
     let status = status_label(report.status);
     if spec.slack {
         let mut text = format!(
-            "ferry on {host}: job {} ({}) {status}, {} change{} in {:.1}s",
+            "ferry on {host}: job {} ({}) {status}, {}",
             report.name,
             report.kind,
-            report.changes.len(),
-            if report.changes.len() == 1 { "" } else { "s" },
-            report.seconds
+            report.changes_and_time()
         );
         if let Some(error) = &report.error {
             text.push_str(&format!("\n{error}"));
