@@ -10,9 +10,6 @@ use crate::objects::{upload, ObjectUrl, Objects};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Markers of uploads this old are swept by any later write to the same key.
-const STALE_UPLOAD: i64 = 3600;
-
 /// An archive's place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -61,34 +58,47 @@ impl std::fmt::Display for Location {
 }
 
 /// Write an archive to a file or an object so that it appears only
-/// complete (`Stdio` is the caller's: it has no atomic form). Returns the
-/// notes worth telling (uploads swept).
+/// complete (`Stdio` is the caller's: it has no atomic form).
 pub async fn write_atomically(
     location: &Location,
     objects: &Objects,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<()> {
     match location {
         Location::Stdio => Err(anyhow::anyhow!("standard output has no atomic write")),
         Location::File(path) => {
-            tokio::task::block_in_place(|| super::write_file_atomically(path, |file| write(file)))?;
-            Ok(Vec::new())
+            tokio::task::block_in_place(|| super::write_file_atomically(path, |file| write(file)))
         }
         Location::Object(url) => {
             let bucket = objects.bucket(url)?;
-            let stale = crate::types::time::now_unix() - STALE_UPLOAD;
-            let swept =
-                upload::sweep(&bucket, url.parent_prefix(), |k| k == url.key, Some(stale)).await?;
             upload::write_atomically(&bucket, &url.key, write)
                 .await
-                .map_err(|e| e.context(format!("cannot write {url}; nothing was left there")))?;
-            Ok(swept
-                .into_iter()
-                .map(|key| format!("aborted an unfinished upload of {}", url.with_key(key)))
-                .collect())
+                .map(|_| ())
+                .map_err(|e| e.context(format!("cannot write {url}; nothing was left there")))
         }
     }
 }
+
+/// Abort the uploads an earlier process left unfinished beside `url`:
+/// those to keys `owned` accepts, started before `older_than` when given
+/// (see [`upload::sweep`]). Returns a line for each, to report.
+pub async fn sweep_unfinished(
+    objects: &Objects,
+    url: &ObjectUrl,
+    owned: impl Fn(&str) -> bool,
+    older_than: Option<i64>,
+) -> anyhow::Result<Vec<String>> {
+    let bucket = objects.bucket(url)?;
+    let swept = upload::sweep(&bucket, url.parent_prefix(), owned, older_than).await?;
+    Ok(swept
+        .into_iter()
+        .map(|key| format!("aborted an unfinished upload of {}", url.with_key(key)))
+        .collect())
+}
+
+/// Upload markers this old are stale for any writer of the same key (a
+/// writer that owns the place, a backup job, sweeps sooner).
+pub const STALE_UPLOAD: i64 = 3600;
 
 /// Open an archive object for reading (call the reader from
 /// `block_in_place`).

@@ -5,7 +5,9 @@ use super::args::{CompressArg, LoadArgs, SaveArgs};
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::load::LoadedImage;
-use crate::archive::location::{open_object, write_atomically, Location};
+use crate::archive::location::{
+    open_object, sweep_unfinished, write_atomically, Location, STALE_UPLOAD,
+};
 use crate::archive::save;
 use crate::archive::{load as loader, rootfs, Compression};
 use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
@@ -143,11 +145,16 @@ pub async fn write_output(
         })?;
         return Ok(None);
     }
-    for note in write_atomically(&location, &context.objects(), write).await? {
-        if !context.quiet {
-            eprintln!("{note}");
+    let objects = context.objects();
+    if let Location::Object(url) = &location {
+        let stale = crate::types::time::now_unix() - STALE_UPLOAD;
+        for note in sweep_unfinished(&objects, url, |k| k == url.key, Some(stale)).await? {
+            if !context.quiet {
+                eprintln!("{note}");
+            }
         }
     }
+    write_atomically(&location, &objects, write).await?;
     Ok(Some(location))
 }
 

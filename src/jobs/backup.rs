@@ -13,13 +13,12 @@ use super::backup_place::{
 };
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
-use crate::archive::location::{write_atomically, Location};
+use crate::archive::location::{sweep_unfinished, write_atomically, Location, STALE_UPLOAD};
 use crate::archive::Compression;
 use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
-use crate::objects::upload;
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
 
@@ -198,26 +197,14 @@ pub async fn run(
     if let Location::Object(url) = &location {
         // Uploads an earlier run of this job left unfinished (it died):
         // runs of one job never overlap (lease or shard), so all are stale.
-        let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
         let pattern = template_pattern(&spec.output, job);
         let older_than = match context.state.on_object_storage() {
             true => None,
-            false => Some(now - 3600),
+            false => Some(now - STALE_UPLOAD),
         };
-        for key in upload::sweep(
-            &bucket,
-            url.parent_prefix(),
-            |k| pattern.is_match(k),
-            older_than,
-        )
-        .await
-        .map_err(anyhow::Error::from)?
-        {
-            report.changes.push(format!(
-                "aborted an unfinished upload of {}",
-                url.with_key(key)
-            ));
-        }
+        let swept =
+            sweep_unfinished(&context.objects, url, |k| pattern.is_match(k), older_than).await?;
+        report.changes.extend(swept);
     }
     write_atomically(&location, &context.objects, |out| {
         Ok(write_archive(&plan, out, compression, &context.reporter)?)

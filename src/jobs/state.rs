@@ -224,12 +224,13 @@ impl StateStore {
             }
             StateStore::Objects(remote) => {
                 let key = remote.prefix.join(&format!("{name}.json")).key;
-                let mut etags = remote
+                let read = remote
                     .etags
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let mode = match (remote.conditional, etags.remove(name)) {
+                    .get(name)
+                    .cloned();
+                let mode = match (remote.conditional, read) {
                     (false, _) => Write::Overwrite,
                     (true, Some(Some(etag))) => Write::Replace(etag),
                     (true, _) => Write::Create,

@@ -261,12 +261,12 @@ impl Bucket {
     ) -> Result<Option<(bytes::Bytes, Option<String>)>, ObjectError> {
         let result = match self.s3.get(&ObjectPath::from(key)).await {
             Ok(result) => result,
-            Err(object_store::Error::NotFound { ref source, .. })
-                if !format!("{source}").contains("NoSuchBucket") =>
-            {
-                return Ok(None)
+            Err(e) => {
+                return match self.error(key, e) {
+                    ObjectError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                }
             }
-            Err(e) => return Err(self.error(key, e)),
         };
         if result.meta.size > limit {
             return Err(ObjectError::Other {
@@ -310,9 +310,14 @@ impl Bucket {
 
     /// Delete an object (gone already is fine).
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
-        match self.s3.delete(&ObjectPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.error(key, e)),
+        match self
+            .s3
+            .delete(&ObjectPath::from(key))
+            .await
+            .map_err(|e| self.error(key, e))
+        {
+            Ok(()) | Err(ObjectError::NotFound { .. }) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 }
