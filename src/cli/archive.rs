@@ -4,11 +4,13 @@
 use super::args::{CompressArg, LoadArgs, SaveArgs};
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
+use crate::archive::checked::ArchiveInput;
 use crate::archive::load::LoadedImage;
 use crate::archive::location::{
     open_object, sweep_unfinished, write_atomically, Location, STALE_UPLOAD,
 };
 use crate::archive::save;
+use crate::archive::ArchiveError;
 use crate::archive::{load as loader, rootfs, Compression};
 use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
 use crate::progress::Reporter;
@@ -199,6 +201,42 @@ pub async fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Read the archive at `location` with `read`, on a blocking thread: a
+/// file by its path (once it is known to open), an object or standard
+/// input as a stream. `stdin_hint` is the usage error for a terminal.
+pub async fn read_from<T>(
+    context: &Context,
+    location: &Location,
+    stdin_hint: &str,
+    read: impl FnOnce(ArchiveInput<'_>, &str) -> Result<T, ArchiveError>,
+) -> anyhow::Result<T> {
+    match location {
+        Location::File(path) => {
+            std::fs::metadata(path)
+                .with_context(|| format!("cannot open archive {}", path.display()))?;
+            let name = path.display().to_string();
+            Ok(tokio::task::block_in_place(|| {
+                read(ArchiveInput::File(path), &name)
+            })?)
+        }
+        Location::Object(url) => {
+            let mut reader = open_object(&context.objects(), url).await?;
+            Ok(tokio::task::block_in_place(|| {
+                read(ArchiveInput::Stream(&mut reader), &url.to_string())
+            })?)
+        }
+        Location::Stdio => {
+            if std::io::stdin().is_terminal() {
+                return Err(UsageError(stdin_hint.to_owned()).into());
+            }
+            Ok(tokio::task::block_in_place(|| {
+                let mut stdin = std::io::stdin().lock();
+                read(ArchiveInput::Stream(&mut stdin), "standard input")
+            })?)
+        }
+    }
+}
+
 async fn read_archive(
     context: &Context,
     input: Option<&Path>,
@@ -209,33 +247,18 @@ async fn read_archive(
         Some(path) => Location::from_path(path).map_err(UsageError)?,
         None => Location::Stdio,
     };
-    match location {
-        Location::File(path) => {
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            Ok(tokio::task::block_in_place(|| {
-                loader::load(&store, &mut file, &path.display().to_string(), dry_run)
-            })?)
+    let hint = "no archive given: use -i FILE or pipe one to standard input";
+    read_from(context, &location, hint, |input, name| match input {
+        ArchiveInput::File(path) => {
+            let mut file = std::fs::File::open(path).map_err(|source| ArchiveError::Io {
+                archive: name.to_owned(),
+                source,
+            })?;
+            loader::load(&store, &mut file, name, dry_run)
         }
-        Location::Object(url) => {
-            let mut reader = open_object(&context.objects(), &url).await?;
-            Ok(tokio::task::block_in_place(|| {
-                loader::load(&store, &mut reader, &url.to_string(), dry_run)
-            })?)
-        }
-        Location::Stdio => {
-            if std::io::stdin().is_terminal() {
-                return Err(UsageError(
-                    "no archive given: use -i FILE or pipe one to standard input".into(),
-                )
-                .into());
-            }
-            Ok(tokio::task::block_in_place(|| {
-                let mut stdin = std::io::stdin().lock();
-                loader::load(&store, &mut stdin, "standard input", dry_run)
-            })?)
-        }
-    }
+        ArchiveInput::Stream(stream) => loader::load(&store, stream, name, dry_run),
+    })
+    .await
 }
 
 fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {

@@ -4,12 +4,11 @@
 //! always means a registry. Both directions run through the engine and
 //! never touch the local store.
 
-use super::archive::write_output;
+use super::archive::{read_from, write_output};
 use super::args::CopyArgs;
 use super::output::{human_size, json, println};
 use super::{Context, UsageError};
-use crate::archive::checked::ArchiveInput;
-use crate::archive::location::{open_object, Location};
+use crate::archive::location::Location;
 use crate::engine::{
     copy_image, plan_archive, write_archive, ArchiveSource, ArchiveTarget, CopyOptions,
     Destination, DestinationBlobs, PlatformChoice, Source,
@@ -17,7 +16,6 @@ use crate::engine::{
 use crate::progress::Reporter;
 use crate::types::Reference;
 use anyhow::Context as _;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,40 +53,11 @@ pub async fn from_archive(
         handle: tokio::runtime::Handle::current(),
     };
     let location = Location::parse(path).map_err(UsageError)?;
-    let source = match &location {
-        Location::Stdio => {
-            if std::io::stdin().is_terminal() {
-                return Err(UsageError(
-                    "archive:- reads standard input: pipe an archive in".into(),
-                )
-                .into());
-            }
-            tokio::task::block_in_place(|| {
-                let mut stdin = std::io::stdin().lock();
-                ArchiveSource::read(
-                    ArchiveInput::Stream(&mut stdin),
-                    "standard input",
-                    Some(&known),
-                )
-            })?
-        }
-        Location::Object(url) => {
-            let mut reader = open_object(&context.objects(), url).await?;
-            tokio::task::block_in_place(|| {
-                ArchiveSource::read(
-                    ArchiveInput::Stream(&mut reader),
-                    &url.to_string(),
-                    Some(&known),
-                )
-            })?
-        }
-        Location::File(file) => {
-            std::fs::metadata(file).with_context(|| format!("cannot open archive {path}"))?;
-            tokio::task::block_in_place(|| {
-                ArchiveSource::read(ArchiveInput::File(file), path, Some(&known))
-            })?
-        }
-    };
+    let hint = "archive:- reads standard input: pipe an archive in";
+    let source = read_from(context, &location, hint, |input, name| {
+        ArchiveSource::read(input, name, Some(&known))
+    })
+    .await?;
     // Every destination is decided before the first byte moves.
     let destinations = target
         .destinations(source.images())
