@@ -106,3 +106,21 @@ pub async fn open_object(objects: &Objects, url: &ObjectUrl) -> Result<ObjectRea
     let bucket = objects.bucket(url)?;
     Ok(ObjectReader::open(&bucket, &url.key).await?)
 }
+
+/// The blobs an archive file or object holds (what a delta against it
+/// leaves out). Standard input has none to offer.
+pub async fn archive_blobs(
+    objects: &Objects,
+    location: &Location,
+) -> Result<std::collections::BTreeSet<crate::types::Digest>, ArchiveError> {
+    match location {
+        Location::File(path) => super::save::archive_blobs(path),
+        Location::Object(url) => {
+            let reader = open_object(objects, url).await?;
+            tokio::task::block_in_place(|| super::save::archive_blobs_in(reader, &url.to_string()))
+        }
+        Location::Stdio => Err(ArchiveError::Usage(
+            "a delta needs an archive file or object to compare with, not standard input".into(),
+        )),
+    }
+}

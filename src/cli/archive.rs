@@ -7,9 +7,8 @@ use super::{Context, UsageError};
 use crate::archive::checked::ArchiveInput;
 use crate::archive::load::LoadedImage;
 use crate::archive::location::{
-    open_object, sweep_unfinished, write_atomically, Location, STALE_UPLOAD,
+    archive_blobs, open_object, sweep_unfinished, write_atomically, Location, STALE_UPLOAD,
 };
-use crate::archive::save;
 use crate::archive::ArchiveError;
 use crate::archive::{load as loader, rootfs, Compression};
 use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
@@ -31,11 +30,11 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
         .collect::<Result<Vec<_>, _>>()?;
     let exclude = match &args.since {
         None => Default::default(),
-        Some(since) if Path::new(since).is_file() => save::archive_blobs(Path::new(since))?,
-        Some(since) if crate::objects::ObjectUrl::is_object(since) => {
-            let url = crate::objects::ObjectUrl::parse(since).map_err(UsageError)?;
-            let reader = open_object(&context.objects(), &url).await?;
-            tokio::task::block_in_place(|| save::archive_blobs_in(reader, since))?
+        Some(since)
+            if Path::new(since).is_file() || crate::objects::ObjectUrl::is_object(since) =>
+        {
+            let place = Location::parse(since).map_err(UsageError)?;
+            archive_blobs(&context.objects(), &place).await?
         }
         Some(since) => {
             let image = store.resolve(since).with_context(|| {

@@ -5,8 +5,7 @@
 
 use super::state::{BackupRecord, JobState};
 use super::{JobContext, Stop};
-use crate::archive::location::{open_object, Location};
-use crate::archive::save;
+use crate::archive::location::{archive_blobs, Location};
 
 /// Whether an archive the state remembers is still there.
 pub(super) async fn exists(context: &JobContext, path: &str) -> Result<bool, Stop> {
@@ -28,15 +27,8 @@ pub(super) async fn previous_blobs(
     context: &JobContext,
     path: &str,
 ) -> Result<std::collections::BTreeSet<crate::types::Digest>, Stop> {
-    match Location::parse(path) {
-        Ok(Location::Object(url)) => {
-            let reader = open_object(&context.objects, &url).await?;
-            Ok(tokio::task::block_in_place(|| {
-                save::archive_blobs_in(reader, path)
-            })?)
-        }
-        _ => Ok(save::archive_blobs(std::path::Path::new(path))?),
-    }
+    let place = Location::parse(path).map_err(|e| Stop::Failed(anyhow::anyhow!(e)))?;
+    Ok(archive_blobs(&context.objects, &place).await?)
 }
 
 pub(super) async fn remove(context: &JobContext, path: &str) -> anyhow::Result<()> {
