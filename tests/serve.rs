@@ -444,22 +444,33 @@ fn bad_requests_get_the_spec_error_and_store_nothing() {
 
 #[test]
 fn abandoned_uploads_expire_and_their_bytes_go() {
-    let (serve, owner) = served(Auth::None, false, &["--upload-timeout", "0"]);
+    let (serve, owner) = served(Auth::None, false, &["--upload-timeout", "1"]);
     let host = &serve.host;
     let (status, headers, _) = http(host, "POST", "/v2/team/app/blobs/uploads/", &[], b"");
     assert_eq!(status, 202);
     let ingest = owner.store.join("ingest");
-    assert_eq!(crate::support::list_files(&ingest).len(), 1);
-    // Any later request sweeps sessions idle past the timeout (0 s here).
+    // A session holds no file until bytes arrive.
+    assert!(crate::support::list_files(&ingest).is_empty());
     let location = headers
         .iter()
         .find(|(n, _)| n == "location")
         .unwrap()
         .1
         .clone();
+    let (status, _, _) = http(host, "PATCH", &location, &[], b"some bytes");
+    assert_eq!(status, 202);
+    assert_eq!(crate::support::list_files(&ingest).len(), 1);
+    // The server's timer drops it with no other request arriving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !crate::support::list_files(&ingest).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle upload was not dropped"
+        );
+        std::thread::yield_now();
+    }
     let (status, _, body) = http(host, "PATCH", &location, &[], b"late");
     assert_eq!((status, code(&body).as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
-    assert!(crate::support::list_files(&ingest).is_empty());
 }
 
 #[test]

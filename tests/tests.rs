@@ -10,6 +10,7 @@ mod artifacts;
 mod auth;
 mod bad_input;
 mod config_files;
+mod conformance;
 mod crash;
 mod hostile;
 mod jobs;

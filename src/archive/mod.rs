@@ -62,7 +62,8 @@ pub trait KnownBlobs {
 
 impl KnownBlobs for crate::store::Store {
     fn has(&self, _image: &str, digest: &Digest) -> bool {
-        self.blob_size(digest).is_some()
+        // Protected from gc until the load's tags commit.
+        self.claim(digest, None).ok().flatten().is_some()
     }
 
     fn read(

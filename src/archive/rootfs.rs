@@ -110,7 +110,6 @@ pub fn import(
         archive: source.to_owned(),
         source: source_error,
     };
-    let _writer = store.lock_writer()?;
     let mut buffered = std::io::BufReader::with_capacity(1 << 20, input);
     let compression = Compression::detect(buffered.fill_buf().map_err(io)?);
     let plain = compression.decoder(buffered).map_err(io)?;

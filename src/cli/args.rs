@@ -414,7 +414,36 @@ pub struct ServeArgs {
     /// Accept pushes without a login (only on a network you trust).
     #[arg(long, conflicts_with = "read_only")]
     pub allow_anonymous_push: bool,
-    /// Drop an upload idle this long, in seconds (its bytes are deleted).
+    /// Drop an upload idle this long, in seconds (its bytes are deleted);
+    /// a finished blob waits this long for the manifest that references it.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub upload_timeout: u64,
+    /// The registry name pushes are stored under (default: --addr as given).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub name: Option<String>,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Upload sessions open at once.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_uploads: usize,
+    /// Upload sessions open at once from one client address.
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_uploads_per_client: usize,
+    /// Largest blob accepted (e.g. 100GiB, 512MiB).
+    #[arg(long, default_value = "100GiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_blob_size: u64,
+    /// Seconds allowed for a TLS handshake and for a request's headers.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    pub header_timeout: u64,
+    /// Seconds a connection may go without a byte moving (idle keep-alive,
+    /// a stalled upload or download).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub idle_timeout: u64,
+}
+
+/// A size as people write it (`100GiB`, `512MiB`, `1000000`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    crate::types::rate::parse_rate(text)
+        .map_err(|_| format!("{text:?} is not a size; write e.g. 100GiB or 512MiB"))
 }

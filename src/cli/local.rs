@@ -349,6 +349,12 @@ pub fn gc(context: &Context, dry_run: bool) -> anyhow::Result<ExitCode> {
         human_size(bytes),
         report.ingest_files
     ))?;
+    if report.protected > 0 && !context.quiet {
+        println(&format!(
+            "Kept {} unreferenced blobs a running or recent pull, load or push committed (their manifest may still come)",
+            report.protected
+        ))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

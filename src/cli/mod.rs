@@ -288,6 +288,16 @@ async fn serve(context: &Context, args: args::ServeArgs) -> anyhow::Result<ExitC
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         allow_anonymous_push: args.allow_anonymous_push,
         upload_timeout: std::time::Duration::from_secs(args.upload_timeout),
+        name: args.name.clone(),
+        limits: crate::serve::Limits {
+            max_connections: args.max_connections.max(1),
+            max_uploads: args.max_uploads,
+            max_uploads_per_client: args.max_uploads_per_client,
+            max_blob_size: args.max_blob_size,
+            header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+            ..crate::serve::Limits::default()
+        },
     };
     let listening = crate::serve::bind(store.clone(), &options).await?;
     let scheme = if listening.tls { "https" } else { "http" };
@@ -313,8 +323,9 @@ async fn serve(context: &Context, args: args::ServeArgs) -> anyhow::Result<ExitC
         (false, false, false) => "pull only until --htpasswd or --allow-anonymous-push",
     };
     output::println(&format!(
-        "Serving {} on {scheme}://{addr} ({mode})",
-        store.root().display()
+        "Serving {} on {scheme}://{addr} ({mode}); pushes are stored as {}/…",
+        store.root().display(),
+        listening.name
     ))?;
     listening.run(jobs::wait_for_shutdown()).await;
     Ok(ExitCode::SUCCESS)

@@ -78,12 +78,9 @@ pub async fn transfer(
     destination: &Destination,
     options: &CopyOptions,
 ) -> Result<CopyOutcome, EngineError> {
-    // Writers hold the store's shared gc lock until the tag is set, so a
-    // concurrent gc or prune never deletes blobs this copy committed.
-    let _writer = match destination {
-        Destination::Store { store, .. } => Some(store.lock_writer()?),
-        Destination::Registry { .. } => None,
-    };
+    // Into the store, every blob committed or found present is protected
+    // from gc until the tag commits (store::protect); no lock is held
+    // across the transfer.
     let root = &plan.root;
     let mut outcome = CopyOutcome {
         source: plan.image.clone(),
@@ -143,7 +140,7 @@ pub async fn transfer(
     options.reporter.report(Event::ManifestWritten {
         digest: root.digest.clone(),
     });
-    outcome.tag_change = destination.finish(root)?;
+    outcome.tag_change = destination.finish(root).await?;
     Ok(outcome)
 }
 

@@ -317,7 +317,9 @@ impl Destination {
                 .blob_size(reference.repository(), digest)
                 .await?
                 .is_some()),
-            Destination::Store { store, .. } => Ok(store.blob_size(digest) == Some(size)),
+            Destination::Store { store, .. } => {
+                Ok(store.claim_async(digest, Some(size)).await?.is_some())
+            }
         }
     }
 
@@ -499,39 +501,41 @@ impl Destination {
     }
 
     /// Make the copied root visible: tag it in the store (registry roots
-    /// are already tagged by `write_manifest`).
-    pub fn finish(
+    /// are already tagged by `write_manifest`). The store's index commit
+    /// checks the whole graph under its lock, off the async threads.
+    pub async fn finish(
         &self,
         manifest: &ParsedManifest,
     ) -> Result<Option<crate::store::index::TagChange>, EngineError> {
-        match self {
-            Destination::Store {
-                store,
-                referrer: Some(link),
-                ..
-            } => {
-                store.add_referrer(IndexEntry::referrer(manifest, link))?;
-                Ok(None)
-            }
-            Destination::Store {
-                store,
-                name: Some(name),
-                ..
-            } => {
+        let Destination::Store {
+            store,
+            referrer,
+            name,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let (store, referrer, name) = (store.clone(), referrer.clone(), name.clone());
+        let manifest = manifest.clone();
+        let committed = tokio::task::spawn_blocking(move || match (referrer, name) {
+            (Some(link), _) => store
+                .add_referrer(IndexEntry::referrer(&manifest, &link))
+                .map(|()| None),
+            (None, Some(name)) => {
                 let entry = IndexEntry::new(
                     &manifest.media_type,
                     manifest.digest.clone(),
                     manifest.bytes.len() as u64,
                 );
-                Ok(Some(store.set_tag(name, entry)?))
+                store.set_tag(&name, entry).map(Some)
             }
-            Destination::Store {
-                store, name: None, ..
-            } => {
-                store.touch(&manifest.digest)?;
-                Ok(None)
-            }
-            Destination::Registry { .. } => Ok(None),
-        }
+            (None, None) => store.touch(&manifest.digest).map(|()| None),
+        })
+        .await
+        .map_err(|e| EngineError::Invalid {
+            image: self.describe(),
+            message: format!("the tag commit stopped: {e}"),
+        })?;
+        Ok(committed?)
     }
 }

@@ -49,12 +49,15 @@ pub fn file_body(file: tokio::fs::File, length: u64) -> Body {
     StreamBody::new(stream).boxed()
 }
 
-/// An error the API reports to the client.
+/// An error the API reports to the client. `message` is for the client;
+/// `detail` (paths, OS errors) only for the server's log.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    detail: Option<String>,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -63,7 +66,26 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
+            retry_after: None,
         }
+    }
+
+    /// 429: a bound was reached; the client may try again later.
+    pub fn too_many(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", message)
+            .retry_after(std::time::Duration::from_secs(1))
+    }
+
+    /// Tell the client when to come back.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> ApiError {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// What the log says about it.
+    pub fn detail(&self) -> &str {
+        self.detail.as_deref().unwrap_or(&self.message)
     }
 
     pub fn name_invalid(name: &str) -> ApiError {
@@ -102,12 +124,16 @@ impl ApiError {
         )
     }
 
+    /// A server-side failure: the client learns that it happened, the
+    /// log learns what (no store paths reach clients).
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
-        ApiError::new(
+        let mut api = ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "UNKNOWN",
-            error.to_string(),
-        )
+            "the registry failed to answer; its log has the details",
+        );
+        api.detail = Some(error.to_string());
+        api
     }
 
     /// The JSON error response.
@@ -119,6 +145,13 @@ impl ApiError {
             .header("Docker-Distribution-API-Version", "registry/2.0");
         if self.status == StatusCode::UNAUTHORIZED {
             builder = builder.header("WWW-Authenticate", "Basic realm=\"ferry\"");
+        }
+        if let Some(wait) = self.retry_after {
+            builder = builder.header("Retry-After", wait.as_secs().max(1));
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is not read: the connection cannot be reused.
+            builder = builder.header("Connection", "close");
         }
         let body = match head {
             true => empty(),
@@ -136,6 +169,21 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::digest_invalid(error.to_string())
             }
             StoreError::MissingBlob(digest) => ApiError::blob_unknown(&digest.to_string()),
+            StoreError::Io { ref source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                let mut api = ApiError::internal(&error);
+                api.message = "the registry's disk is full; nothing was stored".into();
+                api
+            }
+            StoreError::Busy(message) => {
+                let mut api = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the store is busy (a gc or prune is running); try again shortly",
+                )
+                .retry_after(std::time::Duration::from_secs(5));
+                api.detail = Some(message);
+                api
+            }
             other => ApiError::internal(other),
         }
     }

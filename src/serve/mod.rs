@@ -9,19 +9,22 @@
 mod auth;
 pub mod health;
 mod http;
+pub mod limits;
+mod names;
 mod read;
 mod routes;
 mod write;
 
-use crate::store::lock::LockGuard;
 use crate::store::upload::Upload;
 use crate::store::Store;
+use crate::types::Digest;
 use http::{builder, full, ApiError, Body};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+pub use limits::Limits;
 use routes::{route, valid_name, Route};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +34,8 @@ use std::time::{Duration, Instant};
 pub struct ServeOptions {
     /// `HOST:PORT` to listen on.
     pub addr: String,
+    /// The registry name pushes are stored under (default: `addr` as given).
+    pub name: Option<String>,
     /// Refuse pushes and deletes.
     pub read_only: bool,
     /// Users allowed in (everything then needs a login).
@@ -39,8 +44,11 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Let anyone push (without `htpasswd`).
     pub allow_anonymous_push: bool,
-    /// An upload idle this long is dropped (its bytes deleted).
+    /// An upload idle this long is dropped (its bytes deleted), and a
+    /// finished blob stays protected this long for its manifest.
     pub upload_timeout: Duration,
+    /// Connection, session and size bounds.
+    pub limits: Limits,
 }
 
 /// `ferry serve` could not start.
@@ -58,38 +66,39 @@ pub enum ServeError {
 
 /// An upload session.
 struct Session {
-    repository: String,
+    /// The stored repository it uploads into.
+    repository: names::Repo,
+    client: IpAddr,
     upload: Upload,
     touched: Instant,
-    /// The store's writer lock: gc waits while uploads are in flight.
-    lock: LockGuard,
 }
 
-/// A finished blob waiting for the manifest that references it.
-struct Pending {
-    repository: String,
-    since: Instant,
-    _lock: LockGuard,
-}
+/// Most finished-but-unreferenced uploads remembered at once.
+const MAX_PENDING: usize = 65_536;
 
 /// The server's state.
 pub struct Server {
     store: Store,
     read_only: bool,
-    auth: Option<auth::Htpasswd>,
+    auth: Option<Arc<auth::Htpasswd>>,
     anonymous_push: bool,
     upload_timeout: Duration,
-    /// The address clients are told about (names of pushed images when
-    /// the request has no usable `Host`).
-    host: String,
+    limits: Limits,
+    /// The registry name pushes are stored under.
+    name: String,
     sessions: Mutex<HashMap<String, Session>>,
-    pending: Mutex<Vec<Pending>>,
+    /// Blobs uploaded (or mounted) into a repository and not yet
+    /// referenced there, with when: they are in its scope until then.
+    pending: Mutex<HashMap<names::Repo, HashMap<Digest, Instant>>>,
+    scopes: Arc<names::Scopes>,
 }
 
 /// A bound, ready server.
 pub struct Listening {
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The registry name pushes are stored under.
+    pub name: String,
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     server: Arc<Server>,
@@ -99,7 +108,9 @@ pub struct Listening {
 /// error shows before the first request.
 pub async fn bind(store: Store, options: &ServeOptions) -> Result<Listening, ServeError> {
     let auth = match &options.htpasswd {
-        Some(path) => Some(auth::Htpasswd::read(path).map_err(ServeError::Config)?),
+        Some(path) => Some(Arc::new(
+            auth::Htpasswd::read(path).map_err(ServeError::Config)?,
+        )),
         None => None,
     };
     let acceptor = match &options.tls {
@@ -124,19 +135,40 @@ pub async fn bind(store: Store, options: &ServeOptions) -> Result<Listening, Ser
         source,
         hint: "",
     })?;
+    // The name defaults to the address as given (a port of 0 becomes the
+    // port bound).
+    let name = match &options.name {
+        Some(name) => name.clone(),
+        None => match options.addr.strip_suffix(":0") {
+            Some(host) => format!("{host}:{}", addr.port()),
+            None => options.addr.clone(),
+        },
+    };
+    names::valid_own_name(&name).map_err(|e| {
+        ServeError::Config(match options.name {
+            Some(_) => e,
+            None => format!("{e}; choose the name pushes are stored under with --name"),
+        })
+    })?;
+    let store = store
+        .with_protection(options.upload_timeout)
+        .with_lock_wait(options.limits.lock_wait);
     let server = Server {
         store,
         read_only: options.read_only,
         auth,
         anonymous_push: options.allow_anonymous_push,
         upload_timeout: options.upload_timeout,
-        host: addr.to_string(),
+        limits: options.limits.clone(),
+        name: name.clone(),
         sessions: Mutex::new(HashMap::new()),
-        pending: Mutex::new(Vec::new()),
+        pending: Mutex::new(HashMap::new()),
+        scopes: Arc::new(names::Scopes::default()),
     };
     Ok(Listening {
         addr,
         tls: acceptor.is_some(),
+        name,
         listener,
         acceptor,
         server: Arc::new(server),
@@ -170,7 +202,10 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAccept
 
 impl Listening {
     /// Serve until `shutdown` completes. Connections are handled
-    /// concurrently; one client's error never affects another.
+    /// concurrently, at most `max_connections` at once (the rest wait in
+    /// the kernel's backlog); one client's error never affects another.
+    /// Expired uploads are dropped by a timer; SIGHUP re-reads the
+    /// htpasswd file.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Listening {
             listener,
@@ -178,48 +213,127 @@ impl Listening {
             server,
             ..
         } = self;
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            server.limits.max_connections.max(1),
+        ));
+        let housekeeping = tokio::spawn(housekeeping(server.clone()));
         tokio::pin!(shutdown);
+        let mut backoff = limits::AcceptBackoff::new();
         loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            };
             let accepted = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => break,
                 accepted = listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    backoff.reset();
+                    pair
+                }
                 Err(error) => {
-                    tracing::warn!("accepting a connection failed: {error}");
-                    continue;
+                    let pause = backoff.failed(&error);
+                    drop(permit);
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let _ = stream.set_nodelay(true);
-            let server = server.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(server.handle(request).await) }
-                });
-                let http = hyper::server::conn::http1::Builder::new();
-                let result = match acceptor {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => {
-                            http.serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                                .await
-                        }
-                        Err(error) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {error}");
-                            return;
-                        }
-                    },
-                    None => {
-                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await
-                    }
-                };
-                if let Err(error) = result {
-                    tracing::debug!(%peer, "connection ended: {error}");
+            tokio::spawn(connection(
+                server.clone(),
+                acceptor.clone(),
+                stream,
+                peer,
+                permit,
+            ));
+        }
+        housekeeping.abort();
+    }
+}
+
+/// One client connection: TLS within the header timeout, then HTTP/1.1
+/// with header and idle timeouts.
+async fn connection(
+    server: Arc<Server>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let limits = server.limits.clone();
+    let stream = limits::IdleIo::new(stream, limits.idle_timeout);
+    let service = hyper::service::service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, std::convert::Infallible>(server.handle(request, peer.ip()).await) }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let result = match acceptor {
+        Some(acceptor) => {
+            match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await
                 }
-            });
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {error}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake took too long");
+                    return;
+                }
+            }
+        }
+        None => {
+            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, "connection ended: {error}");
+    }
+}
+
+/// Drop expired uploads on a timer (not only when a request comes), and
+/// re-read the htpasswd file on SIGHUP or when it changes.
+async fn housekeeping(server: Arc<Server>) {
+    let every =
+        (server.upload_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => {
+                let server = server.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    server.expire();
+                    if let Some(auth) = &server.auth {
+                        auth.reload_if_changed();
+                    }
+                })
+                .await;
+            }
+            _ = hup => {
+                if let Some(auth) = &server.auth {
+                    match auth.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: re-read the htpasswd file"),
+                        Err(error) => tracing::warn!("SIGHUP: {error}; the previous users stay"),
+                    }
+                }
+            }
         }
     }
 }
@@ -229,28 +343,121 @@ fn header<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 impl Server {
-    /// Drop upload sessions and pending locks idle past the timeout.
+    /// Drop upload sessions idle past the timeout (their files go with
+    /// them), and forget finished uploads whose protection has expired.
     fn expire(&self) {
         let timeout = self.upload_timeout;
-        self.sessions
-            .lock()
-            .expect("sessions")
-            .retain(|_, s| s.touched.elapsed() < timeout);
+        let expired: Vec<Session> = {
+            let mut sessions = self.sessions.lock().expect("sessions");
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.touched.elapsed() >= timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        // Deleting their files happens outside the table's lock.
+        drop(expired);
+        let mut pending = self.pending.lock().expect("pending");
+        for blobs in pending.values_mut() {
+            blobs.retain(|_, since| since.elapsed() < timeout);
+        }
+        pending.retain(|_, blobs| !blobs.is_empty());
+    }
+
+    /// Remember that `digest` was uploaded into `repo`.
+    fn add_pending(&self, repo: &names::Repo, digest: &Digest) -> Result<(), ApiError> {
+        let mut pending = self.pending.lock().expect("pending");
+        let total: usize = pending.values().map(HashMap::len).sum();
+        if total >= MAX_PENDING {
+            return Err(ApiError::too_many(
+                "too many finished uploads wait for their manifests; push the manifests, or wait for --upload-timeout",
+            ));
+        }
+        pending
+            .entry(repo.clone())
+            .or_default()
+            .insert(digest.clone(), Instant::now());
+        Ok(())
+    }
+
+    /// Whether `digest` was uploaded into `repo` and is still waiting.
+    fn is_pending(&self, repo: &names::Repo, digest: &Digest) -> bool {
         self.pending
             .lock()
             .expect("pending")
-            .retain(|p| p.since.elapsed() < timeout);
+            .get(repo)
+            .and_then(|blobs| blobs.get(digest))
+            .is_some_and(|since| since.elapsed() < self.upload_timeout)
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+    /// Forget pending uploads of `repo` that `reached` now references.
+    fn settle_pending(&self, repo: &names::Repo, reached: &std::collections::HashSet<Digest>) {
+        let mut pending = self.pending.lock().expect("pending");
+        if let Some(blobs) = pending.get_mut(repo) {
+            blobs.retain(|digest, _| !reached.contains(digest));
+            if blobs.is_empty() {
+                pending.remove(repo);
+            }
+        }
+    }
+
+    /// The index with its identity, read off the async threads.
+    async fn index(
+        &self,
+    ) -> Result<(Vec<crate::store::IndexEntry>, Option<names::IndexId>), ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let id = names::IndexId::of(&store);
+            match crate::store::index::read_index(&store) {
+                Ok(entries) => Ok((entries, id)),
+                // A store whose index is gone (deleted under us) holds nothing.
+                Err(crate::store::StoreError::Io { ref source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok((Vec::new(), None))
+                }
+                Err(error) => Err(error),
+            }
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+    }
+
+    /// The stored repository a read of `path` means, the index, and the
+    /// digests that repository may show.
+    async fn readable(&self, path: &str) -> Result<Readable, ApiError> {
+        let (entries, id) = self.index().await?;
+        let repo = names::resolve(&self.name, path, &entries)?;
+        let scope = {
+            let (store, repo, entries) = (self.store.clone(), repo.clone(), entries.clone());
+            let scopes = self.scopes.clone();
+            tokio::task::spawn_blocking(move || scopes.of(&store, &repo, &entries, id))
+                .await
+                .map_err(ApiError::internal)?
+        };
+        Ok(Readable {
+            repo,
+            entries,
+            scope,
+        })
+    }
+
+    /// Whether `repo` may show `digest`.
+    fn visible(&self, readable: &Readable, digest: &Digest) -> bool {
+        readable.scope.contains(digest) || self.is_pending(&readable.repo, digest)
+    }
+
+    async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
         let head = request.method() == Method::HEAD;
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = match self.dispatch(request).await {
+        let response = match self.dispatch(request, peer).await {
             Ok(response) => response,
             Err(error) => {
                 if error.status.is_server_error() {
-                    tracing::warn!("{method} {path}: {}", error.message);
+                    tracing::warn!("{method} {path}: {}", error.detail());
                 }
                 error.response(head)
             }
@@ -259,20 +466,32 @@ impl Server {
         response
     }
 
-    async fn dispatch(&self, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        self.expire();
+    async fn dispatch(
+        &self,
+        request: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<Body>, ApiError> {
         let method = request.method().clone();
         let writes = matches!(
             method,
             Method::PUT | Method::POST | Method::PATCH | Method::DELETE
         );
         if let Some(auth) = &self.auth {
-            if !auth.check(header(&request, "authorization")) {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHORIZED",
-                    "authentication required",
-                ));
+            match auth.check(header(&request, "authorization"), peer).await {
+                auth::Verdict::Allowed => {}
+                auth::Verdict::Denied => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "authentication required",
+                    ))
+                }
+                auth::Verdict::Throttled { retry_after } => {
+                    return Err(ApiError::too_many(
+                        "too many failed logins from this address; wait and try again",
+                    )
+                    .retry_after(retry_after))
+                }
             }
         }
         if writes && self.read_only {
@@ -306,9 +525,9 @@ impl Server {
                 return Err(ApiError::name_invalid(name));
             }
         }
-        let host = header(&request, "host").unwrap_or(&self.host).to_owned();
         let content_type = header(&request, "content-type").map(str::to_owned);
         let content_range = header(&request, "content-range").map(str::to_owned);
+        let content_length = header(&request, "content-length").and_then(|v| v.parse::<u64>().ok());
         let range = header(&request, "range").map(str::to_owned);
         let head = method == Method::HEAD;
         let get = method == Method::GET || head;
@@ -318,30 +537,38 @@ impl Server {
                 .header("Content-Type", "application/json")
                 .body(full("{}"))
                 .expect("valid response")),
-            (Route::Catalog, _) if get => self.catalog(query),
-            (Route::Tags(name), _) if get => self.tags(&name, query),
+            (Route::Catalog, _) if get => self.catalog(query).await,
+            (Route::Tags(name), _) if get => self.tags(&name, query).await,
             (Route::Manifest(name, reference), _) if get => {
-                self.manifest(&name, &reference, &host, head)
+                self.manifest(&name, &reference, head).await
             }
             (Route::Manifest(name, reference), Method::PUT) => {
-                self.put_manifest(&name, &reference, &host, content_type.as_deref(), body)
+                self.put_manifest(&name, &reference, content_type.as_deref(), body)
                     .await
             }
             (Route::Manifest(name, reference), Method::DELETE) => {
-                self.delete_manifest(&name, &reference)
+                self.delete_manifest(&name, &reference).await
             }
-            (Route::Blob(_, digest), _) if get => self.blob(&digest, range.as_deref(), head).await,
-            (Route::Uploads(name), Method::POST) => self.start_upload(&name, query, body).await,
+            (Route::Blob(name, digest), _) if get => {
+                self.blob(&name, &digest, range.as_deref(), head).await
+            }
+            (Route::Uploads(name), Method::POST) => {
+                self.start_upload(&name, query, content_length, body, peer)
+                    .await
+            }
             (Route::Upload(name, id), Method::PATCH) => {
-                self.patch_upload(&name, &id, content_range.as_deref(), body)
+                self.patch_upload(&name, &id, content_range.as_deref(), content_length, body)
                     .await
             }
             (Route::Upload(name, id), Method::PUT) => {
-                self.finish_upload(&name, &id, query, body).await
+                self.finish_upload(&name, &id, query, content_length, body)
+                    .await
             }
             (Route::Upload(name, id), Method::GET) => self.upload_status(&name, &id),
             (Route::Upload(name, id), Method::DELETE) => self.cancel_upload(&name, &id),
-            (Route::Referrers(_, digest), Method::GET) => self.referrers(&digest, query),
+            (Route::Referrers(name, digest), Method::GET) => {
+                self.referrers(&name, &digest, query).await
+            }
             (Route::NotFound, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
@@ -354,4 +581,11 @@ impl Server {
             )),
         }
     }
+}
+
+/// A repository resolved for reading.
+struct Readable {
+    repo: names::Repo,
+    entries: Vec<crate::store::IndexEntry>,
+    scope: Arc<std::collections::HashSet<Digest>>,
 }

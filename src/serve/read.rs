@@ -5,8 +5,7 @@
 
 use super::http::{builder, empty, file_body, full, next_link, ApiError, Body};
 use super::routes::{manifest_ref, query_param, ManifestRef};
-use super::Server;
-use crate::store::index::read_index;
+use super::{names, Readable, Server};
 use crate::store::IndexEntry;
 use crate::types::manifest::MAX_MANIFEST_BYTES;
 use crate::types::{media, Digest, ParsedManifest, Reference};
@@ -16,15 +15,11 @@ use std::collections::BTreeSet;
 /// Most entries one page of a list holds.
 const MAX_PAGE: usize = 1000;
 
-/// The named images of the store, as (served name, tag, entry).
-fn named(entries: &[IndexEntry]) -> Vec<(String, String, Reference, &IndexEntry)> {
+/// The named images of the store (tags and digest pins), with their entries.
+fn named(entries: &[IndexEntry]) -> Vec<(Reference, &IndexEntry)> {
     entries
         .iter()
-        .filter_map(|e| {
-            let name = e.name()?;
-            let tag = name.tag()?.to_owned();
-            Some((name.repository().to_owned(), tag, name, e))
-        })
+        .filter_map(|e| Some((e.name()?, e)))
         .collect()
 }
 
@@ -67,10 +62,10 @@ fn json_list(
 }
 
 impl Server {
-    /// `GET /v2/_catalog`.
-    pub(super) fn catalog(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-        let entries = read_index(&self.store)?;
-        let names: BTreeSet<String> = named(&entries).into_iter().map(|(n, ..)| n).collect();
+    /// `GET /v2/_catalog`: each repository by the path that resolves to it.
+    pub(super) async fn catalog(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+        let (entries, _) = self.index().await?;
+        let names = names::served_paths(&self.name, &entries);
         Ok(json_list(
             "/v2/_catalog",
             "repositories",
@@ -82,11 +77,15 @@ impl Server {
 
     /// `GET /v2/<name>/tags/list`: the repository's tags, and the cosign
     /// tags of the signatures the store keeps for its images.
-    pub(super) fn tags(&self, name: &str, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-        let entries = read_index(&self.store)?;
-        let mine: Vec<_> = named(&entries)
+    pub(super) async fn tags(
+        &self,
+        name: &str,
+        query: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        let readable = self.readable(name).await?;
+        let mine: Vec<_> = named(&readable.entries)
             .into_iter()
-            .filter(|(n, ..)| n == name)
+            .filter(|(reference, _)| readable.repo.holds(reference))
             .collect();
         if mine.is_empty() {
             return Err(ApiError::new(
@@ -95,14 +94,12 @@ impl Server {
                 format!("repository {name} is not in this registry"),
             ));
         }
-        let digests: BTreeSet<&Digest> = mine.iter().map(|(.., e)| &e.digest).collect();
-        let mut tags: BTreeSet<String> = mine.iter().map(|(_, t, ..)| t.clone()).collect();
-        for entry in &entries {
-            if let Some(link) = entry.link() {
-                if let (Some(tag), true) = (link.tag, digests.contains(&link.subject)) {
-                    tags.insert(tag);
-                }
-            }
+        let mut tags: BTreeSet<String> = mine
+            .iter()
+            .filter_map(|(reference, _)| reference.tag().map(str::to_owned))
+            .collect();
+        for (tag, _) in cosign_tags(&readable) {
+            tags.insert(tag);
         }
         let path = format!("/v2/{name}/tags/list");
         Ok(json_list(
@@ -114,79 +111,49 @@ impl Server {
         ))
     }
 
-    /// The entry a tag names in repository `name`: an image (preferring one
-    /// named under the host the client used), else a cosign tag kept with
-    /// one of the repository's images.
-    fn tagged(
-        &self,
-        entries: &[IndexEntry],
-        name: &str,
-        tag: &str,
-        host: &str,
-    ) -> Option<IndexEntry> {
-        let all = named(entries);
-        let mine: Vec<_> = all.iter().filter(|(n, ..)| n == name).collect();
-        let exact = mine
-            .iter()
-            .filter(|(_, t, ..)| t == tag)
-            .max_by_key(|(_, _, reference, _)| reference.registry() == host);
-        if let Some((.., entry)) = exact {
-            return Some((*entry).clone());
-        }
-        let digests: BTreeSet<&Digest> = mine.iter().map(|(.., e)| &e.digest).collect();
-        entries
-            .iter()
-            .find(|e| {
-                e.link()
-                    .is_some_and(|l| l.tag.as_deref() == Some(tag) && digests.contains(&l.subject))
-            })
-            .cloned()
-    }
-
-    /// A manifest by tag or digest.
-    pub(super) fn find_manifest(
+    /// A manifest of `name` by tag or digest; only what the repository
+    /// references (or was just pushed into it) is found.
+    pub(super) async fn find_manifest(
         &self,
         name: &str,
         reference: &str,
-        host: &str,
     ) -> Result<ParsedManifest, ApiError> {
         let unknown = || ApiError::manifest_unknown(&format!("{name}:{reference}"));
+        let readable = self.readable(name).await?;
         let (digest, media_type) = match manifest_ref(reference) {
             Some(ManifestRef::Tag(tag)) => {
-                let entries = read_index(&self.store)?;
-                let entry = self
-                    .tagged(&entries, name, &tag, host)
-                    .ok_or_else(unknown)?;
+                let entry = tagged(&readable, &tag).ok_or_else(unknown)?;
                 (entry.digest, Some(entry.media_type))
             }
-            Some(ManifestRef::Digest(digest)) => (digest, None),
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MANIFEST_INVALID",
-                    format!("{reference:?} is neither a tag nor a digest"),
-                ))
-            }
-        };
-        match self.store.blob_size(&digest) {
-            Some(size) if size <= MAX_MANIFEST_BYTES as u64 => {}
+            Some(ManifestRef::Digest(digest)) if self.visible(&readable, &digest) => (digest, None),
+            // Not here, or not a reference at all: unknown either way.
             _ => return Err(unknown()),
-        }
-        let bytes = self.store.read_blob(&digest, MAX_MANIFEST_BYTES as u64)?;
-        // A blob that is not a manifest is not served as one.
-        ParsedManifest::parse(bytes, media_type.as_deref(), &digest.to_string())
-            .map_err(|_| unknown())
+        };
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            match store.blob_size(&digest) {
+                Some(size) if size <= MAX_MANIFEST_BYTES as u64 => {}
+                _ => return Ok(None),
+            }
+            let bytes = store.read_blob(&digest, MAX_MANIFEST_BYTES as u64)?;
+            // A blob that is not a manifest is not served as one.
+            Ok::<_, crate::store::StoreError>(
+                ParsedManifest::parse(bytes, media_type.as_deref(), &digest.to_string()).ok(),
+            )
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        read.ok_or_else(unknown)
     }
 
     /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
-    pub(super) fn manifest(
+    pub(super) async fn manifest(
         &self,
         name: &str,
         reference: &str,
-        host: &str,
         head: bool,
     ) -> Result<Response<Body>, ApiError> {
-        let manifest = self.find_manifest(name, reference, host)?;
+        let manifest = self.find_manifest(name, reference).await?;
         let response = builder(StatusCode::OK)
             .header("Content-Type", &manifest.media_type)
             .header("Content-Length", manifest.bytes.len())
@@ -202,6 +169,7 @@ impl Server {
     /// `GET`/`HEAD /v2/<name>/blobs/<digest>`, with a single `Range`.
     pub(super) async fn blob(
         &self,
+        name: &str,
         digest: &str,
         range: Option<&str>,
         head: bool,
@@ -209,6 +177,10 @@ impl Server {
         let digest: Digest = digest
             .parse()
             .map_err(|e| ApiError::digest_invalid(format!("{digest}: {e}")))?;
+        let readable = self.readable(name).await?;
+        if !self.visible(&readable, &digest) {
+            return Err(ApiError::blob_unknown(&digest.to_string()));
+        }
         let path = self.store.blob_path(&digest);
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
@@ -219,9 +191,9 @@ impl Server {
         };
         let size = file.metadata().await.map_err(ApiError::internal)?.len();
         let (status, start, length) = match range.map(|r| parse_range(r, size)) {
-            None => (StatusCode::OK, 0, size),
-            Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-            Some(None) => {
+            None | Some(Range::Ignored) => (StatusCode::OK, 0, size),
+            Some(Range::Bytes(start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            Some(Range::Unsatisfiable) => {
                 return Ok(builder(StatusCode::RANGE_NOT_SATISFIABLE)
                     .header("Content-Range", format!("bytes */{size}"))
                     .body(empty())
@@ -256,9 +228,10 @@ impl Server {
     }
 
     /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`: an index of
-    /// the referrers the store keeps for the digest (empty when none).
-    pub(super) fn referrers(
+    /// the referrers this repository keeps for the digest (empty when none).
+    pub(super) async fn referrers(
         &self,
+        name: &str,
         subject: &str,
         query: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
@@ -266,34 +239,56 @@ impl Server {
             .parse()
             .map_err(|e| ApiError::digest_invalid(format!("{subject}: {e}")))?;
         let filter = query_param(query, "artifactType");
-        let mut listed = Vec::new();
-        for entry in read_index(&self.store)? {
+        let readable = self.readable(name).await?;
+        // Pushed here: listed even before its subject comes (the spec
+        // allows a referrer first); pulled with its subject: listed where
+        // the subject is.
+        let repository = readable.repo.full();
+        let mut chosen = Vec::new();
+        for entry in &readable.entries {
             let Some(link) = entry.link() else { continue };
             if link.subject != subject || link.tag.is_some() {
                 continue;
             }
-            if filter.is_some() && filter != entry.artifact_type {
+            let here = match entry.annotations.get(names::REFERRER_REPOSITORY) {
+                Some(pushed_to) => *pushed_to == repository,
+                None => readable.scope.contains(&subject),
+            };
+            if !here || (filter.is_some() && filter != entry.artifact_type) {
                 continue;
             }
-            let mut descriptor = serde_json::json!({
-                "mediaType": entry.media_type,
-                "digest": entry.digest,
-                "size": entry.size,
-            });
-            if let Some(kind) = &entry.artifact_type {
-                descriptor["artifactType"] = kind.clone().into();
-            }
-            let annotations = self
-                .store
-                .read_blob(&entry.digest, MAX_MANIFEST_BYTES as u64)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|m| m.get("annotations").cloned());
-            if let Some(annotations) = annotations.filter(|a| a.is_object()) {
-                descriptor["annotations"] = annotations;
-            }
-            listed.push(descriptor);
+            chosen.push(entry.clone());
         }
+        let store = self.store.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut listed = Vec::new();
+            let mut seen = BTreeSet::new();
+            for entry in chosen {
+                if !seen.insert(entry.digest.clone()) {
+                    continue;
+                }
+                let mut descriptor = serde_json::json!({
+                    "mediaType": entry.media_type,
+                    "digest": entry.digest,
+                    "size": entry.size,
+                });
+                if let Some(kind) = &entry.artifact_type {
+                    descriptor["artifactType"] = kind.clone().into();
+                }
+                let annotations = store
+                    .read_blob(&entry.digest, MAX_MANIFEST_BYTES as u64)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|m| m.get("annotations").cloned());
+                if let Some(annotations) = annotations.filter(|a| a.is_object()) {
+                    descriptor["annotations"] = annotations;
+                }
+                listed.push(descriptor);
+            }
+            listed
+        })
+        .await
+        .map_err(ApiError::internal)?;
         let body = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_INDEX,
@@ -309,29 +304,104 @@ impl Server {
     }
 }
 
-/// `bytes=START-[END]` within `size`, as inclusive bounds.
-fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = header.trim().strip_prefix("bytes=")?;
-    let (start, end) = spec.split_once('-')?;
-    let start: u64 = start.trim().parse().ok()?;
-    let end: u64 = match end.trim() {
-        "" => size.checked_sub(1)?,
-        end => end.parse::<u64>().ok()?.min(size.checked_sub(1)?),
+/// The entry a tag names in the repository: an image, else a cosign tag
+/// kept with one of its images.
+pub(super) fn tagged(readable: &Readable, tag: &str) -> Option<IndexEntry> {
+    let exact = named(&readable.entries)
+        .into_iter()
+        .find(|(reference, _)| readable.repo.holds(reference) && reference.tag() == Some(tag));
+    if let Some((_, entry)) = exact {
+        return Some(entry.clone());
+    }
+    cosign_tags(readable)
+        .into_iter()
+        .find(|(t, _)| t == tag)
+        .map(|(_, entry)| entry)
+}
+
+/// The cosign tags (`sha256-<hex>.sig`, …) of the repository's images.
+fn cosign_tags(readable: &Readable) -> Vec<(String, IndexEntry)> {
+    let images: BTreeSet<&Digest> = named(&readable.entries)
+        .into_iter()
+        .filter(|(reference, _)| readable.repo.holds(reference))
+        .map(|(_, e)| &e.digest)
+        .collect();
+    readable
+        .entries
+        .iter()
+        .filter(|e| names::referrer_listed_in(e, &readable.repo))
+        .filter_map(|e| {
+            let link = e.link()?;
+            let tag = link.tag?;
+            images.contains(&link.subject).then(|| (tag, e.clone()))
+        })
+        .collect()
+}
+
+/// A `Range` header, read as RFC 9110 says: one satisfiable byte range is
+/// served; a header we do not understand (another unit, several ranges)
+/// is ignored; a range wholly past the end is unsatisfiable.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    Bytes(u64, u64),
+    Ignored,
+    Unsatisfiable,
+}
+
+/// `bytes=START-[END]` or `bytes=-SUFFIX` within `size`, as inclusive bounds.
+fn parse_range(header: &str, size: u64) -> Range {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Range::Ignored;
     };
-    (start <= end && start < size).then_some((start, end))
+    if spec.contains(',') {
+        return Range::Ignored;
+    }
+    let Some((start, end)) = spec.split_once('-') else {
+        return Range::Ignored;
+    };
+    let (start, end) = (start.trim(), end.trim());
+    if start.is_empty() {
+        // The last `end` bytes.
+        return match end.parse::<u64>() {
+            Ok(0) => Range::Unsatisfiable,
+            Ok(_) if size == 0 => Range::Unsatisfiable,
+            Ok(suffix) => Range::Bytes(size - suffix.min(size), size - 1),
+            Err(_) => Range::Ignored,
+        };
+    }
+    let Ok(start) = start.parse::<u64>() else {
+        return Range::Ignored;
+    };
+    let last = match end {
+        "" => None,
+        end => match end.parse::<u64>() {
+            Ok(end) if end >= start => Some(end),
+            _ => return Range::Ignored,
+        },
+    };
+    if start >= size {
+        return Range::Unsatisfiable;
+    }
+    Range::Bytes(start, last.unwrap_or(size - 1).min(size - 1))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{parse_range, Range};
 
     #[test]
-    fn ranges_are_inclusive_and_bounded() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=90-500", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
+    fn ranges_follow_rfc_9110() {
+        use Range::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Bytes(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=90-500", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Bytes(90, 99));
+        assert_eq!(parse_range("bytes=-500", 100), Bytes(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Ignored);
+        assert_eq!(parse_range("items=0-1", 100), Ignored);
+        assert_eq!(parse_range("bytes=0-1,5-9", 100), Ignored);
+        assert_eq!(parse_range("bytes=x-", 100), Ignored);
     }
 }

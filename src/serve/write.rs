@@ -3,34 +3,28 @@
 //! against what arrived, cross-repository mounts), manifests (parsed, every
 //! blob they name present, then tagged atomically or kept with their
 //! subject) and deletes. A blob is visible only once its digest checked
-//! out; a push that stops half way leaves no tag. Each upload holds the
-//! store's shared writer lock, and a finished blob keeps it until a
-//! manifest is tagged in its repository (or the session timeout passes), so
-//! a `gc` beside the server never deletes what a push has verified but not
-//! yet tagged.
+//! out; a push that stops half way leaves no tag. No lock is held between
+//! requests: a finished blob is protected from gc by the store itself
+//! (`store::protect`, for `--upload-timeout`) until a manifest that
+//! references it commits, and the manifest commit checks its whole graph
+//! under the lock gc excludes. Pushes are stored under the server's own
+//! name (`serve::names`).
 
 use super::http::{builder, empty, ApiError, Body};
+use super::names::{self, Repo, REFERRER_REPOSITORY};
 use super::routes::{manifest_ref, query_param, ManifestRef};
-use super::{Pending, Server, Session};
-use crate::store::IndexEntry;
+use super::{Server, Session};
+use crate::store::{IndexEntry, StoreError};
 use crate::types::manifest::{descriptor_digest, is_foreign_layer, MAX_MANIFEST_BYTES};
 use crate::types::referrer::is_cosign_tag;
-use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
+use crate::types::{Digest, ParsedManifest, ReferrerLink};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
+use std::net::IpAddr;
 use std::time::Instant;
 
 impl Server {
-    /// The store's writer lock, taken off the async threads (it may wait for a gc).
-    async fn writer_lock(&self) -> Result<crate::store::lock::LockGuard, ApiError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.lock_writer())
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::from)
-    }
-
     fn upload_location(name: &str, id: &str) -> String {
         format!("/v2/{name}/blobs/uploads/{id}")
     }
@@ -44,12 +38,31 @@ impl Server {
             .expect("valid response")
     }
 
-    fn keep_pending(&self, name: &str, lock: crate::store::lock::LockGuard) {
-        self.pending.lock().expect("pending").push(Pending {
-            repository: name.to_owned(),
-            since: Instant::now(),
-            _lock: lock,
-        });
+    /// Where a push to `name` goes.
+    async fn push_repo(&self, name: &str) -> Result<Repo, ApiError> {
+        let (entries, _) = self.index().await?;
+        names::push_target(&self.name, name, &entries)
+    }
+
+    /// Refuse a body that announces more than a blob may hold.
+    fn check_length(&self, already: u64, length: Option<u64>) -> Result<(), ApiError> {
+        match length {
+            Some(length) if already.saturating_add(length) > self.limits.max_blob_size => {
+                Err(self.blob_too_large())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn blob_too_large(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!(
+                "a blob may hold at most {} bytes here (ferry serve --max-blob-size)",
+                self.limits.max_blob_size
+            ),
+        )
     }
 
     /// `POST /v2/<name>/blobs/uploads/`: a mount, a monolithic upload
@@ -58,35 +71,58 @@ impl Server {
         &self,
         name: &str,
         query: Option<&str>,
+        length: Option<u64>,
         body: Incoming,
+        client: IpAddr,
     ) -> Result<Response<Body>, ApiError> {
+        let repo = self.push_repo(name).await?;
         if let Some(mount) = query_param(query, "mount") {
             let digest = parse_digest(&mount)?;
-            if self.store.blob_size(&digest).is_some() {
-                let lock = self.writer_lock().await?;
-                self.keep_pending(name, lock);
-                return Ok(Self::blob_created(name, &digest));
+            // Only from a repository that shows the blob (spec: otherwise
+            // a session, 202); without `from`, always a session.
+            if let Some(from) = query_param(query, "from").filter(|f| super::valid_name(f)) {
+                let source = self.readable(&from).await?;
+                if self.visible(&source, &digest)
+                    && self.store.claim_async(&digest, None).await?.is_some()
+                {
+                    self.add_pending(&repo, &digest)?;
+                    return Ok(Self::blob_created(name, &digest));
+                }
             }
         }
-        let lock = self.writer_lock().await?;
-        let mut upload = self.store.start_upload().await?;
         if let Some(digest) = query_param(query, "digest") {
             let digest = parse_digest(&digest)?;
-            receive(&mut upload, body).await?;
+            self.check_length(0, length)?;
+            let mut upload = self.store.start_upload()?;
+            self.receive(&mut upload, body).await?;
             upload.finish(&digest).await?;
-            self.keep_pending(name, lock);
+            self.add_pending(&repo, &digest)?;
             return Ok(Self::blob_created(name, &digest));
         }
         let id = format!("{:032x}", rand::random::<u128>());
-        self.sessions.lock().expect("sessions").insert(
-            id.clone(),
-            Session {
-                repository: name.to_owned(),
-                upload,
-                touched: Instant::now(),
-                lock,
-            },
-        );
+        {
+            let mut sessions = self.sessions.lock().expect("sessions");
+            if sessions.len() >= self.limits.max_uploads {
+                return Err(ApiError::too_many(
+                    "too many uploads are open on this registry (ferry serve --max-uploads); try again shortly",
+                ));
+            }
+            let mine = sessions.values().filter(|s| s.client == client).count();
+            if mine >= self.limits.max_uploads_per_client {
+                return Err(ApiError::too_many(
+                    "too many uploads are open from this address (ferry serve --max-uploads-per-client); finish or cancel some",
+                ));
+            }
+            sessions.insert(
+                id.clone(),
+                Session {
+                    repository: repo,
+                    client,
+                    upload: self.store.start_upload()?,
+                    touched: Instant::now(),
+                },
+            );
+        }
         Ok(builder(StatusCode::ACCEPTED)
             .header("Location", Self::upload_location(name, &id))
             .header("Range", "0-0")
@@ -100,7 +136,7 @@ impl Server {
     fn take_session(&self, name: &str, id: &str) -> Result<Session, ApiError> {
         let mut sessions = self.sessions.lock().expect("sessions");
         match sessions.remove(id) {
-            Some(session) if session.repository == name => Ok(session),
+            Some(session) if session.repository.repository == name => Ok(session),
             Some(session) => {
                 sessions.insert(id.to_owned(), session);
                 Err(ApiError::upload_unknown())
@@ -138,6 +174,7 @@ impl Server {
         name: &str,
         id: &str,
         content_range: Option<&str>,
+        length: Option<u64>,
         body: Incoming,
     ) -> Result<Response<Body>, ApiError> {
         let mut session = self.take_session(name, id)?;
@@ -159,8 +196,9 @@ impl Server {
                     .expect("valid response"));
             }
         }
-        // A failed chunk ends the session: its bytes cannot be trusted.
-        receive(&mut session.upload, body).await?;
+        // A refused or failed chunk ends the session: its bytes cannot be trusted.
+        self.check_length(session.upload.written(), length)?;
+        self.receive(&mut session.upload, body).await?;
         let written = session.upload.written();
         self.put_back(id, session);
         Ok(Self::progress(name, id, written, StatusCode::ACCEPTED))
@@ -180,16 +218,20 @@ impl Server {
         name: &str,
         id: &str,
         query: Option<&str>,
+        length: Option<u64>,
         body: Incoming,
     ) -> Result<Response<Body>, ApiError> {
         let digest = query_param(query, "digest")
             .ok_or_else(|| ApiError::digest_invalid("the final PUT needs ?digest="))?;
         let digest = parse_digest(&digest)?;
         let mut session = self.take_session(name, id)?;
-        receive(&mut session.upload, body).await?;
-        let Session { upload, lock, .. } = session;
+        self.check_length(session.upload.written(), length)?;
+        self.receive(&mut session.upload, body).await?;
+        let Session {
+            upload, repository, ..
+        } = session;
         upload.finish(&digest).await?;
-        self.keep_pending(name, lock);
+        self.add_pending(&repository, &digest)?;
         Ok(Self::blob_created(name, &digest))
     }
 
@@ -201,12 +243,37 @@ impl Server {
             .expect("valid response"))
     }
 
-    /// `PUT /v2/<name>/manifests/<reference>`.
+    /// Stream a request body into an upload, refusing past the blob cap.
+    async fn receive(
+        &self,
+        upload: &mut crate::store::upload::Upload,
+        mut body: Incoming,
+    ) -> Result<(), ApiError> {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("the upload stopped: {e}"),
+                )
+            })?;
+            if let Some(data) = frame.data_ref() {
+                if upload.written() + data.len() as u64 > self.limits.max_blob_size {
+                    return Err(self.blob_too_large());
+                }
+                upload.write(data).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `PUT /v2/<name>/manifests/<reference>`: parsed, every descriptor it
+    /// names present in this repository, then committed by the store under
+    /// the lock gc excludes (which checks the whole graph once more).
     pub(super) async fn put_manifest(
         &self,
         name: &str,
         reference: &str,
-        host: &str,
         content_type: Option<&str>,
         body: Incoming,
     ) -> Result<Response<Body>, ApiError> {
@@ -232,7 +299,10 @@ impl Server {
                 ))
             }
         };
-        // Every blob and child manifest it names must be here already.
+        let repo = self.push_repo(name).await?;
+        // Every blob and child manifest it names must be in this repository.
+        let readable = self.readable_repo(&repo).await?;
+        let mut children = std::collections::HashSet::new();
         for child in manifest.children() {
             if manifest.image().is_some() && is_foreign_layer(child) {
                 continue;
@@ -240,27 +310,12 @@ impl Server {
             let digest = descriptor_digest(child).map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", e.to_string())
             })?;
-            if self.store.blob_size(&digest) != Some(child.size()) {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("{name}:{reference} refers to {digest} ({} bytes), which this registry does not hold; push it first", child.size()),
-                ));
+            if !self.visible(&readable, &digest) {
+                return Err(blob_unknown(name, reference, &digest, child.size()));
             }
+            children.insert(digest);
         }
-        let lock = self.writer_lock().await?;
-        self.store
-            .put_blob_bytes(&manifest.digest, &manifest.bytes)
-            .await?;
         let subject = subject_of(&manifest);
-        if let Some(subject) = &subject {
-            let link = ReferrerLink {
-                subject: subject.clone(),
-                tag: None,
-            };
-            self.store
-                .add_referrer(IndexEntry::referrer(&manifest, &link))?;
-        }
         // A cosign signature tag (`sha256-<hex>.sig`) is kept with its image.
         let cosign = tag.as_deref().filter(|t| is_cosign_tag(t)).and_then(|t| {
             let hex = t.strip_prefix("sha256-")?.split('.').next()?;
@@ -270,31 +325,30 @@ impl Server {
                 tag: Some(t.to_owned()),
             })
         });
-        match (&tag, cosign) {
-            (Some(_), Some(link)) => {
-                self.store
-                    .add_referrer(IndexEntry::referrer(&manifest, &link))?;
-                drop(lock);
-            }
-            (Some(tag), None) => {
-                let full = stored_name(host, &self.host, name, tag)?;
-                let entry = IndexEntry::new(
-                    &manifest.media_type,
-                    manifest.digest.clone(),
-                    manifest.bytes.len() as u64,
-                );
-                self.store.set_tag(&full, entry)?;
-                // Tagged: the blobs pushed for it are referenced now.
-                self.pending
-                    .lock()
-                    .expect("pending")
-                    .retain(|p| p.repository != name);
-                drop(lock);
-            }
-            (None, _) if subject.is_some() => drop(lock),
-            // A child pushed by digest: its index comes next.
-            (None, _) => self.keep_pending(name, lock),
-        }
+        let commit = Commit {
+            referrer: subject
+                .clone()
+                .map(|subject| ReferrerLink { subject, tag: None }),
+            cosign,
+            tag: match &tag {
+                Some(tag) if !is_cosign_tag(tag) => Some(repo.tagged(tag)?),
+                _ => None,
+            },
+            pin: match (&tag, &subject) {
+                (None, None) => Some(repo.pinned(&manifest.digest)?),
+                _ => None,
+            },
+        };
+        let store = self.store.clone();
+        let committed = {
+            let (manifest, repo) = (manifest.clone(), repo.clone());
+            tokio::task::spawn_blocking(move || commit.apply(&store, &manifest, &repo))
+                .await
+                .map_err(ApiError::internal)?
+        };
+        committed.map_err(|e| commit_error(e, name, reference))?;
+        children.insert(manifest.digest.clone());
+        self.settle_pending(&repo, &children);
         let mut response = builder(StatusCode::CREATED)
             .header(
                 "Location",
@@ -308,50 +362,178 @@ impl Server {
         Ok(response.body(empty()).expect("valid response"))
     }
 
+    /// A push target's readable view (its scope and pending uploads).
+    async fn readable_repo(&self, repo: &Repo) -> Result<super::Readable, ApiError> {
+        let (entries, id) = self.index().await?;
+        let scopes = self.scopes.clone();
+        let (store, target, listed) = (self.store.clone(), repo.clone(), entries.clone());
+        let scope = tokio::task::spawn_blocking(move || scopes.of(&store, &target, &listed, id))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(super::Readable {
+            repo: repo.clone(),
+            entries,
+            scope,
+        })
+    }
+
     /// `DELETE /v2/<name>/manifests/<reference>`: a tag untags; a digest
-    /// removes every tag of the repository that points at it (or the
-    /// referrer with that digest).
-    pub(super) fn delete_manifest(
+    /// removes every tag and pin of this one repository that points at it
+    /// (or its referrer with that digest, or a cosign tag).
+    pub(super) async fn delete_manifest(
         &self,
         name: &str,
         reference: &str,
     ) -> Result<Response<Body>, ApiError> {
-        let entries = crate::store::index::read_index(&self.store)?;
-        let mut names = Vec::new();
-        for entry in &entries {
+        let unknown = || ApiError::manifest_unknown(&format!("{name}:{reference}"));
+        let readable = self.readable(name).await?;
+        let repo = readable.repo.clone();
+        let wanted = manifest_ref(reference).ok_or_else(unknown)?;
+        let mut doomed = Vec::new();
+        for entry in &readable.entries {
             let Some(full) = entry.name() else { continue };
-            if full.repository() != name {
+            if !repo.holds(&full) {
                 continue;
             }
-            let hit = match manifest_ref(reference) {
-                Some(ManifestRef::Tag(tag)) => full.tag() == Some(tag.as_str()),
-                Some(ManifestRef::Digest(digest)) => entry.digest == digest,
-                None => false,
+            let hit = match &wanted {
+                ManifestRef::Tag(tag) => full.tag() == Some(tag.as_str()),
+                ManifestRef::Digest(digest) => &entry.digest == digest,
             };
             if hit {
-                names.push(full.to_string());
+                doomed.push(full.to_string());
             }
         }
-        if names.is_empty() {
-            // A referrer: by its digest, or a cosign tag.
-            let removed = match manifest_ref(reference) {
-                Some(ManifestRef::Digest(digest)) => {
-                    self.store.remove_referrers(|e| e.digest == digest)?
-                }
-                Some(ManifestRef::Tag(tag)) => self.store.remove_referrers(|e| {
-                    e.link().and_then(|l| l.tag).as_deref() == Some(tag.as_str())
-                })?,
-                None => false,
-            };
-            if !removed {
-                return Err(ApiError::manifest_unknown(&format!("{name}:{reference}")));
+        let store = self.store.clone();
+        let removed = match (doomed.is_empty(), wanted) {
+            (false, _) => {
+                tokio::task::spawn_blocking(move || store.rmi(&doomed, true).map(|_| true)).await
             }
-        } else {
-            self.store.rmi(&names, true)?;
+            // A referrer of this repository: by its digest, or a cosign tag.
+            (true, ManifestRef::Digest(digest)) => {
+                let scope = readable.scope.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.remove_referrers(|e| {
+                        e.digest == digest
+                            && match e.annotations.get(REFERRER_REPOSITORY) {
+                                Some(repository) => *repository == repo.full(),
+                                None => e.link().is_some_and(|l| scope.contains(&l.subject)),
+                            }
+                    })
+                })
+                .await
+            }
+            (true, ManifestRef::Tag(tag)) => {
+                let Some(entry) = super::read::tagged(&readable, &tag) else {
+                    return Err(unknown());
+                };
+                tokio::task::spawn_blocking(move || {
+                    store.remove_referrers(|e| {
+                        e.digest == entry.digest
+                            && e.link() == entry.link()
+                            && names::referrer_listed_in(e, &repo)
+                    })
+                })
+                .await
+            }
+        };
+        if !removed.map_err(ApiError::internal)?? {
+            return Err(unknown());
         }
         Ok(builder(StatusCode::ACCEPTED)
             .body(empty())
             .expect("valid response"))
+    }
+}
+
+/// How a pushed manifest becomes visible.
+struct Commit {
+    /// Kept with its subject (an OCI 1.1 referrer).
+    referrer: Option<ReferrerLink>,
+    /// A cosign tag: replaces the one it had in this repository.
+    cosign: Option<ReferrerLink>,
+    /// A tag of this repository.
+    tag: Option<crate::types::Reference>,
+    /// Pushed by digest alone: pinned in this repository until deleted.
+    pin: Option<crate::types::Reference>,
+}
+
+impl Commit {
+    fn apply(
+        self,
+        store: &crate::store::Store,
+        manifest: &ParsedManifest,
+        repo: &Repo,
+    ) -> Result<(), StoreError> {
+        store.stage_bytes(&manifest.bytes)?.commit(store)?;
+        let entry = IndexEntry::new(
+            &manifest.media_type,
+            manifest.digest.clone(),
+            manifest.bytes.len() as u64,
+        );
+        let kept = |link: &ReferrerLink| {
+            let mut entry = IndexEntry::referrer(manifest, link);
+            entry
+                .annotations
+                .insert(REFERRER_REPOSITORY.to_owned(), repo.full());
+            entry
+        };
+        if let Some(link) = &self.referrer {
+            store.add_referrer(kept(link))?;
+        }
+        if let Some(link) = &self.cosign {
+            store.replace_referrer(kept(link), |e| {
+                e.link().as_ref() == Some(link)
+                    && e.annotations.get(REFERRER_REPOSITORY) == Some(&repo.full())
+            })?;
+        }
+        if let Some(name) = &self.tag {
+            store.set_tag(name, entry.clone())?;
+            // Children pushed by digest for this image need no pin now.
+            let reached = store.reachable(&entry.digest, &entry.media_type)?;
+            store.update_index(|entries, _| {
+                entries.retain(|e| {
+                    !(e.digest != entry.digest
+                        && reached.contains_key(&e.digest)
+                        && e.name()
+                            .is_some_and(|n| repo.holds(&n) && n.tag().is_none()))
+                });
+                Ok(())
+            })?;
+        }
+        if let Some(name) = &self.pin {
+            store.set_tag(name, entry)?;
+        }
+        Ok(())
+    }
+}
+
+fn blob_unknown(name: &str, reference: &str, digest: &Digest, size: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "MANIFEST_BLOB_UNKNOWN",
+        format!("{name}:{reference} refers to {digest} ({size} bytes), which this repository does not hold; push it first"),
+    )
+}
+
+/// A store refusal of a manifest commit, in the API's terms.
+fn commit_error(error: StoreError, name: &str, reference: &str) -> ApiError {
+    match error {
+        StoreError::MissingBlob(digest) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            format!("{name}:{reference} refers to {digest}, which this registry does not hold; push it first"),
+        ),
+        StoreError::Invalid { message, .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            format!("{name}:{reference}: {message}"),
+        ),
+        StoreError::Corrupt { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            format!("{name}:{reference} refers to a blob that is not a readable manifest (an index lists manifests only; push its children first)"),
+        ),
+        other => ApiError::from(other),
     }
 }
 
@@ -375,34 +557,6 @@ fn subject_of(manifest: &ParsedManifest) -> Option<Digest> {
         .as_str()?
         .parse()
         .ok()
-}
-
-/// The store name for a pushed tag: the host the client addressed (so
-/// `docker push HOST/team/app:1.0` lands as that name), else the server's.
-fn stored_name(host: &str, fallback: &str, name: &str, tag: &str) -> Result<Reference, ApiError> {
-    Reference::parse(&format!("{host}/{name}:{tag}"))
-        .or_else(|_| Reference::parse(&format!("{fallback}/{name}:{tag}")))
-        .map_err(|e| ApiError::name_invalid(&e.to_string()))
-}
-
-/// Stream a request body into an upload.
-async fn receive(
-    upload: &mut crate::store::upload::Upload,
-    mut body: Incoming,
-) -> Result<(), ApiError> {
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BLOB_UPLOAD_INVALID",
-                format!("the upload stopped: {e}"),
-            )
-        })?;
-        if let Some(data) = frame.data_ref() {
-            upload.write(data).await?;
-        }
-    }
-    Ok(())
 }
 
 /// A whole small body, refused past `limit` bytes.

@@ -147,6 +147,7 @@ impl Store {
                     WRITE_BUFFER,
                     tokio::fs::File::from_std(file),
                 )),
+                lazy: None,
                 keep_on_drop: true,
             },
             verifier: Some(verifier),
@@ -165,7 +166,11 @@ impl Store {
 
     /// Store bytes held in memory (manifests, configs) under their digest.
     pub async fn put_blob_bytes(&self, digest: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
-        if self.blob_size(digest) == Some(bytes.len() as u64) {
+        if self
+            .claim_async(digest, Some(bytes.len() as u64))
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let mut writer = self.blob_writer(digest, Some(bytes.len() as u64)).await?;
@@ -175,11 +180,15 @@ impl Store {
 }
 
 /// A private file under `ingest/` that becomes a blob only through
-/// [`IngestFile::publish`]; dropped unpublished, it is deleted.
+/// [`IngestFile::publish`]; dropped unpublished, it is deleted. It is
+/// `flock`ed while open, so gc knows it is in use.
 pub(super) struct IngestFile {
     store: Store,
     temp: Option<PathBuf>,
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// Created at the first write (an upload session holds no descriptor
+    /// and no buffer until bytes arrive), with this buffer size.
+    lazy: Option<usize>,
     /// A resumable partial is kept when dropped (a failed or killed
     /// transfer continues from it next time), unless its bytes proved bad.
     keep_on_drop: bool,
@@ -187,23 +196,51 @@ pub(super) struct IngestFile {
 
 impl IngestFile {
     pub(super) async fn create(store: &Store, label: &str) -> Result<IngestFile, StoreError> {
+        let mut ingest = IngestFile::lazy(store, label, WRITE_BUFFER);
+        ingest.open().await?;
+        Ok(ingest)
+    }
+
+    /// An ingest file created only when the first bytes arrive.
+    pub(super) fn lazy(store: &Store, label: &str, buffer: usize) -> IngestFile {
         let temp = store.root.join("ingest").join(format!(
             "{label}-{}-{:x}.partial",
             std::process::id(),
             rand::random::<u64>()
         ));
-        let file = tokio::fs::File::create(&temp)
-            .await
-            .map_err(|e| StoreError::io(&temp, e))?;
-        Ok(IngestFile {
+        IngestFile {
             store: store.clone(),
             temp: Some(temp),
-            file: Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)),
+            file: None,
+            lazy: Some(buffer),
             keep_on_drop: false,
+        }
+    }
+
+    /// Create the file (locked: in use) when it is not there yet.
+    async fn open(&mut self) -> Result<(), StoreError> {
+        let Some(buffer) = self.lazy.take() else {
+            return Ok(());
+        };
+        let temp = self.temp.clone().expect("open ingest file");
+        let path = temp.clone();
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::File::create(&path)?;
+            file.try_lock().map_err(std::io::Error::other)?;
+            Ok(file)
         })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| StoreError::io(&temp, e))?;
+        self.file = Some(tokio::io::BufWriter::with_capacity(
+            buffer,
+            tokio::fs::File::from_std(file),
+        ));
+        Ok(())
     }
 
     pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.open().await?;
         let temp = self.temp.as_ref().expect("open ingest file");
         self.file
             .as_mut()
@@ -215,6 +252,7 @@ impl IngestFile {
 
     /// Flush and fsync; the bytes are then on disk, not yet a blob.
     pub(super) async fn sync(&mut self) -> Result<(), StoreError> {
+        self.open().await?;
         let temp = self.temp.clone().expect("open ingest file");
         let mut file = self.file.take().expect("open ingest file");
         file.flush().await.map_err(|e| StoreError::io(&temp, e))?;
@@ -228,11 +266,14 @@ impl IngestFile {
     pub(super) async fn publish(mut self, digest: &Digest) -> Result<(), StoreError> {
         let temp = self.temp.clone().expect("open ingest file");
         let target = self.store.blob_path(digest);
-        let to = target.clone();
-        let published = tokio::task::spawn_blocking(move || publish(&temp, &to))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        published.map_err(|e| StoreError::io(&target, e))?;
+        let (store, digest) = (self.store.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || {
+            store.commit_protected(&digest, || {
+                publish(&temp, &target).map_err(|e| StoreError::io(&target, e))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Conflict(format!("publishing stopped: {e}"))))?;
         self.temp = None;
         Ok(())
     }

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// containerd's annotation for an image's full name.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The repository a referrer was pushed to (`ferry serve`); without it a
+/// referrer goes with its subject wherever that is.
+pub const REFERRER_REPOSITORY: &str = "dev.ferry.referrer.repository";
 
 /// Largest `index.json` ferry reads.
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
@@ -172,11 +175,28 @@ impl Store {
         Ok(result)
     }
 
+    /// Commit an index change that makes `entry` reachable: under the
+    /// writers' lock (gc excluded), check everything it reaches is present
+    /// and whole, apply the change, then drop those blobs' protections.
+    fn commit_entry<T>(
+        &self,
+        entry: &IndexEntry,
+        change: impl FnOnce(&mut Vec<IndexEntry>, &mut Metadata) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.committing(|| {
+            let reached = self.complete_graph(&entry.digest, &entry.media_type)?;
+            let result = self.update_index(change)?;
+            self.unprotect(&reached);
+            Ok(result)
+        })
+    }
+
     /// Point `name` at the manifest `target`. The image the tag held before
-    /// stays as a dangling entry when nothing else references it.
+    /// stays as a dangling entry when nothing else references it. Refused
+    /// when anything the manifest reaches is missing.
     pub fn set_tag(&self, name: &Reference, target: IndexEntry) -> Result<TagChange, StoreError> {
         let now = crate::types::time::now_unix();
-        self.update_index(|entries, metadata| {
+        self.commit_entry(&target.clone(), |entries, metadata| {
             metadata.touch(&target.digest, now);
             let current = entries.iter().position(|e| e.name().as_ref() == Some(name));
             let change = match current {
@@ -204,7 +224,7 @@ impl Store {
     /// Add an image without a name (docker's `<none>`), unless the store has it already.
     pub fn add_untagged(&self, entry: IndexEntry) -> Result<(), StoreError> {
         let now = crate::types::time::now_unix();
-        self.update_index(|entries, metadata| {
+        self.commit_entry(&entry.clone(), |entries, metadata| {
             metadata.touch(&entry.digest, now);
             if !entries
                 .iter()
@@ -228,13 +248,29 @@ impl Store {
     /// Keep a referrer with its subject (once per subject and tag).
     pub fn add_referrer(&self, entry: IndexEntry) -> Result<(), StoreError> {
         let link = entry.link();
-        self.update_index(|entries, _| {
-            if !entries
-                .iter()
-                .any(|e| e.digest == entry.digest && e.link() == link)
-            {
+        self.commit_entry(&entry.clone(), |entries, _| {
+            // Once per subject, tag and repository (pushed referrers are
+            // kept with the repository they were pushed to).
+            let repository = |e: &IndexEntry| e.annotations.get(REFERRER_REPOSITORY).cloned();
+            if !entries.iter().any(|e| {
+                e.digest == entry.digest && e.link() == link && repository(e) == repository(&entry)
+            }) {
                 entries.push(entry);
             }
+            Ok(())
+        })
+    }
+
+    /// Keep a referrer in place of the ones `replaced` picks (a cosign tag
+    /// pushed again points at its new signature).
+    pub fn replace_referrer(
+        &self,
+        entry: IndexEntry,
+        replaced: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.commit_entry(&entry.clone(), |entries, _| {
+            entries.retain(|e| !(e.is_referrer() && replaced(e)));
+            entries.push(entry);
             Ok(())
         })
     }

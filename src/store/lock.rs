@@ -1,8 +1,13 @@
 //! Store locks, as advisory `flock`s that die with their holder (so a lock
 //! is never stale): `ferry/lock` guards index.json and metadata for short
-//! read-modify-write steps; `ferry/gc.lock` is held shared by every writer
-//! for its whole run and exclusively by gc and prune, so a gc never deletes
-//! blobs a running pull has committed but not yet tagged.
+//! read-modify-write steps; `ferry/gc.lock` is held shared for the short
+//! commit sections of writers (a blob published with its protection, a tag
+//! set after its references were checked) and exclusively by gc, rmi and
+//! prune while they decide and delete. No writer holds it across a wait for
+//! the network or a client: what a running pull or push has committed but
+//! not yet tagged is protected per blob (`store::protect`), not by a lock.
+//! A handle made with [`Store::with_lock_wait`] gives up after that long
+//! with [`StoreError::Busy`] instead of waiting without end.
 
 use super::{Store, StoreError};
 use std::fs::File;
@@ -21,7 +26,7 @@ impl Store {
         self.lock_file("lock", true)
     }
 
-    /// Take the writers' shared lock (pull, load): gc waits for it.
+    /// Take the writers' shared lock for one commit section: gc waits for it.
     pub fn lock_writer(&self) -> Result<LockGuard, StoreError> {
         self.lock_file("gc.lock", false)
     }
@@ -52,22 +57,34 @@ impl Store {
                 // Say who holds it before waiting: a lock never outlives its
                 // process (flock), so this is a live ferry doing real work.
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                tracing::warn!(
-                    "store {} is locked{}; waiting for it",
-                    self.root.display(),
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" by another ferry ({holder})")
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    holder => format!(" by another ferry ({holder})"),
+                };
+                match self.lock_wait {
+                    None => {
+                        tracing::warn!(
+                            "store {} is locked{holder}; waiting for it",
+                            self.root.display()
+                        );
+                        if exclusive {
+                            file.lock()
+                        } else {
+                            file.lock_shared()
+                        }
+                        .map_err(|e| StoreError::io(&path, e))?;
                     }
-                );
-                if exclusive {
-                    file.lock()
-                } else {
-                    file.lock_shared()
+                    Some(wait) => {
+                        wait_for_lock(&file, exclusive, started + wait).map_err(|e| match e {
+                            None => StoreError::Busy(format!(
+                                "{} is held{holder} for longer than {} s (a gc or prune running?)",
+                                name,
+                                wait.as_secs()
+                            )),
+                            Some(e) => StoreError::io(&path, e),
+                        })?;
+                    }
                 }
-                .map_err(|e| StoreError::io(&path, e))?;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&path, e)),
         }
@@ -86,5 +103,32 @@ impl Store {
             );
         }
         Ok(LockGuard { _file: file })
+    }
+}
+
+/// Poll for a lock until `deadline`: `Err(None)` when it passed.
+fn wait_for_lock(
+    file: &File,
+    exclusive: bool,
+    deadline: Instant,
+) -> Result<(), Option<std::io::Error>> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let attempt = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Some(e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }

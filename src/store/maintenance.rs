@@ -31,6 +31,9 @@ pub struct PrunedImage {
 pub struct GcReport {
     pub blobs: Vec<(Digest, u64)>,
     pub ingest_files: usize,
+    /// Unreferenced blobs kept because a writer committed them and its
+    /// manifest may still come (their protection has not expired).
+    pub protected: usize,
 }
 
 /// What `verify` found.
@@ -163,9 +166,14 @@ impl Store {
             })?,
         };
         let referenced = self.referenced(&entries)?;
+        let protected = self.protected(dry_run)?;
         let mut report = GcReport::default();
         for (digest, size) in self.stored_blobs()? {
             if referenced.contains_key(&digest) {
+                continue;
+            }
+            if protected.contains(&digest) {
+                report.protected += 1;
                 continue;
             }
             if !dry_run {
@@ -174,11 +182,15 @@ impl Store {
             }
             report.blobs.push((digest, size));
         }
-        // No writer runs while we hold the gc lock exclusively, so every
-        // ingest file is abandoned.
+        // Writers run beside a gc: an ingest file is abandoned when nobody
+        // holds its lock and no live process on this machine owns it (or it
+        // is older than a day).
         let ingest = self.root().join("ingest");
         if let Ok(listing) = std::fs::read_dir(&ingest) {
             for item in listing.flatten() {
+                if !ingest_abandoned(&item) {
+                    continue;
+                }
                 report.ingest_files += 1;
                 if !dry_run {
                     let _ = std::fs::remove_file(item.path());
@@ -274,9 +286,11 @@ impl Store {
             .reachable(&removed.digest, &removed.media_type)
             .unwrap_or_default();
         let still_used = self.referenced(&read_index(self)?)?;
+        // Blobs a running pull or push committed for its own manifest stay.
+        let protected = self.protected(true)?;
         let mut freed = 0;
         for (digest, size) in candidates {
-            if still_used.contains_key(&digest) {
+            if still_used.contains_key(&digest) || protected.contains(&digest) {
                 continue;
             }
             let path = self.blob_path(&digest);
@@ -491,4 +505,23 @@ fn hash_file(path: &std::path::Path, digest: &Digest) -> std::io::Result<(Digest
         total += read as u64;
         hasher.update(&buffer[..read]);
     }
+}
+
+/// Whether an ingest file is nobody's any more (see `gc`).
+fn ingest_abandoned(item: &std::fs::DirEntry) -> bool {
+    let Ok(file) = std::fs::File::open(item.path()) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => return false,
+        Err(std::fs::TryLockError::Error(_)) => return false,
+        Ok(()) => {}
+    }
+    let old = item
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
+    old || !super::protect::owner_alive(&item.file_name().to_string_lossy())
 }

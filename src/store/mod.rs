@@ -9,6 +9,7 @@ pub mod index;
 pub mod lock;
 pub mod maintenance;
 pub mod meta;
+pub mod protect;
 pub mod staging;
 pub mod upload;
 
@@ -56,6 +57,9 @@ pub enum StoreError {
     },
     #[error("{image}: {message}")]
     Invalid { image: String, message: String },
+    /// A lock could not be taken within the store's wait limit.
+    #[error("the store is busy: {0}; try again")]
+    Busy(String),
 }
 
 impl StoreError {
@@ -104,16 +108,30 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// How long a blob this handle commits (or finds present) stays
+    /// protected from gc when no image comes to reference it.
+    protection: std::time::Duration,
+    /// Longest wait for a store lock (`None`: as long as it takes).
+    lock_wait: Option<std::time::Duration>,
 }
+
+/// How long committed, unreferenced blobs stay protected by default: as
+/// long as a partial download is kept (a run that takes longer than this
+/// between a blob and its tag fails its tag commit cleanly instead).
+pub const DEFAULT_PROTECTION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl Store {
     /// Open the store at `root`, creating the layout when absent.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            protection: DEFAULT_PROTECTION,
+            lock_wait: None,
+        };
         for dir in [
             store.root.join("blobs/sha256"),
             store.root.join("ingest"),
-            store.root.join("ferry"),
+            store.root.join("ferry/protect"),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         }
@@ -129,6 +147,20 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// This handle with blobs it commits protected for `ttl` (a server:
+    /// the time a client has between its upload and its manifest).
+    pub fn with_protection(mut self, ttl: std::time::Duration) -> Store {
+        self.protection = ttl;
+        self
+    }
+
+    /// This handle waiting at most `wait` for a store lock, then failing
+    /// with [`StoreError::Busy`] (a server never waits on a gc for long).
+    pub fn with_lock_wait(mut self, wait: std::time::Duration) -> Store {
+        self.lock_wait = Some(wait);
+        self
     }
 
     /// The store's root directory.

@@ -138,18 +138,22 @@ impl StagedBlob {
                 self.digest
             )));
         };
-        let result = (|| {
-            if target.exists() {
-                return std::fs::remove_file(&path);
-            }
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
-            std::fs::rename(&path, &target)?;
-            sync_dir(target.parent().expect("blob dir"))
-        })();
+        let digest = self.digest.clone();
+        let result = store.commit_protected(&digest, || {
+            let moved = (|| {
+                if target.exists() {
+                    return std::fs::remove_file(&path);
+                }
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
+                std::fs::rename(&path, &target)?;
+                sync_dir(target.parent().expect("blob dir"))
+            })();
+            moved.map_err(|e| StoreError::io(&target, e))
+        });
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
         }
-        result.map_err(|e| StoreError::io(&target, e))
+        result
     }
 }
 

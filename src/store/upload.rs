@@ -9,6 +9,9 @@ use super::{Store, StoreError};
 use crate::types::digest::Algorithm;
 use crate::types::{Digest, Hasher};
 
+/// Write buffer of one upload, allocated when its first bytes arrive.
+const UPLOAD_BUFFER: usize = 128 * 1024;
+
 /// An upload in progress.
 pub struct Upload {
     ingest: IngestFile,
@@ -17,10 +20,11 @@ pub struct Upload {
 }
 
 impl Store {
-    /// Start an upload of unknown digest (sha256).
-    pub async fn start_upload(&self) -> Result<Upload, StoreError> {
+    /// Start an upload of unknown digest (sha256). Nothing is opened or
+    /// allocated until the first bytes arrive.
+    pub fn start_upload(&self) -> Result<Upload, StoreError> {
         Ok(Upload {
-            ingest: IngestFile::create(self, "upload").await?,
+            ingest: IngestFile::lazy(self, "upload", UPLOAD_BUFFER),
             hasher: Hasher::new(Algorithm::Sha256),
             written: 0,
         })

@@ -1,0 +1,225 @@
+//! Per-blob protection from gc: the store's one answer to "a writer has
+//! committed this blob, and the manifest that will reference it is not
+//! committed yet". Every commit of a blob into the store — a pull, a load,
+//! an import, a push into `ferry serve` — and every "already there" a
+//! writer relies on, records a protection for that one blob under the
+//! writers' shared lock: a file `ferry/protect/<alg>-<hex>.<expiry>.<n>`.
+//! gc (under the exclusive lock) keeps every blob with an unexpired
+//! protection and deletes expired ones. An index commit (a tag, a
+//! referrer, an untagged image) checks, under the same shared lock, that
+//! everything it reaches is present, and then drops the protections of
+//! those blobs: they are referenced now. Protection is never per
+//! repository and never tied to a request or a process: a killed writer's
+//! blobs stay protected until the time runs out, then are garbage.
+
+use super::{Store, StoreError};
+use crate::types::Digest;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+impl Store {
+    fn protect_dir(&self) -> PathBuf {
+        self.root.join("ferry").join("protect")
+    }
+
+    /// Record a protection for `digest`, for this handle's protection time.
+    /// Callers hold the writers' lock (see [`Store::committing`]).
+    fn protect_locked(&self, digest: &Digest) -> Result<(), StoreError> {
+        let expiry = crate::types::time::now_unix() + self.protection.as_secs() as i64;
+        let dir = self.protect_dir();
+        let path = dir.join(format!(
+            "{}-{}.{expiry}.{:x}",
+            digest.algorithm().name(),
+            digest.hex(),
+            rand::random::<u32>()
+        ));
+        match std::fs::File::create(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A store made before protections existed.
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+                std::fs::File::create(&path)
+                    .map(drop)
+                    .map_err(|e| StoreError::io(&path, e))
+            }
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Run one commit section under the writers' shared lock (gc excluded).
+    pub(super) fn committing<T>(
+        &self,
+        section: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _writers = self.lock_writer()?;
+        section()
+    }
+
+    /// Publish through `publish` (a rename into `blobs/`) with the blob's
+    /// protection recorded first, both under the writers' lock.
+    pub(super) fn commit_protected(
+        &self,
+        digest: &Digest,
+        publish: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.committing(|| {
+            self.protect_locked(digest)?;
+            publish()
+        })
+    }
+
+    /// The blob's size when the store has it (with `size`, only when it is
+    /// that size), protected from gc like a blob this handle committed: the
+    /// "already there" a writer skips its transfer on.
+    pub fn claim(&self, digest: &Digest, size: Option<u64>) -> Result<Option<u64>, StoreError> {
+        self.committing(|| match self.blob_size(digest) {
+            Some(found) if size.is_none_or(|s| s == found) => {
+                self.protect_locked(digest)?;
+                Ok(Some(found))
+            }
+            _ => Ok(None),
+        })
+    }
+
+    /// [`Store::claim`] off the async threads (the lock may wait for a gc).
+    pub async fn claim_async(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let (store, digest) = (self.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || store.claim(&digest, size))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Conflict(format!("claim stopped: {e}"))))
+    }
+
+    /// Everything `digest` reaches, each blob present with its declared
+    /// size: what an index commit checks under the writers' lock, so a tag
+    /// never points at missing data and every command can read what it
+    /// points at.
+    pub(super) fn complete_graph(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<BTreeMap<Digest, u64>, StoreError> {
+        let reached = self.reachable(digest, media_type)?;
+        for (blob, &size) in &reached {
+            match self.blob_size(blob) {
+                Some(found) if found == size => {}
+                Some(found) => {
+                    return Err(StoreError::Invalid {
+                        image: digest.to_string(),
+                        message: format!(
+                            "it names {blob} as {size} bytes, but the stored blob has {found}"
+                        ),
+                    })
+                }
+                None => return Err(StoreError::MissingBlob(blob.clone())),
+            }
+        }
+        Ok(reached)
+    }
+
+    /// Drop the protections of blobs an index entry now references.
+    pub(super) fn unprotect(&self, blobs: &BTreeMap<Digest, u64>) {
+        let Ok(listing) = std::fs::read_dir(self.protect_dir()) else {
+            return;
+        };
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let Some((digest, _)) = parse_name(&name.to_string_lossy()) else {
+                continue;
+            };
+            if blobs.contains_key(&digest) {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+
+    /// The blobs with an unexpired protection; expired protections are
+    /// deleted. Callers hold the exclusive gc lock.
+    pub(super) fn protected(&self, dry_run: bool) -> Result<BTreeSet<Digest>, StoreError> {
+        let dir = self.protect_dir();
+        let now = crate::types::time::now_unix();
+        let mut live = BTreeSet::new();
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(live),
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        };
+        for item in listing {
+            let item = item.map_err(|e| StoreError::io(&dir, e))?;
+            match parse_name(&item.file_name().to_string_lossy()) {
+                Some((digest, expiry)) if expiry > now => {
+                    live.insert(digest);
+                }
+                _ if !dry_run => {
+                    let _ = std::fs::remove_file(item.path());
+                }
+                _ => {}
+            }
+        }
+        Ok(live)
+    }
+}
+
+/// `<alg>-<hex>.<expiry>.<n>` → (digest, expiry).
+fn parse_name(name: &str) -> Option<(Digest, i64)> {
+    let mut parts = name.split('.');
+    let (algorithm, hex) = parts.next()?.split_once('-')?;
+    let expiry = parts.next()?.parse().ok()?;
+    let digest = format!("{algorithm}:{hex}").parse().ok()?;
+    Some((digest, expiry))
+}
+
+/// Whether an ingest file (`<label>-<pid>-<n>.partial`) belongs to a live
+/// process on this machine; files without a pid say nothing.
+pub(super) fn owner_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .split('-')
+        .rev()
+        .nth(1)
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // Linux's /proc lists live processes; without it, assume alive (the
+    // file then goes at the age limit).
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protections_last_until_their_time_or_a_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = Digest::sha256_of(b"x");
+        store.commit_protected(&digest, || Ok(())).unwrap();
+        assert!(store.protected(false).unwrap().contains(&digest));
+        store.unprotect(&BTreeMap::from([(digest.clone(), 1)]));
+        assert!(store.protected(false).unwrap().is_empty());
+        // An expired protection protects nothing and is deleted.
+        let expired = store.clone().with_protection(std::time::Duration::ZERO);
+        expired.commit_protected(&digest, || Ok(())).unwrap();
+        assert!(store.protected(false).unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(store.protect_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn ingest_owners_are_read_from_the_name() {
+        assert!(!owner_alive("sha256-abc.partial"));
+        assert!(owner_alive(&format!(
+            "upload-{}-1f.partial",
+            std::process::id()
+        )));
+        assert!(owner_alive("stage-1-1f.partial"), "pid 1 always runs");
+        assert!(!owner_alive("stage-999999999-1f.partial"));
+    }
+}
