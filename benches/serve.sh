@@ -4,6 +4,9 @@
 #   - manifest HEAD and GET requests per second under 32 keep-alive
 #     clients (examples/http_load), with p50/p99 latency
 #   - ferry serve's peak RSS while 16 clients pull the image's blobs at once
+#   - ferry serve's RSS holding 1 000 idle keep-alive connections
+#   - FERRY_BASELINE=/path/to/older/ferry: the same figures for that binary,
+#     in the same run (throughput before/after a change)
 #
 #   benches/serve.sh                    # 4 layers x 256 MiB (1 GiB)
 #   LAYERS=2 LAYER_MB=64 DURATION=3 benches/serve.sh
@@ -13,6 +16,8 @@ LAYERS=${LAYERS:-4}
 LAYER_MB=${LAYER_MB:-256}
 SECONDS_EACH=${DURATION:-5}
 source "$PWD/benches/lib.sh"
+ulimit -n 4096 2>/dev/null || true
+IDLE=${IDLE:-1000}
 need docker-registry skopeo curl python3
 cargo build --release --quiet --bin ferry --example seed_image --example http_load
 ferry=$PWD/target/release/ferry
@@ -54,6 +59,36 @@ done
 wait "${pullers[@]}"
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
 
+echo "== $IDLE idle keep-alive connections held open"
+rss_before_kb=$(awk '/VmRSS/ {print $2}' "/proc/$serve_pid/status")
+python3 - "$srv" "$IDLE" "/proc/$serve_pid/status" > "$work/idle.txt" <<'PY'
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: bench\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    held.append(s)
+rss = [l.split()[1] for l in open(sys.argv[3]) if l.startswith("VmRSS")][0]
+print(rss)
+PY
+idle_rss_kb=$(cat "$work/idle.txt")
+
+baseline=
+if [ -n "${FERRY_BASELINE:-}" ]; then
+  echo "== the same manifest requests against the baseline binary $FERRY_BASELINE"
+  "$FERRY_BASELINE" --store "$work/served" serve --addr 127.0.0.1:0 > "$work/baseline.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q Serving "$work/baseline.log" && break; sleep 0.05; done
+  base=$(sed -n 's|.*http://\([^ ]*\) .*|\1|p' "$work/baseline.log" | head -n 1)
+  read -r base_head _ _ < <("$load" "$base" HEAD /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+  read -r base_get _ _ < <("$load" "$base" GET /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
+  sync
+  read -r base_copy _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$base/bench/app:1" "dir:$work/out-base" | tail -1)
+  baseline=1
+fi
+
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 echo
 printf '%-36s %14s %16s %8s\n' "" "ferry serve" "docker-registry" ratio
@@ -64,3 +99,12 @@ printf '%-36s %14s %16s %8s\n' "manifest GET req/s (32 clients)" "$ferry_get" "$
 printf '%-36s %14s %16s\n' "  GET p50 / p99 ms" "$ferry_get_p50 / $ferry_get_p99" "$reg_get_p50 / $reg_get_p99"
 echo "targets: copy time ratio <= 1.0; req/s ratio >= 2.0"
 echo "ferry serve peak RSS after 16 concurrent pulls: $((rss_kb / 1024)) MB (target <= 64)"
+echo "ferry serve RSS with $IDLE idle connections: $((idle_rss_kb / 1024)) MB (was $((rss_before_kb / 1024)) MB before them; target <= 64)"
+if [ -n "$baseline" ]; then
+  echo
+  printf '%-36s %14s %16s %8s\n' "" "ferry serve" "baseline" ratio
+  printf '%-36s %14s %16s %8s\n' "manifest HEAD req/s (32 clients)" "$ferry_head" "$base_head" "$(ratio "$ferry_head" "$base_head")"
+  printf '%-36s %14s %16s %8s\n' "manifest GET req/s (32 clients)" "$ferry_get" "$base_get" "$(ratio "$ferry_get" "$base_get")"
+  printf '%-36s %13.2fs %15.2fs %8s\n' "skopeo copy of the image out" "$ferry_copy" "$base_copy" "$(ratio "$ferry_copy" "$base_copy")"
+  echo "target: within 10 % of the baseline (req/s ratio >= 0.90, copy ratio <= 1.10)"
+fi

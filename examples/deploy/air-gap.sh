@@ -22,7 +22,7 @@ case "${1:-}" in
     # ... or let ferry be the registry: nodes pull HOST:5000/library/nginx:1.25
     # and HOST:5000/team/app:2.1.10 (signatures and SBOMs included), and the
     # next archive loaded is served at once.
-    exec ferry serve --addr 0.0.0.0:5000 --read-only \
+    exec ferry serve --addr 0.0.0.0:5000 --name airgap-registry.local:5000 --read-only \
       --tls-cert /etc/ferry/tls/cert.pem --tls-key /etc/ferry/tls/key.pem
     ;;
   *)

@@ -72,7 +72,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Work still on the blocking pool (a serve request waiting for a store
+    // lock) never holds the exit up: the store is crash-safe by design.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(code) => code,
         Err(error) => report_error(&error),
     }

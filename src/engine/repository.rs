@@ -169,10 +169,17 @@ impl Repository {
                         image: self.describe(),
                         message: format!("{digest} is not in the store"),
                     })?;
-                store.set_tag(
-                    &self.reference(tag)?,
-                    IndexEntry::new(&entry.media_type, entry.digest, entry.size),
-                )?;
+                let (store, name) = (store.clone(), self.reference(tag)?);
+                // The commit takes store locks: off the async threads.
+                blocking(self, move || {
+                    store
+                        .set_tag(
+                            &name,
+                            IndexEntry::new(&entry.media_type, entry.digest, entry.size),
+                        )
+                        .map(drop)
+                })
+                .await?;
             }
         }
         Ok(())
@@ -185,9 +192,24 @@ impl Repository {
                 client.delete_manifest(name.repository(), digest).await?;
             }
             Repository::Store { store, .. } => {
-                store.rmi(&[self.reference(tag)?.to_string()], false)?;
+                let (store, name) = (store.clone(), self.reference(tag)?.to_string());
+                blocking(self, move || store.rmi(&[name], false).map(drop)).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Run a store step that takes locks on the blocking pool.
+async fn blocking(
+    repository: &Repository,
+    step: impl FnOnce() -> Result<(), crate::store::StoreError> + Send + 'static,
+) -> Result<(), EngineError> {
+    tokio::task::spawn_blocking(step)
+        .await
+        .map_err(|e| EngineError::Invalid {
+            image: repository.describe(),
+            message: format!("the store step stopped: {e}"),
+        })?
+        .map_err(EngineError::from)
 }
