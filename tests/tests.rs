@@ -22,6 +22,8 @@ mod referrers_bad_input;
 mod rootfs;
 mod round_trip;
 mod serve;
+mod serve_crash;
+mod serve_hostile;
 mod store_commands;
 mod stored_referrers;
 mod sync_scale;

@@ -75,7 +75,7 @@ pub fn main() -> ExitCode {
     let outcome = runtime.block_on(run(cli));
     // Work still on the blocking pool (a serve request waiting for a store
     // lock) never holds the exit up: the store is crash-safe by design.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(300));
     match outcome {
         Ok(code) => code,
         Err(error) => report_error(&error),

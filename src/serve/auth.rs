@@ -377,10 +377,11 @@ impl Htpasswd {
 
     /// Check an `Authorization` header from client address `peer`.
     ///
-    /// Credentials remembered from an earlier bcrypt check are allowed at
-    /// once, even from a throttled address: a logged-in client is not locked
-    /// out by a guesser behind the same NAT (nor do its requests clear the
-    /// guesser's failures). A request without `Basic` credentials is denied
+    /// Credentials remembered from an earlier bcrypt check *from the same
+    /// address* are allowed at once, even when that address is throttled: a
+    /// logged-in client is not locked out by a guesser behind the same NAT
+    /// (nor do its requests clear the guesser's failures), and a guesser
+    /// elsewhere cannot use a remembered login as a free oracle. A request without `Basic` credentials is denied
     /// without counting as a failure, throttled or not: clients send one
     /// first to be challenged. Anything else from a throttled address is
     /// refused without running bcrypt.
@@ -391,15 +392,17 @@ impl Htpasswd {
         // One reading for the whole check: a reload meanwhile leaves this
         // check's outcome, and what it remembers, with the old users.
         let users = self.users();
+        let address = address_key(peer);
         let key: [u8; 32] = Sha256::new()
             .chain_update(self.salt)
+            .chain_update(address.to_string().as_bytes())
+            .chain_update(b"\n")
             .chain_update(credentials.as_bytes())
             .finalize()
             .into();
         if users.remembered.lock().expect("auth cache").contains(&key) {
             return Verdict::Allowed;
         }
-        let address = address_key(peer);
         if let Some(retry_after) = self.throttled(address) {
             return Verdict::Throttled { retry_after };
         }
@@ -599,6 +602,16 @@ mod tests {
         assert_eq!(file.check(None, peer).await, Verdict::Denied);
         // Other addresses are not affected.
         assert_eq!(file.check(Some(&bob), ip(2)).await, Verdict::Allowed);
+        // A login remembered from one address is no oracle for another: a
+        // throttled guesser elsewhere gets 429 for the right password too.
+        let guesser = ip(3);
+        for _ in 0..MAX_FAILURES {
+            file.check(Some(&basic("alice:guess")), guesser).await;
+        }
+        assert!(matches!(
+            file.check(Some(&alice), guesser).await,
+            Verdict::Throttled { .. }
+        ));
     }
 
     #[tokio::test]

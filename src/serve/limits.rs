@@ -41,10 +41,13 @@ impl Default for Limits {
 }
 
 /// An I/O stream that fails with `TimedOut` when no byte has moved in
-/// either direction for `timeout` while one is wanted.
+/// either direction for `timeout` while one is wanted. Progress only
+/// records the time; the timer is re-armed when it fires early, so a busy
+/// stream costs no timer work per read or write.
 pub struct IdleIo<T> {
     inner: T,
     timeout: Duration,
+    last_progress: tokio::time::Instant,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -53,17 +56,28 @@ impl<T> IdleIo<T> {
         IdleIo {
             inner,
             timeout,
+            last_progress: tokio::time::Instant::now(),
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     fn progressed(&mut self) {
-        let next = tokio::time::Instant::now() + self.timeout;
-        self.deadline.as_mut().reset(next);
+        self.last_progress = tokio::time::Instant::now();
     }
 
+    /// Whether the stream has been idle past the timeout (registering the
+    /// waker with the timer when not).
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_progress + self.timeout;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
     }
 }
 

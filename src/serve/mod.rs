@@ -90,7 +90,8 @@ pub struct Server {
     /// Blobs uploaded (or mounted) into a repository and not yet
     /// referenced there, with when: they are in its scope until then.
     pending: Mutex<HashMap<names::Repo, HashMap<Digest, Instant>>>,
-    scopes: Arc<names::Scopes>,
+    /// The newest reading of `index.json`.
+    view: Mutex<Option<Arc<names::IndexView>>>,
 }
 
 /// A bound, ready server.
@@ -163,7 +164,7 @@ pub async fn bind(store: Store, options: &ServeOptions) -> Result<Listening, Ser
         name: name.clone(),
         sessions: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
-        scopes: Arc::new(names::Scopes::default()),
+        view: Mutex::new(None),
     };
     Ok(Listening {
         addr,
@@ -391,57 +392,69 @@ impl Server {
             .is_some_and(|since| since.elapsed() < self.upload_timeout)
     }
 
-    /// Forget pending uploads of `repo` that `reached` now references.
-    fn settle_pending(&self, repo: &names::Repo, reached: &std::collections::HashSet<Digest>) {
-        let mut pending = self.pending.lock().expect("pending");
-        if let Some(blobs) = pending.get_mut(repo) {
-            blobs.retain(|digest, _| !reached.contains(digest));
-            if blobs.is_empty() {
-                pending.remove(repo);
+    /// The store's index as a view: the cached one while `index.json` is
+    /// unchanged (one `stat` per request), else read again off the async
+    /// threads.
+    async fn index(&self) -> Result<Arc<names::IndexView>, ApiError> {
+        let id = names::IndexId::of(&self.store);
+        if let Some(view) = self.view.lock().expect("view").as_ref() {
+            if id.is_some() && view.id == id {
+                return Ok(view.clone());
             }
         }
-    }
-
-    /// The index with its identity, read off the async threads.
-    async fn index(
-        &self,
-    ) -> Result<(Vec<crate::store::IndexEntry>, Option<names::IndexId>), ApiError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
+        let view = tokio::task::spawn_blocking(move || {
             let id = names::IndexId::of(&store);
             match crate::store::index::read_index(&store) {
-                Ok(entries) => Ok((entries, id)),
+                Ok(entries) => Ok(names::IndexView::new(entries, id)),
                 // A store whose index is gone (deleted under us) holds nothing.
                 Err(crate::store::StoreError::Io { ref source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
-                    Ok((Vec::new(), None))
+                    Ok(names::IndexView::new(Vec::new(), None))
                 }
                 Err(error) => Err(error),
             }
         })
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+        let view = Arc::new(view);
+        *self.view.lock().expect("view") = Some(view.clone());
+        Ok(view)
+    }
+
+    /// Drop the cached view after this server changed the index (its
+    /// identity alone could repeat within a file system's time step).
+    fn forget_view(&self) {
+        *self.view.lock().expect("view") = None;
     }
 
     /// The stored repository a read of `path` means, the index, and the
     /// digests that repository may show.
     async fn readable(&self, path: &str) -> Result<Readable, ApiError> {
-        let (entries, id) = self.index().await?;
-        let repo = names::resolve(&self.name, path, &entries)?;
-        let scope = {
-            let (store, repo, entries) = (self.store.clone(), repo.clone(), entries.clone());
-            let scopes = self.scopes.clone();
-            tokio::task::spawn_blocking(move || scopes.of(&store, &repo, &entries, id))
-                .await
-                .map_err(ApiError::internal)?
+        let view = self.index().await?;
+        let repo = view.resolve(&self.name, path)?;
+        self.readable_repo(view, repo).await
+    }
+
+    /// `repo` with its scope in `view` (worked out off the async threads
+    /// when not cached).
+    async fn readable_repo(
+        &self,
+        view: Arc<names::IndexView>,
+        repo: names::Repo,
+    ) -> Result<Readable, ApiError> {
+        let scope = match view.cached_scope(&repo) {
+            Some(scope) => scope,
+            None => {
+                let (store, view, repo) = (self.store.clone(), view.clone(), repo.clone());
+                tokio::task::spawn_blocking(move || view.scope(&store, &repo))
+                    .await
+                    .map_err(ApiError::internal)?
+            }
         };
-        Ok(Readable {
-            repo,
-            entries,
-            scope,
-        })
+        Ok(Readable { repo, view, scope })
     }
 
     /// Whether `repo` may show `digest`.
@@ -586,6 +599,6 @@ impl Server {
 /// A repository resolved for reading.
 struct Readable {
     repo: names::Repo,
-    entries: Vec<crate::store::IndexEntry>,
+    view: Arc<names::IndexView>,
     scope: Arc<std::collections::HashSet<Digest>>,
 }

@@ -5,8 +5,9 @@
 //!   the `--addr` as given): `PUT /v2/team/app/manifests/1` on
 //!   `127.0.0.1:5000` is `127.0.0.1:5000/team/app:1`, whatever `Host` the
 //!   client sent. A push never lands under another registry's name, and a
-//!   path whose first component is a registry the store holds images from
-//!   (`docker.io/…`) is refused for pushes, so it can never shadow them.
+//!   path whose first component names a registry by docker's rule (it has
+//!   a dot, or is `localhost`) is refused for pushes, so a push can never
+//!   shadow an image mirrored now or later under its full path.
 //! - Reads resolve a path in this order: the server's own repository of
 //!   that path; the full name (`/v2/docker.io/library/nginx/…` for
 //!   `docker.io/library/nginx`, for registries without a port); the one
@@ -72,21 +73,12 @@ pub fn valid_own_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The registries whose images the store holds, by repository path.
-fn holders(entries: &[IndexEntry]) -> HashMap<String, BTreeSet<String>> {
-    let mut by_path: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for name in entries.iter().filter_map(IndexEntry::name) {
-        by_path
-            .entry(name.repository().to_owned())
-            .or_default()
-            .insert(name.registry().to_owned());
-    }
-    by_path
-}
-
 /// Which stored repository a read of `path` means (see the module rules).
-pub fn resolve(own: &str, path: &str, entries: &[IndexEntry]) -> Result<Repo, ApiError> {
-    let holders = holders(entries);
+fn resolve(
+    own: &str,
+    path: &str,
+    holders: &HashMap<String, BTreeSet<String>>,
+) -> Result<Repo, ApiError> {
     let held = holders.get(path);
     let repo = |registry: &str, repository: &str| Repo {
         registry: registry.to_owned(),
@@ -117,21 +109,21 @@ pub fn resolve(own: &str, path: &str, entries: &[IndexEntry]) -> Result<Repo, Ap
 
 /// Where a push to `path` is stored: always under the server's own name,
 /// refused when the path would shadow an image held from elsewhere.
-pub fn push_target(own: &str, path: &str, entries: &[IndexEntry]) -> Result<Repo, ApiError> {
-    if let Some((first, _)) = path.split_once('/') {
-        let foreign = entries
-            .iter()
-            .filter_map(IndexEntry::name)
-            .any(|n| n.registry() == first && first != own);
-        if foreign {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                format!(
-                    "{path} starts with {first}, a registry this store holds images from; pushes are stored under {own}: push to a path that does not start with {first}"
-                ),
-            ));
-        }
+fn push_target(own: &str, path: &str, view: &IndexView) -> Result<Repo, ApiError> {
+    let first = path.split_once('/').map(|(first, _)| first);
+    // By docker's rule a first component with a dot names a registry: such
+    // a path is the full-name form of a mirrored image (now, or once the
+    // store holds that registry), never a repository of this server.
+    if let Some(first) = first.filter(|f| f.contains('.') || *f == "localhost") {
+        let held = view.named.iter().any(|(n, _)| n.registry() == first);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            format!(
+                "{path} starts with {first}, which names a registry{}; pushes are stored under {own}: push to a path whose first part has no dot",
+                if held { " this store holds images from" } else { "" }
+            ),
+        ));
     }
     Ok(Repo {
         registry: own.to_owned(),
@@ -141,13 +133,14 @@ pub fn push_target(own: &str, path: &str, entries: &[IndexEntry]) -> Result<Repo
 
 /// The paths the catalog lists: each repository by the path that resolves
 /// to it (the full path where the short one is ambiguous).
-pub fn served_paths(own: &str, entries: &[IndexEntry]) -> BTreeSet<String> {
+fn served_paths(own: &str, holders: &HashMap<String, BTreeSet<String>>) -> BTreeSet<String> {
     let mut paths = BTreeSet::new();
-    for (path, registries) in holders(entries) {
+    for (path, registries) in holders {
         let others: Vec<&String> = registries.iter().filter(|r| *r != own).collect();
         if registries.contains(own) || others.len() == 1 {
             paths.insert(path.clone());
         }
+        let registries: &BTreeSet<String> = registries;
         if registries.len() > 1 {
             for registry in others {
                 if !registry.contains(':') {
@@ -181,38 +174,84 @@ impl IndexId {
     }
 }
 
-/// The scopes computed from one `index.json`.
-type ScopeCache = (Option<IndexId>, HashMap<Repo, Arc<HashSet<Digest>>>);
-
-/// Every digest a repository references, cached per index.
-#[derive(Default)]
-pub struct Scopes {
-    cache: Mutex<ScopeCache>,
+/// One reading of `index.json`, with what every request needs from it
+/// worked out once: the parsed names, which registries hold each path, and
+/// (filled as asked) each repository's scope.
+pub struct IndexView {
+    pub id: Option<IndexId>,
+    pub entries: Vec<IndexEntry>,
+    /// Each named entry (tag or digest pin) with its parsed name.
+    pub named: Vec<(Reference, usize)>,
+    holders: HashMap<String, BTreeSet<String>>,
+    scopes: Mutex<HashMap<Repo, Arc<HashSet<Digest>>>>,
 }
 
-impl Scopes {
-    /// The digests `repo` references in `entries` (read at `id`).
-    pub fn of(
-        &self,
-        store: &Store,
-        repo: &Repo,
-        entries: &[IndexEntry],
-        id: Option<IndexId>,
-    ) -> Arc<HashSet<Digest>> {
-        {
-            let cache = self.cache.lock().expect("scopes");
-            if id.is_some() && cache.0 == id {
-                if let Some(scope) = cache.1.get(repo) {
-                    return scope.clone();
-                }
-            }
+impl IndexView {
+    /// A view of `entries`, read at `id`.
+    pub fn new(entries: Vec<IndexEntry>, id: Option<IndexId>) -> IndexView {
+        let named: Vec<(Reference, usize)> = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((e.name()?, i)))
+            .collect();
+        let mut holders: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (name, _) in &named {
+            holders
+                .entry(name.repository().to_owned())
+                .or_default()
+                .insert(name.registry().to_owned());
         }
-        let scope = Arc::new(compute(store, repo, entries));
-        let mut cache = self.cache.lock().expect("scopes");
-        if cache.0 != id || cache.1.len() >= MAX_CACHED_SCOPES {
-            *cache = (id, HashMap::new());
+        IndexView {
+            id,
+            entries,
+            named,
+            holders,
+            scopes: Mutex::new(HashMap::new()),
         }
-        cache.1.insert(repo.clone(), scope.clone());
+    }
+
+    /// The named entries of `repo`.
+    pub fn named_in<'a>(
+        &'a self,
+        repo: &'a Repo,
+    ) -> impl Iterator<Item = (&'a Reference, &'a IndexEntry)> + 'a {
+        self.named
+            .iter()
+            .filter(|(name, _)| repo.holds(name))
+            .map(|(name, i)| (name, &self.entries[*i]))
+    }
+
+    /// Which stored repository a read of `path` means.
+    pub fn resolve(&self, own: &str, path: &str) -> Result<Repo, ApiError> {
+        resolve(own, path, &self.holders)
+    }
+
+    /// Where a push to `path` is stored.
+    pub fn push_target(&self, own: &str, path: &str) -> Result<Repo, ApiError> {
+        push_target(own, path, self)
+    }
+
+    /// The paths the catalog lists.
+    pub fn served_paths(&self, own: &str) -> BTreeSet<String> {
+        served_paths(own, &self.holders)
+    }
+
+    /// `repo`'s scope when already worked out.
+    pub fn cached_scope(&self, repo: &Repo) -> Option<Arc<HashSet<Digest>>> {
+        self.scopes.lock().expect("scopes").get(repo).cloned()
+    }
+
+    /// Work out `repo`'s scope (reads manifests: call off the async threads).
+    pub fn scope(&self, store: &Store, repo: &Repo) -> Arc<HashSet<Digest>> {
+        if let Some(scope) = self.cached_scope(repo) {
+            return scope;
+        }
+        let scope = Arc::new(compute(store, repo, &self.entries));
+        let mut scopes = self.scopes.lock().expect("scopes");
+        if scopes.len() >= MAX_CACHED_SCOPES {
+            scopes.clear();
+        }
+        scopes.insert(repo.clone(), scope.clone());
         scope
     }
 }
@@ -292,7 +331,8 @@ mod tests {
             entry("docker.io/library/alpine:3"),
             entry("127.0.0.1:5000/library/alpine:3"),
         ];
-        let found = |path: &str| resolve(own, path, &entries).map(|r| r.full());
+        let view = IndexView::new(entries.to_vec(), None);
+        let found = |path: &str| view.resolve(own, path).map(|r| r.full());
         assert_eq!(
             found("library/alpine").unwrap(),
             "127.0.0.1:5000/library/alpine"
@@ -312,16 +352,21 @@ mod tests {
         assert_eq!(found("team/new").unwrap(), "127.0.0.1:5000/team/new");
         // Pushes go under the own name, never shadowing another registry.
         assert_eq!(
-            push_target(own, "library/nginx", &entries).unwrap().full(),
+            view.push_target(own, "library/nginx").unwrap().full(),
             "127.0.0.1:5000/library/nginx"
         );
-        assert_eq!(
-            push_target(own, "docker.io/library/nginx", &entries)
-                .unwrap_err()
-                .status,
-            StatusCode::FORBIDDEN
-        );
-        let paths = served_paths(own, &entries);
+        for shadowing in [
+            "docker.io/library/nginx",
+            "registry.k8s.io/pause",
+            "localhost/x",
+        ] {
+            assert_eq!(
+                view.push_target(own, shadowing).unwrap_err().status,
+                StatusCode::FORBIDDEN,
+                "{shadowing}"
+            );
+        }
+        let paths = view.served_paths(own);
         assert!(paths.contains("library/alpine") && paths.contains("docker.io/library/alpine"));
         assert!(paths.contains("docker.io/library/nginx") && !paths.contains("library/nginx"));
         assert!(valid_own_name(own).is_ok() && valid_own_name("buildbox").is_err());

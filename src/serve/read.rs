@@ -8,20 +8,12 @@ use super::routes::{manifest_ref, query_param, ManifestRef};
 use super::{names, Readable, Server};
 use crate::store::IndexEntry;
 use crate::types::manifest::MAX_MANIFEST_BYTES;
-use crate::types::{media, Digest, ParsedManifest, Reference};
+use crate::types::{media, Digest, ParsedManifest};
 use hyper::{Response, StatusCode};
 use std::collections::BTreeSet;
 
 /// Most entries one page of a list holds.
 const MAX_PAGE: usize = 1000;
-
-/// The named images of the store (tags and digest pins), with their entries.
-fn named(entries: &[IndexEntry]) -> Vec<(Reference, &IndexEntry)> {
-    entries
-        .iter()
-        .filter_map(|e| Some((e.name()?, e)))
-        .collect()
-}
 
 /// The page of `items` after `last`, at most `n`; and whether more follow.
 fn page(items: Vec<String>, query: Option<&str>) -> (Vec<String>, Option<usize>) {
@@ -64,8 +56,7 @@ fn json_list(
 impl Server {
     /// `GET /v2/_catalog`: each repository by the path that resolves to it.
     pub(super) async fn catalog(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
-        let (entries, _) = self.index().await?;
-        let names = names::served_paths(&self.name, &entries);
+        let names = self.index().await?.served_paths(&self.name);
         Ok(json_list(
             "/v2/_catalog",
             "repositories",
@@ -83,10 +74,7 @@ impl Server {
         query: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
         let readable = self.readable(name).await?;
-        let mine: Vec<_> = named(&readable.entries)
-            .into_iter()
-            .filter(|(reference, _)| readable.repo.holds(reference))
-            .collect();
+        let mine: Vec<_> = readable.view.named_in(&readable.repo).collect();
         if mine.is_empty() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -245,7 +233,7 @@ impl Server {
         // the subject is.
         let repository = readable.repo.full();
         let mut chosen = Vec::new();
-        for entry in &readable.entries {
+        for entry in &readable.view.entries {
             let Some(link) = entry.link() else { continue };
             if link.subject != subject || link.tag.is_some() {
                 continue;
@@ -307,9 +295,10 @@ impl Server {
 /// The entry a tag names in the repository: an image, else a cosign tag
 /// kept with one of its images.
 pub(super) fn tagged(readable: &Readable, tag: &str) -> Option<IndexEntry> {
-    let exact = named(&readable.entries)
-        .into_iter()
-        .find(|(reference, _)| readable.repo.holds(reference) && reference.tag() == Some(tag));
+    let exact = readable
+        .view
+        .named_in(&readable.repo)
+        .find(|(reference, _)| reference.tag() == Some(tag));
     if let Some((_, entry)) = exact {
         return Some(entry.clone());
     }
@@ -321,12 +310,13 @@ pub(super) fn tagged(readable: &Readable, tag: &str) -> Option<IndexEntry> {
 
 /// The cosign tags (`sha256-<hex>.sig`, …) of the repository's images.
 fn cosign_tags(readable: &Readable) -> Vec<(String, IndexEntry)> {
-    let images: BTreeSet<&Digest> = named(&readable.entries)
-        .into_iter()
-        .filter(|(reference, _)| readable.repo.holds(reference))
+    let images: BTreeSet<&Digest> = readable
+        .view
+        .named_in(&readable.repo)
         .map(|(_, e)| &e.digest)
         .collect();
     readable
+        .view
         .entries
         .iter()
         .filter(|e| names::referrer_listed_in(e, &readable.repo))

@@ -40,8 +40,7 @@ impl Server {
 
     /// Where a push to `name` goes.
     async fn push_repo(&self, name: &str) -> Result<Repo, ApiError> {
-        let (entries, _) = self.index().await?;
-        names::push_target(&self.name, name, &entries)
+        self.index().await?.push_target(&self.name, name)
     }
 
     /// Refuse a body that announces more than a blob may hold.
@@ -179,13 +178,14 @@ impl Server {
     ) -> Result<Response<Body>, ApiError> {
         let mut session = self.take_session(name, id)?;
         if let Some(range) = content_range {
-            let start = range
-                .trim()
-                .trim_start_matches("bytes ")
-                .split('-')
-                .next()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            if start != Some(session.upload.written()) {
+            let (start, end) = parse_content_range(range);
+            // The chunk must start where the upload stands, and a stated
+            // end must match the body's announced length.
+            let length_disagrees = matches!(
+                (start, end, length),
+                (Some(start), Some(end), Some(length)) if end < start || end - start + 1 != length
+            );
+            if start != Some(session.upload.written()) || length_disagrees {
                 let written = session.upload.written();
                 self.put_back(id, session);
                 return Ok(builder(StatusCode::RANGE_NOT_SATISFIABLE)
@@ -194,6 +194,25 @@ impl Server {
                     .header("Docker-Upload-UUID", id)
                     .body(empty())
                     .expect("valid response"));
+            }
+            if let (Some(start), Some(end)) = (start, end) {
+                // Without a length to check up front, count what arrives.
+                let before = session.upload.written();
+                self.check_length(before, length)?;
+                self.receive(&mut session.upload, body).await?;
+                if end < start || session.upload.written() - before != end - start + 1 {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "BLOB_UPLOAD_INVALID",
+                        format!(
+                            "the chunk said bytes {start}-{end} but carried {} bytes; the upload is dropped, start it again",
+                            session.upload.written() - before
+                        ),
+                    ));
+                }
+                let written = session.upload.written();
+                self.put_back(id, session);
+                return Ok(Self::progress(name, id, written, StatusCode::ACCEPTED));
             }
         }
         // A refused or failed chunk ends the session: its bytes cannot be trusted.
@@ -299,10 +318,10 @@ impl Server {
                 ))
             }
         };
-        let repo = self.push_repo(name).await?;
+        let view = self.index().await?;
+        let repo = view.push_target(&self.name, name)?;
         // Every blob and child manifest it names must be in this repository.
-        let readable = self.readable_repo(&repo).await?;
-        let mut children = std::collections::HashSet::new();
+        let readable = self.readable_repo(view, repo.clone()).await?;
         for child in manifest.children() {
             if manifest.image().is_some() && is_foreign_layer(child) {
                 continue;
@@ -313,7 +332,6 @@ impl Server {
             if !self.visible(&readable, &digest) {
                 return Err(blob_unknown(name, reference, &digest, child.size()));
             }
-            children.insert(digest);
         }
         let subject = subject_of(&manifest);
         // A cosign signature tag (`sha256-<hex>.sig`) is kept with its image.
@@ -334,8 +352,13 @@ impl Server {
                 Some(tag) if !is_cosign_tag(tag) => Some(repo.tagged(tag)?),
                 _ => None,
             },
+            // Pushed by digest alone, or a referrer whose subject is not
+            // here (yet): pinned, so it is found and kept until deleted.
             pin: match (&tag, &subject) {
                 (None, None) => Some(repo.pinned(&manifest.digest)?),
+                (None, Some(subject)) if !readable.scope.contains(subject) => {
+                    Some(repo.pinned(&manifest.digest)?)
+                }
                 _ => None,
             },
         };
@@ -346,9 +369,10 @@ impl Server {
                 .await
                 .map_err(ApiError::internal)?
         };
+        self.forget_view();
         committed.map_err(|e| commit_error(e, name, reference))?;
-        children.insert(manifest.digest.clone());
-        self.settle_pending(&repo, &children);
+        // Uploads stay in the repository's view until their own time runs
+        // out: another client may still reference them.
         let mut response = builder(StatusCode::CREATED)
             .header(
                 "Location",
@@ -360,21 +384,6 @@ impl Server {
             response = response.header("OCI-Subject", subject.to_string());
         }
         Ok(response.body(empty()).expect("valid response"))
-    }
-
-    /// A push target's readable view (its scope and pending uploads).
-    async fn readable_repo(&self, repo: &Repo) -> Result<super::Readable, ApiError> {
-        let (entries, id) = self.index().await?;
-        let scopes = self.scopes.clone();
-        let (store, target, listed) = (self.store.clone(), repo.clone(), entries.clone());
-        let scope = tokio::task::spawn_blocking(move || scopes.of(&store, &target, &listed, id))
-            .await
-            .map_err(ApiError::internal)?;
-        Ok(super::Readable {
-            repo: repo.clone(),
-            entries,
-            scope,
-        })
     }
 
     /// `DELETE /v2/<name>/manifests/<reference>`: a tag untags; a digest
@@ -390,11 +399,7 @@ impl Server {
         let repo = readable.repo.clone();
         let wanted = manifest_ref(reference).ok_or_else(unknown)?;
         let mut doomed = Vec::new();
-        for entry in &readable.entries {
-            let Some(full) = entry.name() else { continue };
-            if !repo.holds(&full) {
-                continue;
-            }
+        for (full, entry) in readable.view.named_in(&repo) {
             let hit = match &wanted {
                 ManifestRef::Tag(tag) => full.tag() == Some(tag.as_str()),
                 ManifestRef::Digest(digest) => &entry.digest == digest,
@@ -404,25 +409,47 @@ impl Server {
             }
         }
         let store = self.store.clone();
-        let removed = match (doomed.is_empty(), wanted) {
-            (false, _) => {
-                tokio::task::spawn_blocking(move || store.rmi(&doomed, true).map(|_| true)).await
-            }
-            // A referrer of this repository: by its digest, or a cosign tag.
-            (true, ManifestRef::Digest(digest)) => {
+        let removed = match wanted {
+            // Its tags and pins here, and its referrer entries kept here.
+            ManifestRef::Digest(digest) => {
                 let scope = readable.scope.clone();
+                let target = digest.clone();
                 tokio::task::spawn_blocking(move || {
-                    store.remove_referrers(|e| {
-                        e.digest == digest
+                    let untagged = !doomed.is_empty();
+                    if untagged {
+                        store.rmi(&doomed, true)?;
+                    }
+                    let referrers = store.remove_referrers(|e| {
+                        e.digest == target
                             && match e.annotations.get(REFERRER_REPOSITORY) {
                                 Some(repository) => *repository == repo.full(),
                                 None => e.link().is_some_and(|l| scope.contains(&l.subject)),
                             }
-                    })
+                    })?;
+                    Ok::<_, StoreError>(untagged || referrers)
                 })
                 .await
+                .map_err(ApiError::internal)
+                .and_then(|r| r.map_err(ApiError::from))
+                .and_then(|removed| {
+                    // Served, but only as part of another image here.
+                    if !removed && readable.scope.contains(&digest) {
+                        return Err(ApiError::new(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "UNSUPPORTED",
+                            format!("{name}@{digest} is part of another image here (a child of an index); delete that image instead"),
+                        ));
+                    }
+                    Ok(removed)
+                })?
             }
-            (true, ManifestRef::Tag(tag)) => {
+            ManifestRef::Tag(_) if !doomed.is_empty() => {
+                tokio::task::spawn_blocking(move || store.rmi(&doomed, true).map(|_| true))
+                    .await
+                    .map_err(ApiError::internal)??
+            }
+            // A cosign tag kept with one of this repository's images.
+            ManifestRef::Tag(tag) => {
                 let Some(entry) = super::read::tagged(&readable, &tag) else {
                     return Err(unknown());
                 };
@@ -434,9 +461,11 @@ impl Server {
                     })
                 })
                 .await
+                .map_err(ApiError::internal)??
             }
         };
-        if !removed.map_err(ApiError::internal)?? {
+        self.forget_view();
+        if !removed {
             return Err(unknown());
         }
         Ok(builder(StatusCode::ACCEPTED)
@@ -535,6 +564,14 @@ fn commit_error(error: StoreError, name: &str, reference: &str) -> ApiError {
         ),
         other => ApiError::from(other),
     }
+}
+
+/// `[bytes ]START-END` of a chunk's `Content-Range`.
+fn parse_content_range(range: &str) -> (Option<u64>, Option<u64>) {
+    let range = range.trim().trim_start_matches("bytes").trim();
+    let range = range.split('/').next().unwrap_or(range);
+    let mut bounds = range.splitn(2, '-').map(|s| s.trim().parse::<u64>().ok());
+    (bounds.next().flatten(), bounds.next().flatten())
 }
 
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {

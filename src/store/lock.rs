@@ -129,6 +129,7 @@ fn wait_for_lock(
             return Err(None);
         }
         std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(100));
+        // Short pauses: a waiter that blocks in flock must not always win.
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }

@@ -182,6 +182,22 @@ impl Store {
             }
             report.blobs.push((digest, size));
         }
+        // Temp files of atomic rewrites (index.json, metadata) a killed
+        // process left: `.<name>.<pid>.<n>.partial` of a dead pid.
+        for dir in [self.root().to_path_buf(), self.root().join("ferry")] {
+            let Ok(listing) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for item in listing.flatten() {
+                let name = item.file_name().to_string_lossy().into_owned();
+                if rewrite_abandoned(&name) {
+                    report.ingest_files += 1;
+                    if !dry_run {
+                        let _ = std::fs::remove_file(item.path());
+                    }
+                }
+            }
+        }
         // Writers run beside a gc: an ingest file is abandoned when nobody
         // holds its lock and no live process on this machine owns it (or it
         // is older than a day).
@@ -524,4 +540,20 @@ fn ingest_abandoned(item: &std::fs::DirEntry) -> bool {
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
     old || !super::protect::owner_alive(&item.file_name().to_string_lossy())
+}
+
+/// Whether `.<name>.<pid>.<n>.partial` (an atomic rewrite's temp file)
+/// belongs to a process that is gone.
+fn rewrite_abandoned(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".partial"))
+    else {
+        return false;
+    };
+    let mut parts = rest.rsplit('.');
+    let (Some(_), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    pid.parse::<u32>().is_ok() && !super::protect::owner_alive(&format!("rewrite-{pid}-0.partial"))
 }

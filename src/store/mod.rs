@@ -113,6 +113,11 @@ pub struct Store {
     protection: std::time::Duration,
     /// Longest wait for a store lock (`None`: as long as it takes).
     lock_wait: Option<std::time::Duration>,
+    /// Whose protections this handle records (a run's own, released when
+    /// its tags commit), and whether an index commit releases them (a
+    /// server's protections only expire: many clients share its handle).
+    owner: u64,
+    release_on_commit: bool,
 }
 
 /// How long committed, unreferenced blobs stay protected by default: as
@@ -127,6 +132,8 @@ impl Store {
             root: root.into(),
             protection: DEFAULT_PROTECTION,
             lock_wait: None,
+            owner: rand::random(),
+            release_on_commit: true,
         };
         for dir in [
             store.root.join("blobs/sha256"),
@@ -149,10 +156,12 @@ impl Store {
         Ok(store)
     }
 
-    /// This handle with blobs it commits protected for `ttl` (a server:
-    /// the time a client has between its upload and its manifest).
+    /// This handle with blobs it commits protected for `ttl` whatever is
+    /// committed meanwhile (a server: the time each client has between its
+    /// upload and its manifest; one client's tag never releases another's).
     pub fn with_protection(mut self, ttl: std::time::Duration) -> Store {
         self.protection = ttl;
+        self.release_on_commit = false;
         self
     }
 

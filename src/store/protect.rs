@@ -3,14 +3,17 @@
 //! committed yet". Every commit of a blob into the store — a pull, a load,
 //! an import, a push into `ferry serve` — and every "already there" a
 //! writer relies on, records a protection for that one blob under the
-//! writers' shared lock: a file `ferry/protect/<alg>-<hex>.<expiry>.<n>`.
+//! writers' shared lock: a file `ferry/protect/<alg>-<hex>.<expiry>.<owner>-<n>`.
 //! gc (under the exclusive lock) keeps every blob with an unexpired
 //! protection and deletes expired ones. An index commit (a tag, a
 //! referrer, an untagged image) checks, under the same shared lock, that
-//! everything it reaches is present, and then drops the protections of
-//! those blobs: they are referenced now. Protection is never per
-//! repository and never tied to a request or a process: a killed writer's
-//! blobs stay protected until the time runs out, then are garbage.
+//! everything it reaches is present, and then drops the protections that
+//! same writer (store handle) recorded for those blobs: they are referenced
+//! now. Another writer's protection of a shared blob is never dropped, and
+//! a server's protections (one handle for many clients) only expire.
+//! Protection is never per repository and never tied to a request or a
+//! process: a killed writer's blobs stay protected until the time runs
+//! out, then are garbage.
 
 use super::{Store, StoreError};
 use crate::types::Digest;
@@ -28,9 +31,10 @@ impl Store {
         let expiry = crate::types::time::now_unix() + self.protection.as_secs() as i64;
         let dir = self.protect_dir();
         let path = dir.join(format!(
-            "{}-{}.{expiry}.{:x}",
+            "{}-{}.{expiry}.{:x}-{:x}",
             digest.algorithm().name(),
             digest.hex(),
+            self.owner,
             rand::random::<u32>()
         ));
         match std::fs::File::create(&path) {
@@ -103,6 +107,9 @@ impl Store {
         media_type: &str,
     ) -> Result<BTreeMap<Digest, u64>, StoreError> {
         let reached = self.reachable(digest, media_type)?;
+        // An index's children are the sizes it declares (reachable() keeps
+        // each manifest's real length).
+        self.check_declared_sizes(digest, media_type, &reached, &mut BTreeSet::new())?;
         for (blob, &size) in &reached {
             match self.blob_size(blob) {
                 Some(found) if found == size => {}
@@ -120,17 +127,58 @@ impl Store {
         Ok(reached)
     }
 
-    /// Drop the protections of blobs an index entry now references.
+    /// Every index in the graph declares its children's real sizes.
+    fn check_declared_sizes(
+        &self,
+        digest: &Digest,
+        media_type: &str,
+        reached: &BTreeMap<Digest, u64>,
+        seen: &mut BTreeSet<Digest>,
+    ) -> Result<(), StoreError> {
+        if !seen.insert(digest.clone()) {
+            return Ok(());
+        }
+        let manifest = self.read_manifest(digest, media_type)?;
+        if !manifest.is_index() {
+            return Ok(());
+        }
+        for child in manifest.children() {
+            let child_digest = crate::types::manifest::descriptor_digest(child).map_err(|e| {
+                StoreError::Invalid {
+                    image: digest.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            if reached.get(&child_digest) != Some(&child.size()) {
+                return Err(StoreError::Invalid {
+                    image: digest.to_string(),
+                    message: format!(
+                        "it names {child_digest} as {} bytes, but that manifest has {}",
+                        child.size(),
+                        reached.get(&child_digest).copied().unwrap_or(0)
+                    ),
+                });
+            }
+            self.check_declared_sizes(&child_digest, child.media_type().as_ref(), reached, seen)?;
+        }
+        Ok(())
+    }
+
+    /// Drop this writer's protections of blobs an index entry now references.
     pub(super) fn unprotect(&self, blobs: &BTreeMap<Digest, u64>) {
+        if !self.release_on_commit {
+            return;
+        }
         let Ok(listing) = std::fs::read_dir(self.protect_dir()) else {
             return;
         };
+        let mine = format!(".{:x}-", self.owner);
         for item in listing.flatten() {
-            let name = item.file_name();
-            let Some((digest, _)) = parse_name(&name.to_string_lossy()) else {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let Some((digest, _)) = parse_name(&name) else {
                 continue;
             };
-            if blobs.contains_key(&digest) {
+            if blobs.contains_key(&digest) && name.contains(&mine) {
                 let _ = std::fs::remove_file(item.path());
             }
         }
@@ -163,7 +211,7 @@ impl Store {
     }
 }
 
-/// `<alg>-<hex>.<expiry>.<n>` → (digest, expiry).
+/// `<alg>-<hex>.<expiry>.<owner>-<n>` → (digest, expiry).
 fn parse_name(name: &str) -> Option<(Digest, i64)> {
     let mut parts = name.split('.');
     let (algorithm, hex) = parts.next()?.split_once('-')?;
@@ -202,6 +250,16 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let digest = Digest::sha256_of(b"x");
         store.commit_protected(&digest, || Ok(())).unwrap();
+        assert!(store.protected(false).unwrap().contains(&digest));
+        // Another writer's commit leaves this one's protection alone.
+        let other = Store::open(dir.path()).unwrap();
+        other.unprotect(&BTreeMap::from([(digest.clone(), 1)]));
+        assert!(store.protected(false).unwrap().contains(&digest));
+        // A server's handle never releases: its clients share it.
+        let server = store
+            .clone()
+            .with_protection(std::time::Duration::from_secs(60));
+        server.unprotect(&BTreeMap::from([(digest.clone(), 1)]));
         assert!(store.protected(false).unwrap().contains(&digest));
         store.unprotect(&BTreeMap::from([(digest.clone(), 1)]));
         assert!(store.protected(false).unwrap().is_empty());
