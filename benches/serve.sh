@@ -86,6 +86,14 @@ if [ -n "${FERRY_BASELINE:-}" ]; then
   read -r base_get _ _ < <("$load" "$base" GET /v2/bench/app/manifests/1 32 "$SECONDS_EACH")
   sync
   read -r base_copy _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$base/bench/app:1" "dir:$work/out-base" | tail -1)
+  # Copies are noisy (the page cache, the disk writing dir:): each side
+  # copies twice, alternating, and the faster of its two counts.
+  rm -rf "$work/out-ferry2" "$work/out-base2"; sync
+  read -r ferry_copy2 _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$srv/bench/app:1" "dir:$work/out-ferry2" | tail -1)
+  sync
+  read -r base_copy2 _ < <($measure skopeo copy -q --src-tls-verify=false "docker://$base/bench/app:1" "dir:$work/out-base2" | tail -1)
+  ferry_best=$(python3 -c "print(min($ferry_copy, $ferry_copy2))")
+  base_copy=$(python3 -c "print(min($base_copy, $base_copy2))")
   baseline=1
 fi
 
@@ -105,6 +113,6 @@ if [ -n "$baseline" ]; then
   printf '%-36s %14s %16s %8s\n' "" "ferry serve" "baseline" ratio
   printf '%-36s %14s %16s %8s\n' "manifest HEAD req/s (32 clients)" "$ferry_head" "$base_head" "$(ratio "$ferry_head" "$base_head")"
   printf '%-36s %14s %16s %8s\n' "manifest GET req/s (32 clients)" "$ferry_get" "$base_get" "$(ratio "$ferry_get" "$base_get")"
-  printf '%-36s %13.2fs %15.2fs %8s\n' "skopeo copy of the image out" "$ferry_copy" "$base_copy" "$(ratio "$ferry_copy" "$base_copy")"
+  printf '%-36s %13.2fs %15.2fs %8s\n' "skopeo copy (best of 2)" "$ferry_best" "$base_copy" "$(ratio "$ferry_best" "$base_copy")"
   echo "target: within 10 % of the baseline (req/s ratio >= 0.90, copy ratio <= 1.10)"
 fi

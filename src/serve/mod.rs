@@ -92,6 +92,7 @@ pub struct Server {
     pending: Mutex<HashMap<names::Repo, HashMap<Digest, Instant>>>,
     /// The newest reading of `index.json`.
     view: Mutex<Option<Arc<names::IndexView>>>,
+    manifests: read::ManifestCache,
 }
 
 /// A bound, ready server.
@@ -165,6 +166,7 @@ pub async fn bind(store: Store, options: &ServeOptions) -> Result<Listening, Ser
         sessions: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         view: Mutex::new(None),
+        manifests: read::ManifestCache::default(),
     };
     Ok(Listening {
         addr,

@@ -117,6 +117,10 @@ impl Server {
             // Not here, or not a reference at all: unknown either way.
             _ => return Err(unknown()),
         };
+        let key = (digest.clone(), media_type.clone());
+        if let Some(manifest) = self.manifests.get(&key) {
+            return Ok(manifest);
+        }
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || {
             match store.blob_size(&digest) {
@@ -131,7 +135,9 @@ impl Server {
         })
         .await
         .map_err(ApiError::internal)??;
-        read.ok_or_else(unknown)
+        let manifest = read.ok_or_else(unknown)?;
+        self.manifests.put(key, &manifest);
+        Ok(manifest)
     }
 
     /// `GET`/`HEAD /v2/<name>/manifests/<reference>`.
@@ -393,5 +399,33 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), Ignored);
         assert_eq!(parse_range("bytes=0-1,5-9", 100), Ignored);
         assert_eq!(parse_range("bytes=x-", 100), Ignored);
+    }
+}
+
+/// Manifests read and verified once, by digest (and the media type they
+/// were read as): content-addressed, so never stale; bounded in bytes. A
+/// request reaches it only after its repository's scope said yes.
+#[derive(Default)]
+pub(super) struct ManifestCache {
+    held: std::sync::Mutex<(usize, std::collections::HashMap<ManifestKey, ParsedManifest>)>,
+}
+
+type ManifestKey = (Digest, Option<String>);
+
+/// Most manifest bytes kept in memory.
+const MANIFEST_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+impl ManifestCache {
+    fn get(&self, key: &ManifestKey) -> Option<ParsedManifest> {
+        self.held.lock().expect("manifests").1.get(key).cloned()
+    }
+
+    fn put(&self, key: ManifestKey, manifest: &ParsedManifest) {
+        let mut held = self.held.lock().expect("manifests");
+        if held.0 + manifest.bytes.len() > MANIFEST_CACHE_BYTES {
+            *held = (0, std::collections::HashMap::new());
+        }
+        held.0 += manifest.bytes.len();
+        held.1.insert(key, manifest.clone());
     }
 }
