@@ -303,14 +303,16 @@ async fn connection(
     }
 }
 
-/// Drop expired uploads on a timer (not only when a request comes), and
-/// re-read the htpasswd file on SIGHUP or when it changes.
+/// Drop expired uploads on a timer (not only when a request comes), delete
+/// expired gc protections once a minute, and re-read the htpasswd file on
+/// SIGHUP or when it changes.
 async fn housekeeping(server: Arc<Server>) {
     let every =
         (server.upload_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last_sweep = Instant::now();
     loop {
         let hup = async {
             match hangup.as_mut() {
@@ -321,8 +323,15 @@ async fn housekeeping(server: Arc<Server>) {
         tokio::select! {
             _ = tick.tick() => {
                 let server = server.clone();
+                let sweep = last_sweep.elapsed() >= Duration::from_secs(60);
+                if sweep {
+                    last_sweep = Instant::now();
+                }
                 let _ = tokio::task::spawn_blocking(move || {
                     server.expire();
+                    if sweep {
+                        server.store.sweep_expired_protections();
+                    }
                     if let Some(auth) = &server.auth {
                         auth.reload_if_changed();
                     }

@@ -407,7 +407,10 @@ mod tests {
 /// request reaches it only after its repository's scope said yes.
 #[derive(Default)]
 pub(super) struct ManifestCache {
-    held: std::sync::Mutex<(usize, std::collections::HashMap<ManifestKey, ParsedManifest>)>,
+    held: std::sync::Mutex<(
+        usize,
+        std::collections::HashMap<ManifestKey, ParsedManifest>,
+    )>,
 }
 
 type ManifestKey = (Digest, Option<String>);

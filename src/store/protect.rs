@@ -211,6 +211,23 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Delete expired protections (they protect nothing); a long-running
+    /// server calls this now and then so the directory stays small
+    /// without a gc. Safe beside every writer and gc.
+    pub fn sweep_expired_protections(&self) {
+        let now = crate::types::time::now_unix();
+        let Ok(listing) = std::fs::read_dir(self.protect_dir()) else {
+            return;
+        };
+        for item in listing.flatten() {
+            if parse_name(&item.file_name().to_string_lossy()).is_some_and(|(_, e)| e <= now) {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+}
+
 /// `<alg>-<hex>.<expiry>.<owner>-<n>` → (digest, expiry).
 fn parse_name(name: &str) -> Option<(Digest, i64)> {
     let mut parts = name.split('.');
@@ -268,6 +285,12 @@ mod tests {
         expired.commit_protected(&digest, || Ok(())).unwrap();
         assert!(store.protected(false).unwrap().is_empty());
         assert_eq!(std::fs::read_dir(store.protect_dir()).unwrap().count(), 0);
+        // A server's sweep removes expired ones and keeps live ones.
+        expired.commit_protected(&digest, || Ok(())).unwrap();
+        store.commit_protected(&digest, || Ok(())).unwrap();
+        store.sweep_expired_protections();
+        assert_eq!(std::fs::read_dir(store.protect_dir()).unwrap().count(), 1);
+        assert!(store.protected(true).unwrap().contains(&digest));
     }
 
     #[test]
