@@ -1179,3 +1179,36 @@ fn a_500_never_shows_the_store_path() {
     assert_no_path(&answer, &paths);
     assert_eq!(base_status(host), 200);
 }
+
+// ---------------------------------------------------------------------------
+// 13. A store blob cut short on disk is not served as the image's
+
+#[test]
+fn a_truncated_store_blob_is_not_served() {
+    let (serve, owner) = served(&[]);
+    let host = serve.host.as_str();
+    let app = small_image("truncated", 1301);
+    push_image(host, "team/cut", "1", &app);
+    let layer = &app.layers[0];
+    let path = format!("/v2/team/cut/blobs/{}", layer.digest);
+    assert_eq!(call(host, "GET", &path, &[], b"").status, 200);
+    // The file loses its tail (a failing disk, a careless hand).
+    let file = owner
+        .store
+        .join("blobs/sha256")
+        .join(layer.digest.trim_start_matches("sha256:"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let answer = call(host, "GET", &path, &[], b"");
+    assert_eq!(answer.status, 404, "a short blob was served");
+    assert!(
+        serve
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("ferry verify --read-data")),
+        "{:?}",
+        serve.log_lines()
+    );
+}

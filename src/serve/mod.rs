@@ -470,7 +470,7 @@ impl Server {
 
     /// Whether `repo` may show `digest`.
     fn visible(&self, readable: &Readable, digest: &Digest) -> bool {
-        readable.scope.contains(digest) || self.is_pending(&readable.repo, digest)
+        readable.scope.contains_key(digest) || self.is_pending(&readable.repo, digest)
     }
 
     async fn handle(&self, request: Request<Incoming>, peer: IpAddr) -> Response<Body> {
@@ -611,5 +611,5 @@ impl Server {
 struct Readable {
     repo: names::Repo,
     view: Arc<names::IndexView>,
-    scope: Arc<std::collections::HashSet<Digest>>,
+    scope: Arc<names::Scope>,
 }

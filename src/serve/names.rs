@@ -23,7 +23,7 @@ use super::http::ApiError;
 use crate::store::{IndexEntry, Store};
 use crate::types::{Digest, Reference};
 use hyper::StatusCode;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub use crate::store::index::REFERRER_REPOSITORY;
@@ -183,7 +183,7 @@ pub struct IndexView {
     /// Each named entry (tag or digest pin) with its parsed name.
     pub named: Vec<(Reference, usize)>,
     holders: HashMap<String, BTreeSet<String>>,
-    scopes: Mutex<HashMap<Repo, Arc<HashSet<Digest>>>>,
+    scopes: Mutex<HashMap<Repo, Arc<Scope>>>,
 }
 
 impl IndexView {
@@ -237,12 +237,12 @@ impl IndexView {
     }
 
     /// `repo`'s scope when already worked out.
-    pub fn cached_scope(&self, repo: &Repo) -> Option<Arc<HashSet<Digest>>> {
+    pub fn cached_scope(&self, repo: &Repo) -> Option<Arc<Scope>> {
         self.scopes.lock().expect("scopes").get(repo).cloned()
     }
 
     /// Work out `repo`'s scope (reads manifests: call off the async threads).
-    pub fn scope(&self, store: &Store, repo: &Repo) -> Arc<HashSet<Digest>> {
+    pub fn scope(&self, store: &Store, repo: &Repo) -> Arc<Scope> {
         if let Some(scope) = self.cached_scope(repo) {
             return scope;
         }
@@ -256,12 +256,16 @@ impl IndexView {
     }
 }
 
-fn compute(store: &Store, repo: &Repo, entries: &[IndexEntry]) -> HashSet<Digest> {
-    let mut scope = HashSet::new();
-    let add = |scope: &mut HashSet<Digest>, entry: &IndexEntry| match store
+/// What a repository references: each digest with the size its manifests
+/// give it.
+pub type Scope = HashMap<Digest, u64>;
+
+fn compute(store: &Store, repo: &Repo, entries: &[IndexEntry]) -> Scope {
+    let mut scope = Scope::new();
+    let add = |scope: &mut Scope, entry: &IndexEntry| match store
         .reachable(&entry.digest, &entry.media_type)
     {
-        Ok(blobs) => scope.extend(blobs.into_keys()),
+        Ok(blobs) => scope.extend(blobs),
         Err(error) => tracing::debug!(digest = %entry.digest, "not in any scope: {error}"),
     };
     for entry in entries {
@@ -284,7 +288,7 @@ fn compute(store: &Store, repo: &Repo, entries: &[IndexEntry]) -> HashSet<Digest
         let before = pending.len();
         let mut still = Vec::new();
         for entry in pending {
-            if entry.link().is_some_and(|l| scope.contains(&l.subject)) {
+            if entry.link().is_some_and(|l| scope.contains_key(&l.subject)) {
                 add(&mut scope, entry);
             } else {
                 still.push(entry);

@@ -184,6 +184,16 @@ impl Server {
             Err(e) => return Err(ApiError::internal(e)),
         };
         let size = file.metadata().await.map_err(ApiError::internal)?.len();
+        // A store file that is not the size its manifests give it is not
+        // served (it would fail every client's check): absent, and said.
+        if let Some(&expected) = readable.scope.get(&digest) {
+            if expected != size {
+                tracing::warn!(
+                    "store blob {digest} is {size} bytes where its manifests say {expected}: not served; run `ferry verify --read-data` and pull or load the image again"
+                );
+                return Err(ApiError::blob_unknown(&digest.to_string()));
+            }
+        }
         let (status, start, length) = match range.map(|r| parse_range(r, size)) {
             None | Some(Range::Ignored) => (StatusCode::OK, 0, size),
             Some(Range::Bytes(start, end)) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -246,7 +256,7 @@ impl Server {
             }
             let here = match entry.annotations.get(names::REFERRER_REPOSITORY) {
                 Some(pushed_to) => *pushed_to == repository,
-                None => readable.scope.contains(&subject),
+                None => readable.scope.contains_key(&subject),
             };
             if !here || (filter.is_some() && filter != entry.artifact_type) {
                 continue;

@@ -356,7 +356,7 @@ impl Server {
             // here (yet): pinned, so it is found and kept until deleted.
             pin: match (&tag, &subject) {
                 (None, None) => Some(repo.pinned(&manifest.digest)?),
-                (None, Some(subject)) if !readable.scope.contains(subject) => {
+                (None, Some(subject)) if !readable.scope.contains_key(subject) => {
                     Some(repo.pinned(&manifest.digest)?)
                 }
                 _ => None,
@@ -423,7 +423,7 @@ impl Server {
                         e.digest == target
                             && match e.annotations.get(REFERRER_REPOSITORY) {
                                 Some(repository) => *repository == repo.full(),
-                                None => e.link().is_some_and(|l| scope.contains(&l.subject)),
+                                None => e.link().is_some_and(|l| scope.contains_key(&l.subject)),
                             }
                     })?;
                     Ok::<_, StoreError>(untagged || referrers)
@@ -433,7 +433,7 @@ impl Server {
                 .and_then(|r| r.map_err(ApiError::from))
                 .and_then(|removed| {
                     // Served, but only as part of another image here.
-                    if !removed && readable.scope.contains(&digest) {
+                    if !removed && readable.scope.contains_key(&digest) {
                         return Err(ApiError::new(
                             StatusCode::METHOD_NOT_ALLOWED,
                             "UNSUPPORTED",
