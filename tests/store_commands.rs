@@ -78,6 +78,34 @@ fn rmi_of_shared_id_needs_force_and_shared_layers_stay() {
     let base = fixture.app1.layers[0].digest.trim_start_matches("sha256:");
     assert!(ferry.store.join("blobs/sha256").join(base).exists());
     ferry.run(&["verify", "--read-data"]).ok();
+    // Like docker, each argument on its own: a missing one is an error
+    // line and exit 1, and the others are still removed, in either order.
+    ferry.run(&["tag", &two, "local/app:x"]).ok();
+    ferry.run(&["tag", &two, "local/app:y"]).ok();
+    for (first, second) in [
+        ("local/app:missing", "local/app:x"),
+        ("local/app:y", "local/app:missing"),
+    ] {
+        let mixed = ferry.run(&["rmi", first, second]).expect_code(1);
+        assert!(
+            mixed.stdout.contains("Untagged: docker.io/local/app:"),
+            "{}",
+            mixed.stdout
+        );
+        assert_eq!(
+            mixed.stderr.matches("error:").count(),
+            1,
+            "{}",
+            mixed.stderr
+        );
+        assert!(
+            mixed.stderr.contains("local/app:missing"),
+            "{}",
+            mixed.stderr
+        );
+    }
+    let left = ferry.run(&["images"]).ok().stdout;
+    assert!(!left.contains(" x ") && !left.contains(" y "), "{left}");
     // -f removes every name of an ID.
     ferry.run(&["tag", &two, "local/app:a"]).ok();
     ferry.run(&["tag", &two, "local/app:b"]).ok();

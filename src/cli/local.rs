@@ -167,21 +167,39 @@ pub fn tag(context: &Context, source: &str, target: &str) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry rmi`.
+/// `ferry rmi`: like docker, every argument is handled on its own — what
+/// can be removed is (and said), each one that cannot gets its own error
+/// line, and the exit status is 1 when any failed.
 pub fn rmi(context: &Context, images: &[String], force: bool) -> anyhow::Result<ExitCode> {
     let store = context.store()?;
-    let removals = store.rmi(images, force)?;
-    if context.json {
-        json(&removals)?;
-    } else if !context.quiet {
-        for removal in removals {
-            match removal {
-                Removal::Untagged(name) => println(&format!("Untagged: {name}"))?,
-                Removal::Deleted(id) => println(&format!("Deleted: {id}"))?,
+    let mut removals = Vec::new();
+    let mut failed = 0;
+    for image in images {
+        match store.rmi(std::slice::from_ref(image), force) {
+            Ok(removed) => {
+                if !context.json && !context.quiet {
+                    for removal in &removed {
+                        match removal {
+                            Removal::Untagged(name) => println(&format!("Untagged: {name}"))?,
+                            Removal::Deleted(id) => println(&format!("Deleted: {id}"))?,
+                        }
+                    }
+                }
+                removals.extend(removed);
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: {error}");
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if context.json {
+        json(&removals)?;
+    }
+    Ok(match failed {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {
