@@ -129,6 +129,59 @@ fn save_to_stdout_pipes_into_load_and_compressed_archives_load() {
 }
 
 #[test]
+fn an_archive_cut_short_by_a_closed_pipe_fails_and_a_listing_does_not() {
+    let ferry = Ferry::new();
+    // An image far larger than a pipe's buffer.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("big.bin"),
+        crate::support::image::random_bytes(4 << 20, 77),
+    )
+    .unwrap();
+    let rootfs = dir.path().join("rootfs.tar");
+    crate::support::tar_dir(dir.path(), &rootfs);
+    ferry
+        .run(&["import", rootfs.to_str().unwrap(), "local/big:1"])
+        .ok();
+    let registry = crate::support::registry::Registry::start();
+    let remote = format!("{}/team/big:1", registry.host);
+    ferry.run(&["push", "local/big:1", &remote]).ok();
+    for args in [
+        vec!["save", "local/big:1"],
+        vec!["export", "local/big:1"],
+        vec!["copy", remote.as_str(), "archive:-"],
+    ] {
+        let mut child = ferry
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut head = [0u8; 100];
+        use std::io::Read;
+        child
+            .stdout
+            .as_mut()
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        drop(child.stdout.take()); // `| head -c 100`
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cut short"), "{args:?}: {stderr}");
+    }
+    // A listing whose reader stops early is not an error.
+    let mut child = ferry
+        .command(&["images"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn loads_skopeo_docker_archive_and_oci_archive() {
     let fixture = fixture();
     let work = tempfile::tempdir().unwrap();

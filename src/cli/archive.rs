@@ -119,6 +119,11 @@ pub fn compression_of(arg: CompressArg) -> Compression {
     }
 }
 
+/// Standard output closed before an archive written to it was complete.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed before the archive was complete (its reader stopped early); what it got is cut short and will not load")]
+pub struct OutputCut;
+
 /// Write to `-o FILE` or `-o s3://BUCKET/KEY` atomically, or to standard
 /// output when it is not a terminal. Returns where it went, if not stdout.
 pub async fn write_output(
@@ -143,6 +148,19 @@ pub async fn write_output(
             write(&mut stdout)?;
             stdout.flush()?;
             Ok::<_, anyhow::Error>(())
+        })
+        .map_err(|error| {
+            // A listing may stop quietly when its reader goes; data may not:
+            // what the reader got is incomplete, and the exit says so.
+            let cut = error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            match cut {
+                true => anyhow::Error::new(OutputCut),
+                false => error,
+            }
         })?;
         return Ok(None);
     }
