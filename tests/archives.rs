@@ -182,6 +182,38 @@ fn an_archive_cut_short_by_a_closed_pipe_fails_and_a_listing_does_not() {
 }
 
 #[test]
+fn looking_at_an_archive_creates_no_store_and_save_makes_no_directories() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    let archive = ferry.dir.path().join("app.tar");
+    ferry
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .ok();
+    // `verify FILE` beside no store checks the archive and makes no store.
+    let stranger = Ferry::new();
+    let checked = stranger.run(&["verify", archive.to_str().unwrap()]).ok();
+    assert!(
+        checked.stdout.contains("1 images verified"),
+        "{}",
+        checked.stdout
+    );
+    assert!(!stranger.store.exists(), "verify created a store");
+    // `save -o` into a directory that does not exist fails, like docker.
+    let missing = ferry.dir.path().join("no/such/dir/app.tar");
+    let refused = ferry
+        .run(&["save", "-o", missing.to_str().unwrap(), &image])
+        .expect_code(1);
+    assert!(
+        refused.stderr.contains("does not exist"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!ferry.dir.path().join("no").exists());
+}
+
+#[test]
 fn loads_skopeo_docker_archive_and_oci_archive() {
     let fixture = fixture();
     let work = tempfile::tempdir().unwrap();

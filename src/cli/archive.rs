@@ -13,6 +13,7 @@ use crate::archive::ArchiveError;
 use crate::archive::{load as loader, rootfs, Compression};
 use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
 use crate::progress::Reporter;
+use crate::store::Store;
 use crate::types::Platform;
 use anyhow::Context as _;
 use std::io::{IsTerminal, Write};
@@ -164,6 +165,17 @@ pub async fn write_output(
         })?;
         return Ok(None);
     }
+    if let Location::File(path) = &location {
+        // Like docker: the directory must be there; ferry never makes it.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent.filter(|p| !p.is_dir()) {
+            anyhow::bail!(
+                "cannot write {}: the directory {} does not exist (create it first)",
+                path.display(),
+                parent.display()
+            );
+        }
+    }
     let objects = context.objects();
     if let Location::Object(url) = &location {
         let stale = crate::types::time::now_unix() - STALE_UPLOAD;
@@ -259,7 +271,16 @@ async fn read_archive(
     input: Option<&Path>,
     dry_run: bool,
 ) -> anyhow::Result<Vec<LoadedImage>> {
-    let store = context.store()?;
+    // A check of an archive (`verify FILE`) beside no store stages into a
+    // scratch store it removes, instead of creating one.
+    let scratch = match dry_run && !context.has_store() {
+        true => Some(Scratch::new()?),
+        false => None,
+    };
+    let store = match &scratch {
+        Some(scratch) => Store::open(&scratch.0)?,
+        None => context.store()?,
+    };
     let location = match input {
         Some(path) => Location::from_path(path).map_err(UsageError)?,
         None => Location::Stdio,
@@ -276,6 +297,28 @@ async fn read_archive(
         ArchiveInput::Stream(stream) => loader::load(&store, stream, name, dry_run),
     })
     .await
+}
+
+/// A throwaway store directory, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        let path = std::env::temp_dir().join(format!(
+            "ferry-verify-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&path)
+            .with_context(|| format!("cannot make a scratch directory {}", path.display()))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {

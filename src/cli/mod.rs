@@ -41,6 +41,11 @@ impl Context {
         Ok(Store::open(&self.store_path)?)
     }
 
+    /// Whether the store exists.
+    pub fn has_store(&self) -> bool {
+        self.store_path.join("index.json").is_file()
+    }
+
     /// Object storage clients with the config's `[object_store]` settings.
     pub fn objects(&self) -> crate::objects::Objects {
         crate::objects::Objects::new(self.config.objects.clone())
