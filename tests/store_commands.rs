@@ -176,7 +176,19 @@ fn moved_tag_leaves_dangling_image_that_prune_removes() {
     );
     // A dry run removes nothing; the real prune removes only the dangling image.
     let dry = ferry.run(&["prune", "--dry-run"]).ok();
-    assert!(dry.stdout.contains(&fixture.app1.digest()));
+    // It names the image ID `images` shows, and says it would (not did).
+    let id = fixture.app1.config_digest();
+    assert!(
+        dry.stdout.contains(&format!("would delete: {id}")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        table.stdout.contains(&id["sha256:".len()..][..12]),
+        "{}",
+        table.stdout
+    );
+    assert!(!dry.stdout.contains("deleted:"), "{}", dry.stdout);
     // Three names on app2 plus the dangling app1.
     assert_eq!(
         json(&ferry.run(&["--json", "images"]).ok())
@@ -234,12 +246,17 @@ fn prune_until_uses_first_seen_time_not_created() {
         ])
         .ok();
     let digest = json(&one)[0]["Digest"].as_str().unwrap().to_owned();
+    let id = json(&one)[0]["Id"].as_str().unwrap().to_owned();
     meta["images"][&digest]["first_seen"] = serde_json::json!(1_000);
     std::fs::write(&path, serde_json::to_vec(&meta).unwrap()).unwrap();
     let pruned = ferry
         .run(&["prune", "-a", "-f", "--filter", "until=24h"])
         .ok();
-    assert!(pruned.stdout.contains(&digest), "{}", pruned.stdout);
+    assert!(
+        pruned.stdout.contains(&format!("deleted: {id}")),
+        "{}",
+        pruned.stdout
+    );
     let left = json(&ferry.run(&["--json", "images"]).ok());
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert!(left[0]["name"].as_str().unwrap().ends_with(":2.0"));

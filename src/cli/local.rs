@@ -265,11 +265,19 @@ pub fn prune(context: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
         } else {
             "Deleted Images:"
         })?;
+        // The image IDs `images` shows (docker prints the same).
+        let (untag, delete) = match args.dry_run {
+            true => ("would untag", "would delete"),
+            false => ("untagged", "deleted"),
+        };
         for image in &pruned {
             if let Some(name) = &image.name {
-                println(&format!("untagged: {name}"))?;
+                println(&format!("{untag}: {name}"))?;
             }
-            println(&format!("deleted: {}", image.digest))?;
+            println(&format!(
+                "{delete}: {}",
+                image.id.as_ref().unwrap_or(&image.digest)
+            ))?;
         }
         println("")?;
     }

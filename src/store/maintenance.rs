@@ -23,6 +23,8 @@ pub enum Removal {
 pub struct PrunedImage {
     pub name: Option<String>,
     pub digest: Digest,
+    /// The image ID `images` shows (its config digest), when it has one.
+    pub id: Option<Digest>,
     pub reclaimed: u64,
 }
 
@@ -357,12 +359,14 @@ impl Store {
                     .sum();
                 pruned.push(PrunedImage {
                     name: entry.name().map(|n| n.to_string()),
+                    id: self.entry_id(&entry),
                     digest: entry.digest,
                     reclaimed,
                 });
             }
             return Ok(pruned);
         }
+        let ids: Vec<Option<Digest>> = doomed.iter().map(|e| self.entry_id(e)).collect();
         let orphans = self.update_index(|entries, metadata| {
             entries.retain(|e| !selected(e));
             let orphans = self.drop_orphan_referrers(entries)?;
@@ -378,11 +382,12 @@ impl Store {
         for entry in &orphans {
             self.delete_unreferenced(entry)?;
         }
-        for entry in doomed {
+        for (entry, id) in doomed.into_iter().zip(ids) {
             let reclaimed = self.delete_unreferenced(&entry)?;
             pruned.push(PrunedImage {
                 name: entry.name().map(|n| n.to_string()),
                 digest: entry.digest,
+                id,
                 reclaimed,
             });
         }
