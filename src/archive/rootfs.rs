@@ -41,16 +41,23 @@ pub fn apply_change(config: &mut serde_json::Value, change: &str) -> Result<(), 
             Err(_) => text.split_whitespace().collect::<Vec<_>>().into(),
         }
     };
-    let pairs = |text: &str| -> Vec<(String, String)> {
-        if text.contains('=') {
-            text.split_whitespace()
-                .filter_map(|p| p.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-                .collect()
-        } else {
-            text.split_once(char::is_whitespace)
-                .map(|(k, v)| vec![(k.to_owned(), v.trim().to_owned())])
-                .unwrap_or_default()
+    let pairs = |text: &str| -> Result<Vec<(String, String)>, String> {
+        let words = dockerfile_words(text).map_err(|e| format!("--change {change:?}: {e}"))?;
+        match words.first() {
+            // The legacy form: `ENV KEY the rest is the value`.
+            Some((word, None)) => Ok(text
+                .split_once(char::is_whitespace)
+                .map(|(_, v)| vec![(word.clone(), v.trim().to_owned())])
+                .unwrap_or_else(|| vec![(word.clone(), String::new())])),
+            _ => words
+                .into_iter()
+                .map(|(word, equals)| match equals {
+                    Some(at) => Ok((word[..at].to_owned(), word[at + 1..].to_owned())),
+                    None => Err(format!(
+                        "--change {change:?}: {word:?} is not KEY=VALUE (quote values with spaces)"
+                    )),
+                })
+                .collect(),
         }
     };
     match instruction.to_ascii_uppercase().as_str() {
@@ -62,14 +69,14 @@ pub fn apply_change(config: &mut serde_json::Value, change: &str) -> Result<(), 
         "ENV" => {
             let env = config["Env"].as_array().cloned().unwrap_or_default();
             let mut env: Vec<serde_json::Value> = env;
-            for (key, value) in pairs(rest) {
+            for (key, value) in pairs(rest)? {
                 env.retain(|e| e.as_str().is_some_and(|e| !e.starts_with(&format!("{key}="))));
                 env.push(format!("{key}={value}").into());
             }
             config["Env"] = env.into();
         }
         "LABEL" => {
-            for (key, value) in pairs(rest) {
+            for (key, value) in pairs(rest)? {
                 if !config["Labels"].is_object() {
                     config["Labels"] = serde_json::json!({});
                 }
@@ -96,6 +103,48 @@ pub fn apply_change(config: &mut serde_json::Value, change: &str) -> Result<(), 
         other => return Err(format!("--change {other} is not supported; use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR or STOPSIGNAL")),
     }
     Ok(())
+}
+
+/// Split `KEY=VALUE` words the way a Dockerfile does: whitespace outside
+/// quotes separates words; `"…"` and `'…'` quote (their quotes removed);
+/// a backslash escapes the next character (outside single quotes). Each
+/// word comes with where its first unquoted `=` is in the result.
+fn dockerfile_words(text: &str) -> Result<Vec<(String, Option<usize>)>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<(String, Option<usize>)> = None;
+    let mut chars = text.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if let Some(done) = word.take() {
+                    words.push(done);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let current = word.get_or_insert_with(|| (String::new(), None));
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => current.0.push(c),
+            (_, '\\') => match chars.next() {
+                Some(next) => current.0.push(next),
+                None => return Err("it ends with a lone backslash".into()),
+            },
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '=') if current.1.is_none() => {
+                current.1 = Some(current.0.len());
+                current.0.push('=');
+            }
+            (_, c) => current.0.push(c),
+        }
+    }
+    if let Some(q) = quote {
+        return Err(format!("a {q} quote is not closed"));
+    }
+    words.extend(word);
+    Ok(words)
 }
 
 /// Import a root filesystem tar (optionally compressed) as a one-layer image named `name`.
@@ -321,4 +370,46 @@ pub fn export(
     }
     builder.finish().map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_change;
+
+    fn applied(changes: &[&str]) -> serde_json::Value {
+        let mut config = serde_json::json!({});
+        for change in changes {
+            apply_change(&mut config, change).unwrap();
+        }
+        config
+    }
+
+    #[test]
+    fn changes_are_quoted_as_a_dockerfile_quotes() {
+        let config = applied(&[
+            r#"ENV MSG="hello world""#,
+            r#"ENV A=1 B='two words' C=x\ y D="say \"hi\"""#,
+            "ENV LEGACY the rest is the value",
+            r#"LABEL "a"="My App" b=plain"#,
+        ]);
+        assert_eq!(
+            config["Env"],
+            serde_json::json!([
+                "MSG=hello world",
+                "A=1",
+                "B=two words",
+                "C=x y",
+                "D=say \"hi\"",
+                "LEGACY=the rest is the value"
+            ])
+        );
+        assert_eq!(
+            config["Labels"],
+            serde_json::json!({"a": "My App", "b": "plain"})
+        );
+        let mut config = serde_json::json!({});
+        for bad in [r#"ENV A="open"#, "ENV A=1 B", r"ENV A=\"] {
+            assert!(apply_change(&mut config, bad).is_err(), "{bad}");
+        }
+    }
 }
