@@ -381,7 +381,13 @@ fn a_job_never_overlaps_itself() {
     // Another run holds the job's lock.
     let held = std::fs::File::create(jobs_dir.join("busy.lock")).unwrap();
     held.lock().unwrap();
-    let run = ferry.run(&["run"]).ok();
+    // Skipped is not done: exit 3, and the summary counts it as skipped.
+    let run = ferry.run(&["run"]).expect_code(3);
+    assert!(
+        run.stdout.contains("1 jobs: 0 ok, 0 failed, 1 skipped"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("busy (sync): skipped"),
         "{}",
@@ -442,7 +448,7 @@ fn sync_defers_below_the_rate_limit_floor_without_pulling() {
         "version = 1\n[[sync]]\nname = \"hub\"\nsource = \"{}/app\"\ntarget = \"store\"\nrate_limit_floor = 5\n",
         fake.host
     ));
-    let run = ferry.run(&["--json", "run"]).ok();
+    let run = ferry.run(&["--json", "run"]).expect_code(3);
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report[0]["status"], "deferred", "{}", run.stdout);
     assert!(

@@ -354,7 +354,7 @@ fn leases_keep_runs_apart_where_conditional_writes_are_enforced() {
         "state/mirror.lease",
         format!("{{\"holder\":\"pod-7:1:beef\",\"expires\":{}}}", now + 600).as_bytes(),
     );
-    let skipped = ferry.run(&["run"]).ok();
+    let skipped = ferry.run(&["run"]).expect_code(3);
     assert!(
         skipped.stdout.contains("pod-7:1:beef") && skipped.stdout.contains("skipped"),
         "{}",

@@ -273,6 +273,12 @@ fn sigterm_with_images_in_flight_stops_cleanly() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let output = child.wait_with_output().unwrap();
+    // Stopped is not done: exit 3, and stderr says a stop was asked for.
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("stopping at the next safe point"),
+        "{output:?}"
+    );
     let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let report = &reports[0];
     assert_eq!(report["status"], "stopped", "{report}");

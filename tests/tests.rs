@@ -24,6 +24,7 @@ mod round_trip;
 mod serve;
 mod serve_crash;
 mod serve_hostile;
+mod signals;
 mod store_commands;
 mod stored_referrers;
 mod sync_scale;

@@ -7,6 +7,7 @@
 use super::ArchiveError;
 use crate::objects::read::ObjectReader;
 use crate::objects::{upload, ObjectUrl, Objects};
+use crate::types::interrupt::Interruptible;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -66,12 +67,14 @@ pub async fn write_atomically(
 ) -> anyhow::Result<()> {
     match location {
         Location::Stdio => Err(anyhow::anyhow!("standard output has no atomic write")),
-        Location::File(path) => {
-            tokio::task::block_in_place(|| super::write_file_atomically(path, |file| write(file)))
-        }
+        // A stop asked for mid-write abandons the archive (it appears
+        // complete or not at all): the writer fails at its next write.
+        Location::File(path) => tokio::task::block_in_place(|| {
+            super::write_file_atomically(path, |file| write(&mut Interruptible(file)))
+        }),
         Location::Object(url) => {
             let bucket = objects.bucket(url)?;
-            upload::write_atomically(&bucket, &url.key, write)
+            upload::write_atomically(&bucket, &url.key, |out| write(&mut Interruptible(out)))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.context(format!("cannot write {url}; nothing was left there")))

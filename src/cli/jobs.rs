@@ -3,7 +3,7 @@
 //! `config check`.
 
 use super::output::{json, println, table};
-use super::{Context, UsageError};
+use super::{wait_for_shutdown, Context, UsageError};
 use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
 use crate::jobs::{run_job, JobContext, JobReport, StateStore, Status};
@@ -162,6 +162,17 @@ pub async fn run(
     });
     let mut reports = Vec::new();
     for spec in &jobs {
+        if job_context
+            .cancel
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // Stopped before this job began: it is reported, not run.
+            reports.push(JobReport::not_started(
+                spec,
+                "stopped by a signal before it started",
+            ));
+            continue;
+        }
         let report = run_job(&job_context, spec).await;
         context.reporter.clear();
         crate::jobs::notify::send(&context.config.notify, &report).await;
@@ -170,44 +181,49 @@ pub async fn run(
         }
         reports.push(report);
     }
-    let failed = reports
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .count();
+    let count = |status: Status| reports.iter().filter(|r| r.status == status).count();
+    let failed = count(Status::Failed);
+    let incomplete = reports.len() - failed - count(Status::Ok);
     if context.json {
         json(&reports)?;
     } else if context.quiet {
-        for report in reports.iter().filter(|r| r.status == Status::Failed) {
+        for report in reports.iter().filter(|r| r.status != Status::Ok) {
             eprintln!(
                 "{}: {}",
                 report.name,
-                report.error.as_deref().unwrap_or("failed")
+                report
+                    .error
+                    .clone()
+                    .or_else(|| report.notes.last().cloned())
+                    .unwrap_or_else(|| crate::jobs::status_label(report.status).to_owned())
             );
         }
     } else {
-        println(&format!(
+        let mut summary = format!(
             "{} jobs: {} ok, {failed} failed",
             reports.len(),
-            reports.len() - failed
-        ))?;
+            count(Status::Ok)
+        );
+        for status in [Status::Stopped, Status::Skipped, Status::Deferred] {
+            if count(status) > 0 {
+                summary.push_str(&format!(
+                    ", {} {}",
+                    count(status),
+                    crate::jobs::status_label(status)
+                ));
+            }
+        }
+        println(&summary)?;
     }
+    // 0 only when every job completed; 1 when one failed; 3 when none
+    // failed but one was stopped, skipped (another run holds it) or deferred.
     Ok(if failed > 0 {
         ExitCode::from(1)
+    } else if incomplete > 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub(super) async fn wait_for_shutdown() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// `ferry daemon`.

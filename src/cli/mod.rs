@@ -1,6 +1,7 @@
 //! The command line: clap definitions, settings resolved once (flags, then
 //! environment, then config), dispatch to one function per command, and
-//! exit codes (0 ok, 1 failed, 2 usage or config error; a broken pipe is 0).
+//! exit codes (0 ok, 1 failed, 2 usage or config error, 3 a job incomplete,
+//! 128+N stopped at once by signal N; a broken pipe after a listing is 0).
 //! This is the only module that prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -77,7 +78,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(run(cli));
+    let on_signal = match cli.command {
+        Command::Run { .. } | Command::Daemon { .. } | Command::Serve(_) => OnSignal::SafePoint,
+        _ => OnSignal::AtOnce,
+    };
+    let outcome = runtime.block_on(async {
+        tokio::spawn(handle_signals(on_signal));
+        run(cli).await
+    });
     // Work still on the blocking pool (a serve request waiting for a store
     // lock) never holds the exit up: the store is crash-safe by design.
     runtime.shutdown_timeout(std::time::Duration::from_millis(300));
@@ -85,6 +93,64 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => report_error(&error),
     }
+}
+
+/// How a command answers SIGINT and SIGTERM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnSignal {
+    /// `run`, `daemon`, `serve`: the first asks for a stop at the next safe
+    /// point (between images; an archive being written is abandoned); a
+    /// second stops at once.
+    SafePoint,
+    /// Every other command stops at once: each of their writes is atomic
+    /// (a blob, a tag, an archive appear whole or not at all).
+    AtOnce,
+}
+
+/// Woken when a stop is asked for ([`wait_for_shutdown`]).
+static STOP: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Turn SIGINT/SIGTERM into stop requests, as `on_signal` says.
+async fn handle_signals(on_signal: OnSignal) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut first = true;
+    loop {
+        let (number, name) = tokio::select! {
+            _ = interrupt.recv() => (2, "SIGINT"),
+            _ = terminate.recv() => (15, "SIGTERM"),
+        };
+        if first && on_signal == OnSignal::SafePoint {
+            first = false;
+            crate::types::interrupt::request(number);
+            STOP.notify_waiters();
+            tracing::warn!(
+                "{name}: stopping at the next safe point (between images; an archive being written is abandoned); a second Ctrl-C or SIGTERM stops at once"
+            );
+            continue;
+        }
+        crate::types::interrupt::remove_temps();
+        tracing::error!(
+            "{name}: stopped at once; files being written were removed, and the store keeps only complete blobs and images (`ferry gc` removes partial downloads)"
+        );
+        std::process::exit(128 + number);
+    }
+}
+
+/// Wait until SIGINT or SIGTERM asks for a stop.
+pub(crate) async fn wait_for_shutdown() {
+    let notified = STOP.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if crate::types::interrupt::requested() {
+        return;
+    }
+    notified.await;
 }
 
 /// Logs on stderr: colour only on a terminal and without `NO_COLOR`; JSON
@@ -336,6 +402,6 @@ async fn serve(context: &Context, args: args::ServeArgs) -> anyhow::Result<ExitC
         store.root().display(),
         listening.name
     ))?;
-    listening.run(jobs::wait_for_shutdown()).await;
+    listening.run(wait_for_shutdown()).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -206,10 +206,16 @@ pub async fn run(
             sweep_unfinished(&context.objects, url, |k| pattern.is_match(k), older_than).await?;
         report.changes.extend(swept);
     }
-    write_atomically(&location, &context.objects, |out| {
+    let written = write_atomically(&location, &context.objects, |out| {
         Ok(write_archive(&plan, out, compression, &context.reporter)?)
     })
-    .await?;
+    .await;
+    match written {
+        // A stop mid-write abandons the archive: nothing was written.
+        Err(_) if context.cancelled() => return Err(Stop::Cancelled),
+        Err(error) => return Err(Stop::Failed(error)),
+        Ok(()) => {}
+    }
     let plan = &plan.layout;
     report.bytes += plan.blob_bytes();
     report.changes.push(format!(

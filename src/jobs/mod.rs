@@ -65,6 +65,7 @@ pub struct JobContext {
 impl JobContext {
     fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+            || crate::types::interrupt::requested()
             || self
                 .lease_lost
                 .as_ref()
@@ -134,6 +135,23 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// The report of a job that was never started (a stop came first).
+    pub fn not_started(spec: &JobSpec, why: &str) -> JobReport {
+        JobReport {
+            name: spec.name.clone(),
+            kind: spec.kind.label(),
+            status: Status::Stopped,
+            dry_run: spec.dry_run,
+            changes: Vec::new(),
+            notes: vec![why.to_owned()],
+            error: None,
+            started: crate::types::time::now_unix(),
+            seconds: 0.0,
+            images: Vec::new(),
+            bytes: 0,
+        }
+    }
+
     /// "3 changes in 1.2s": how much the run did, for one-line summaries.
     pub fn changes_and_time(&self) -> String {
         format!(

@@ -3,7 +3,8 @@
 //! a crash) sees the old file or the complete new one, never a part. On any
 //! error the temp file is removed and the target is untouched. Used for
 //! archives, the store's index and metadata, job state and docker's
-//! `config.json`.
+//! `config.json`. Temps a killed process left beside the target are
+//! swept by the next write of the same name.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -27,12 +28,15 @@ pub fn write_atomically<E: From<std::io::Error>>(
         )
     })?;
     std::fs::create_dir_all(&dir)?;
+    let name = name.to_string_lossy();
+    sweep_stale(&dir, &name);
     let temp = dir.join(format!(
-        ".{}.{}.{:x}.partial",
-        name.to_string_lossy(),
+        ".{name}.{}.{:x}.partial",
         std::process::id(),
         rand::random::<u32>()
     ));
+    // Removed on an exit at once (a second Ctrl-C), as on every error here.
+    let _tracked = super::interrupt::track(&temp);
     let result = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -51,4 +55,43 @@ pub fn write_atomically<E: From<std::io::Error>>(
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Remove temps of `name` that a process no longer running left (killed
+/// before it could clean up): `.NAME.<pid>.<hex>.partial` whose pid is gone
+/// and that nothing wrote to for five minutes (a writer in another PID
+/// namespace sharing the directory keeps writing to its temp).
+fn sweep_stale(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some((pid, hex)) = rest.split_once('.') else {
+            continue;
+        };
+        let (Ok(pid), true) = (
+            pid.parse::<u32>(),
+            !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()),
+        ) else {
+            continue;
+        };
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(300));
+        if idle && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

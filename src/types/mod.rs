@@ -6,6 +6,7 @@
 pub mod atomic_file;
 pub mod choice;
 pub mod digest;
+pub mod interrupt;
 pub mod manifest;
 pub mod object_settings;
 pub mod platform;
