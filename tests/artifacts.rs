@@ -155,3 +155,113 @@ fn helm_charts_and_platformless_indexes_travel_with_their_digests() {
         .ok();
     assert_eq!(sha256(&target.skopeo_raw("charts/demo:bundle")), index);
 }
+
+/// An image, a signature of it whose config is `{}` under the OCI image
+/// config type (as several signers write), and an artifact whose config is
+/// tar-typed, in one OCI-layout tar. Returns (image, signature, artifact
+/// manifest digests, tar).
+fn signed_archive(dir: &std::path::Path) -> (String, String, String, std::path::PathBuf) {
+    let layout = dir.join("layout");
+    let app = image::image(vec![image::random_layer("a", 2_000, 71)], "amd64", "app");
+    image::write_layout(&layout, &[("app", Content::Image(&app))]);
+    let blob = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        let path = layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::write(path, bytes).unwrap();
+        digest
+    };
+    let manifest = |config_type: &str, config: &[u8], layer_type: &str, layer: &[u8]| {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": config_type, "digest": blob(config), "size": config.len()},
+            "layers": [{"mediaType": layer_type, "digest": blob(layer), "size": layer.len()}],
+        }))
+        .unwrap();
+        (blob(&bytes), bytes.len())
+    };
+    let payload = format!(
+        r#"{{"critical":{{"image":{{"docker-manifest-digest":"{}"}},"type":"cosign container image signature"}}}}"#,
+        app.digest()
+    );
+    let (signature, signature_size) = manifest(
+        "application/vnd.oci.image.config.v1+json",
+        b"{}",
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        payload.as_bytes(),
+    );
+    let (artifact, artifact_size) = manifest(
+        "application/vnd.oci.image.layer.v1.tar",
+        &image::random_bytes(512, 72),
+        "application/octet-stream",
+        b"payload",
+    );
+    let entry = |digest: &str, size: usize, name: &str| {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+            "annotations": {"io.containerd.image.name": name}})
+    };
+    let sig_tag = format!(
+        "example.com/team/app:{}.sig",
+        app.digest().replace(':', "-")
+    );
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [
+        entry(&app.digest(), app.manifest.len(), "example.com/team/app:1"),
+        entry(&signature, signature_size, &sig_tag),
+        entry(&artifact, artifact_size, "example.com/team/blob:1"),
+    ]});
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let archive = dir.join("signed.tar");
+    crate::support::tar_dir(&layout, &archive);
+    (app.digest(), signature, artifact, archive)
+}
+
+#[test]
+fn a_signature_with_an_empty_config_and_a_tar_typed_config_load_back() {
+    let work = tempfile::tempdir().unwrap();
+    let (app, signature, artifact, archive) = signed_archive(work.path());
+    let has = |ferry: &Ferry, digest: &str| {
+        ferry
+            .store
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .is_file()
+    };
+    // diffIDs are demanded of container images only: both load.
+    let ferry = Ferry::new();
+    let run = ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    assert!(
+        run.stdout.contains("example.com/team/app:1"),
+        "{}",
+        run.stdout
+    );
+    ferry.run(&["verify", "--read-data"]).ok();
+    for digest in [&app, &signature, &artifact] {
+        assert!(has(&ferry, digest), "{digest} loaded");
+    }
+    // The signature is no filesystem: export refuses it by name.
+    let run = ferry
+        .run(&["export", &format!("example.com/team/app@{signature}")])
+        .expect_code(1);
+    assert!(run.stderr.contains("OCI artifact"), "{}", run.stderr);
+    // What ferry saves, ferry loads back, digests kept.
+    let saved = work.path().join("saved.tar");
+    let sig_tag = format!("example.com/team/app:{}.sig", app.replace(':', "-"));
+    ferry
+        .run(&[
+            "save",
+            "-o",
+            saved.to_str().unwrap(),
+            "example.com/team/app:1",
+            &sig_tag,
+            "example.com/team/blob:1",
+        ])
+        .ok();
+    let again = Ferry::new();
+    again.run(&["load", "-i", saved.to_str().unwrap()]).ok();
+    again.run(&["verify", "--read-data"]).ok();
+    for digest in [&app, &signature, &artifact] {
+        assert!(has(&again, digest), "{digest} came back");
+    }
+}

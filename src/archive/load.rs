@@ -12,7 +12,7 @@ use super::read::{Contents, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
-use crate::types::{media, Digest, ParsedManifest, Reference, ReferrerLink};
+use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
@@ -92,6 +92,7 @@ impl Loader<'_> {
         &mut self,
         config: &Digest,
         what: &str,
+        layers: usize,
     ) -> Result<Option<Vec<Digest>>, ArchiveError> {
         let bytes = match self.lookup(config, what, false)? {
             Some(bytes) => bytes,
@@ -104,13 +105,15 @@ impl Loader<'_> {
             self.contents
                 .invalid(format!("config of {what} is not JSON: {e}"))
         })?;
-        let diff_ids = value
-            .pointer("/rootfs/diff_ids")
-            .and_then(|v| v.as_array())
-            .ok_or_else(|| {
-                self.contents
-                    .invalid(format!("config of {what} has no rootfs.diff_ids"))
-            })?;
+        let Some(diff_ids) = value.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()) else {
+            // A layerless image (labels only) may say nothing of its rootfs.
+            return match layers {
+                0 => Ok(Some(Vec::new())),
+                _ => Err(self
+                    .contents
+                    .invalid(format!("config of {what} has no rootfs.diff_ids"))),
+            };
+        };
         let diff_ids = diff_ids
             .iter()
             .map(|d| {
@@ -138,12 +141,15 @@ impl Loader<'_> {
         let config = descriptor_digest(image.config()).map_err(|e| bad(e.to_string()))?;
         blobs.insert(manifest.digest.clone());
         blobs.insert(config.clone());
-        // diffIDs belong to container image configs; an OCI artifact (a Helm
-        // chart, a signature, an SBOM) has only its blobs' digests.
-        let container = media::is_image_config(image.config().media_type().as_ref());
+        // diffIDs belong to container images; an artifact (a Helm chart, a
+        // signature whose config is `{}`, an SBOM) has only its blobs'
+        // digests: the one rule pull and copy follow too.
+        let container = manifest.is_container_image();
         // A missing config is reported with the other missing blobs.
         let diff_ids = match container {
-            true => self.config_of(&config, what)?.unwrap_or_default(),
+            true => self
+                .config_of(&config, what, image.layers().len())?
+                .unwrap_or_default(),
             false => {
                 if !self.present(&config, what) {
                     self.missing.insert(config.clone());

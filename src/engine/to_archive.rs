@@ -12,9 +12,7 @@ use crate::archive::save::{self, ArchiveImage, SavePlan};
 use crate::archive::{ArchiveError, Compression};
 use crate::progress::{Event, Reporter};
 use crate::types::choice::{choose_image_now, PlatformChoice};
-use crate::types::{
-    media, Digest, ParsedManifest, Platform, Reference, ReferrerFilter, ReferrerLink,
-};
+use crate::types::{Digest, ParsedManifest, Platform, Reference, ReferrerFilter, ReferrerLink};
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -124,10 +122,7 @@ fn docker_manifest(plan: &ImagePlan, wanted: &Platform) -> Option<ParsedManifest
     // anything else (OCI artifacts travel in the OCI part alone).
     choose_image_now(plan.root.clone(), wanted, &plan.image, by_digest)
         .ok()
-        .filter(|m| {
-            m.image()
-                .is_some_and(|i| media::is_image_config(i.config().media_type().as_ref()))
-        })
+        .filter(ParsedManifest::is_container_image)
 }
 
 /// A blocking reader over a source's verified blob stream.

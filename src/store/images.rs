@@ -60,7 +60,7 @@ pub fn kind_of(manifest: &ParsedManifest) -> &'static str {
         None => "index",
         Some(image) => {
             let config = image.config().media_type().to_string();
-            if crate::types::media::is_image_config(&config) {
+            if manifest.is_container_image() {
                 "image"
             } else if config.starts_with("application/vnd.cncf.helm.") {
                 "helm chart"
@@ -129,11 +129,11 @@ impl Store {
             .image()
             .map(|m| m.config().media_type().to_string())
             .unwrap_or_default();
-        if !crate::types::media::is_image_config(&config_type) {
+        if !manifest.is_container_image() {
             return Err(StoreError::Invalid {
                 image: text.to_owned(),
                 message: format!(
-                    "is an OCI artifact (config type {config_type}), not a container image: it has no layers to show or export"
+                    "is an OCI artifact (config type {config_type}, layers that are not filesystem tars), not a container image: it has no filesystem to show or export"
                 ),
             });
         }

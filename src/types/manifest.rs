@@ -40,6 +40,27 @@ pub mod media {
         media_type == DOCKER_CONFIG || media_type == OCI_CONFIG
     }
 
+    /// Whether a layer media type is a filesystem tar (plain, gzip, zstd,
+    /// non-distributable): what a container runtime unpacks.
+    pub fn is_tar_layer(media_type: &str) -> bool {
+        media_type.starts_with("application/vnd.oci.image.layer.")
+            || media_type.starts_with("application/vnd.docker.image.rootfs.")
+    }
+
+    /// Whether a manifest with this config and these layers is a container
+    /// image a runtime can run — an image config over filesystem tars —
+    /// and so has diffIDs to check. Everything else is an artifact (a
+    /// signature whose config is `{}` under an image-config type, an SBOM,
+    /// a Helm chart, a tar-typed config): only its blobs' digests count.
+    /// The one rule every door (`load`, `save`'s `manifest.json`, `export`,
+    /// `images`) applies.
+    pub fn is_container_image<'a>(
+        config_type: &str,
+        mut layer_types: impl Iterator<Item = &'a str>,
+    ) -> bool {
+        is_image_config(config_type) && layer_types.all(is_tar_layer)
+    }
+
     /// Whether `media_type` names a single-image manifest.
     pub fn is_image_manifest(media_type: &str) -> bool {
         media_type == DOCKER_MANIFEST || media_type == OCI_MANIFEST
@@ -234,6 +255,21 @@ impl ParsedManifest {
             Manifest::Image(image) => Some(image),
             Manifest::Index(_) => None,
         }
+    }
+
+    /// Whether this is a container image (see [`media::is_container_image`]).
+    pub fn is_container_image(&self) -> bool {
+        self.image().is_some_and(|image| {
+            let layers: Vec<String> = image
+                .layers()
+                .iter()
+                .map(|l| l.media_type().to_string())
+                .collect();
+            media::is_container_image(
+                image.config().media_type().as_ref(),
+                layers.iter().map(String::as_str),
+            )
+        })
     }
 
     /// The index, when this is one.
