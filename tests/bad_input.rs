@@ -350,3 +350,78 @@ fn a_stale_lock_file_from_a_dead_process_does_not_block() {
         .ok();
     assert!(!run.stderr.contains("locked"), "{}", run.stderr);
 }
+
+/// Every line of `stderr` is a JSON object with a level and a message.
+fn all_json(stderr: &str) -> Vec<serde_json::Value> {
+    assert!(!stderr.trim().is_empty(), "nothing logged");
+    stderr
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{stderr}"));
+            assert!(
+                value["level"].is_string() && value["message"].is_string(),
+                "{line}"
+            );
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn with_log_format_json_every_stderr_line_is_an_object() {
+    // Nothing listens on port 1: retries, then the job fails.
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[[sync]]\nname = \"down\"\nsource = \"127.0.0.1:1/team/app\"\ntarget = \"store\"\n",
+    );
+    for verbose in [true, false] {
+        let mut args = vec!["--log-format", "json", "run"];
+        if verbose {
+            args.insert(0, "-v");
+        }
+        let run = ferry.run(&args).expect_code(1);
+        let lines = all_json(&run.stderr);
+        assert!(
+            lines.iter().any(|l| l["level"] == "ERROR"
+                && l["message"].as_str().unwrap().contains("down: failed")),
+            "the failure is logged at every verbosity: {}",
+            run.stderr
+        );
+        if verbose {
+            assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+        }
+    }
+    // Progress lines and the final error of a one-off command too.
+    let (registry, _fixture) = crate::round_trip::seeded();
+    let pull = ferry
+        .run(&[
+            "--log-format",
+            "json",
+            "pull",
+            &format!("{}/team/app:1.0", registry.host),
+        ])
+        .ok();
+    let lines = all_json(&pull.stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("Pull complete")),
+        "{}",
+        pull.stderr
+    );
+    let missing = ferry
+        .run(&[
+            "--log-format",
+            "json",
+            "pull",
+            &format!("{}/team/nothing:1", registry.host),
+        ])
+        .expect_code(1);
+    let lines = all_json(&missing.stderr);
+    assert_eq!(
+        lines.last().unwrap()["level"],
+        "ERROR",
+        "{}",
+        missing.stderr
+    );
+}

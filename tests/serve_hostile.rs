@@ -1204,10 +1204,7 @@ fn a_truncated_store_blob_is_not_served() {
     let answer = call(host, "GET", &path, &[], b"");
     assert_eq!(answer.status, 404, "a short blob was served");
     assert!(
-        serve
-            .log_lines()
-            .iter()
-            .any(|l| l.contains("ferry verify --read-data")),
+        serve.logged("ferry verify --read-data"),
         "{:?}",
         serve.log_lines()
     );

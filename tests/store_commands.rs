@@ -325,3 +325,69 @@ fn df_inspect_history_gc_and_verify() {
     let bad = ferry.run(&["verify", "--read-data"]).expect_code(1);
     assert!(bad.stdout.contains(layer), "{}", bad.stdout);
 }
+
+/// Flip one byte in the middle of a stored blob (same size: only a re-hash
+/// tells).
+fn rot(ferry: &Ferry, digest: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = ferry
+        .store
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_corrupt_store_blob_is_named_not_retried_and_repaired_by_pull_and_load() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    let layer = fixture.app1.layers[0].digest.clone();
+    let path = rot(&ferry, &layer);
+    // Plain verify says it did not read the data; --read-data finds the
+    // rot, names the file and the image, and says how to repair.
+    let plain = ferry.run(&["verify"]).ok();
+    assert!(plain.stdout.contains("data not read"), "{}", plain.stdout);
+    let deep = ferry.run(&["verify", "--read-data"]).expect_code(1);
+    for words in [
+        path.to_str().unwrap(),
+        "is corrupt",
+        "team/app:1.0",
+        "pull or load",
+    ] {
+        assert!(deep.stdout.contains(words), "{words}: {}", deep.stdout);
+    }
+    // A push of it blames the store, not the registry, and is not retried.
+    let push = ferry
+        .run(&["push", &image, &format!("{}/other/app:1.0", registry.host)])
+        .expect_code(1);
+    assert!(
+        push.stderr.contains(path.to_str().unwrap()) && push.stderr.contains("nothing was sent"),
+        "{}",
+        push.stderr
+    );
+    assert!(!push.stderr.contains("registry served"), "{}", push.stderr);
+    assert!(
+        !push.stderr.to_lowercase().contains("retry"),
+        "{}",
+        push.stderr
+    );
+    // A pull re-checks the blob it finds and replaces the bad copy.
+    let pull = ferry.run(&["pull", &image]).ok();
+    assert!(pull.stderr.contains("is corrupt"), "{}", pull.stderr);
+    ferry.run(&["verify", "--read-data"]).ok();
+    // So does a load of an archive that has it.
+    let archive = ferry.dir.path().join("app.tar");
+    ferry
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .ok();
+    rot(&ferry, &layer);
+    ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    ferry.run(&["verify", "--read-data"]).ok();
+}

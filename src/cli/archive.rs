@@ -2,7 +2,7 @@
 //! stdin; `--dry-run` lists), and `verify FILE`.
 
 use super::args::{CompressArg, LoadArgs, SaveArgs};
-use super::output::{human_size, json, println};
+use super::output::{eline, human_size, json, println};
 use super::{Context, UsageError};
 use crate::archive::checked::ArchiveInput;
 use crate::archive::load::LoadedImage;
@@ -98,11 +98,14 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     .await?;
     context.reporter.clear();
     if let (Some(place), false) = (written, context.quiet || context.json) {
-        eprintln!(
-            "Saved {}, {} blobs ({}) to {place}",
-            layout.describe_counts(),
-            layout.blob_count(),
-            human_size(layout.blob_bytes()),
+        eline(
+            "INFO",
+            &format!(
+                "Saved {}, {} blobs ({}) to {place}",
+                layout.describe_counts(),
+                layout.blob_count(),
+                human_size(layout.blob_bytes()),
+            ),
         );
     }
     if context.json {
@@ -181,7 +184,7 @@ pub async fn write_output(
         let stale = crate::types::time::now_unix() - STALE_UPLOAD;
         for note in sweep_unfinished(&objects, url, |k| k == url.key, Some(stale)).await? {
             if !context.quiet {
-                eprintln!("{note}");
+                eline("INFO", &note);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! (schedules, SIGTERM), `jobs` (table of schedules and results) and
 //! `config check`.
 
-use super::output::{json, println, table};
+use super::output::{eline, json, println, table};
 use super::{wait_for_shutdown, Context, UsageError};
 use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
@@ -181,6 +181,13 @@ pub async fn run(
         }
         reports.push(report);
     }
+    if context.log_json && !context.quiet {
+        // A collector reading stderr sees every failure, at every verbosity.
+        for report in reports.iter().filter(|r| r.status == Status::Failed) {
+            let error = report.error.as_deref().unwrap_or("failed");
+            eline("ERROR", &format!("{}: failed: {error}", report.name));
+        }
+    }
     let count = |status: Status| reports.iter().filter(|r| r.status == status).count();
     let failed = count(Status::Failed);
     let incomplete = reports.len() - failed - count(Status::Ok);
@@ -188,14 +195,21 @@ pub async fn run(
         json(&reports)?;
     } else if context.quiet {
         for report in reports.iter().filter(|r| r.status != Status::Ok) {
-            eprintln!(
-                "{}: {}",
-                report.name,
-                report
-                    .error
-                    .clone()
-                    .or_else(|| report.notes.last().cloned())
-                    .unwrap_or_else(|| crate::jobs::status_label(report.status).to_owned())
+            eline(
+                if report.status == Status::Failed {
+                    "ERROR"
+                } else {
+                    "WARN"
+                },
+                &format!(
+                    "{}: {}",
+                    report.name,
+                    report
+                        .error
+                        .clone()
+                        .or_else(|| report.notes.last().cloned())
+                        .unwrap_or_else(|| crate::jobs::status_label(report.status).to_owned())
+                ),
             );
         }
     } else {

@@ -3,7 +3,7 @@
 
 use super::args::{ImagesArgs, PruneArgs};
 use super::output::{human_size, json, println, table};
-use super::{Context, UsageError};
+use super::{error_line, Context, UsageError};
 use crate::store::maintenance::Removal;
 use crate::store::{ImageSummary, IndexEntry};
 use crate::types::time::{human_age, now_unix, parse_duration};
@@ -189,7 +189,7 @@ pub fn rmi(context: &Context, images: &[String], force: bool) -> anyhow::Result<
             }
             Err(error) => {
                 failed += 1;
-                eprintln!("error: {error}");
+                error_line(&error.to_string());
             }
         }
     }
@@ -399,7 +399,11 @@ pub fn verify(context: &Context, read_data: bool) -> anyhow::Result<ExitCode> {
                 "checked {} images and {} blobs{}: {} problems, {} unreferenced blobs (ferry gc removes them)",
                 report.images,
                 report.blobs,
-                if read_data { format!(" ({} read)", human_size(report.bytes_read)) } else { String::new() },
+                if read_data {
+                    format!(" ({} read and re-hashed)", human_size(report.bytes_read))
+                } else {
+                    " (sizes only, data not read: --read-data re-hashes every blob)".to_owned()
+                },
                 report.problems.len(),
                 report.unreferenced
             ))?;

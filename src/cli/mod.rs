@@ -33,6 +33,8 @@ pub struct Context {
     pub json: bool,
     pub progress: bool,
     pub verbose: bool,
+    /// `--log-format json`: every stderr line is a JSON object.
+    pub log_json: bool,
     pub reporter: Arc<reporter::TerminalReporter>,
 }
 
@@ -68,6 +70,7 @@ impl Context {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet, cli.global.log_format);
+    output::set_json_logs(cli.global.log_format == args::LogFormat::Json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -197,7 +200,7 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
             text.push_str(&format!("\n  caused by: {line}"));
         }
     }
-    eprintln!("{text}");
+    error_line(text.trim_start_matches("error: "));
     let usage = error.chain().any(|cause| {
         cause.is::<ConfigError>()
             || cause.is::<UsageError>()
@@ -207,6 +210,14 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
             )
     });
     ExitCode::from(if usage { 2 } else { 1 })
+}
+
+/// An error on stderr: `error: TEXT`, or a JSON object with `--log-format json`.
+pub(crate) fn error_line(text: &str) {
+    match output::json_logs() {
+        true => output::eline("ERROR", text),
+        false => eprintln!("error: {text}"),
+    }
 }
 
 /// A mistake in how ferry was called (exit 2).
@@ -278,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         json: cli.global.json,
         progress,
         verbose,
+        log_json: output::json_logs(),
         reporter: Arc::new(reporter::TerminalReporter::new(
             progress,
             cli.global.verbose > 0,

@@ -1,7 +1,38 @@
 //! Output helpers: stdout writes that surface a broken pipe, human sizes
-//! in docker's units, aligned tables, and JSON.
+//! in docker's units, aligned tables, JSON, and stderr lines in the log
+//! format.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether stderr lines are JSON objects (`--log-format json`).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Write every later stderr line as a JSON object.
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, Ordering::Relaxed);
+}
+
+/// Whether stderr lines are JSON objects.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
+/// One line on stderr in the chosen log format: the text as it is, or with
+/// `--log-format json` an object with the fields the log lines have
+/// (`timestamp`, `level`, `message`), so a collector reads every line.
+pub fn eline(level: &str, text: &str) {
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        let line = serde_json::json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "level": level,
+            "message": text,
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("{text}");
+    }
+}
 
 /// Write one line to stdout.
 pub fn println(text: &str) -> std::io::Result<()> {

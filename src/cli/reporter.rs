@@ -15,6 +15,8 @@ pub struct TerminalReporter {
     lines: std::sync::atomic::AtomicBool,
     verbose: bool,
     verb: Mutex<&'static str>,
+    /// The reason the last retry line gave in full.
+    last_retry: Mutex<Option<String>>,
 }
 
 impl TerminalReporter {
@@ -28,6 +30,7 @@ impl TerminalReporter {
             lines: std::sync::atomic::AtomicBool::new(enabled && !terminal),
             verbose,
             verb: Mutex::new("Copy"),
+            last_retry: Mutex::new(None),
         }
     }
 
@@ -52,7 +55,7 @@ impl TerminalReporter {
             Some(bars) => {
                 let _ = bars.println(text);
             }
-            None => eprintln!("{text}"),
+            None => super::output::eline("INFO", text),
         }
     }
 
@@ -107,7 +110,18 @@ impl Reporter for TerminalReporter {
                 reason,
             } => {
                 if self.bars.is_some() || self.lines() || self.verbose {
-                    self.line(&format!("retrying {what} (attempt {attempt}): {reason}"));
+                    // One failure retried on many blobs is said once in full.
+                    let mut last = self.last_retry.lock().expect("retry lock");
+                    let text = match last.as_deref() == Some(reason.as_str()) {
+                        true => format!("retrying {what} (attempt {attempt}): the same error"),
+                        false => format!("retrying {what} (attempt {attempt}): {reason}"),
+                    };
+                    *last = Some(reason);
+                    drop(last);
+                    match &self.bars {
+                        Some(bars) => drop(bars.println(text)),
+                        None => super::output::eline("WARN", &text),
+                    }
                 }
             }
             Event::Note(text) => {

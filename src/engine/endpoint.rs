@@ -229,7 +229,22 @@ fn file_blob_stream(
         };
         let mut buffer = vec![0u8; READ_CHUNK];
         let read = file.read(&mut buffer).await.map_err(io)?;
-        let unverified = |e| RegistryError::unverified(what.clone(), e);
+        let unverified = |error: crate::types::VerifyError| RegistryError::LocalCorrupt {
+            what: what.clone(),
+            path: state.path.display().to_string(),
+            problem: match error {
+                crate::types::VerifyError::Size { expected, actual } => {
+                    format!("{actual} bytes where {expected} were expected")
+                }
+                crate::types::VerifyError::Digest { actual, .. } => {
+                    format!("its content hashes to {actual}")
+                }
+            },
+            hint: match kind {
+                STORED => "`ferry verify --read-data` lists the images it affects; pulling or loading one of them again replaces the blob",
+                _ => "The archive is damaged: make it again from its source",
+            },
+        };
         if read == 0 {
             if let Some(verifier) = state.verifier.take() {
                 verifier.finish().map_err(unverified)?;
@@ -317,8 +332,9 @@ impl Destination {
                 .blob_size(reference.repository(), digest)
                 .await?
                 .is_some()),
+            // Re-hashed: a corrupt copy is fetched again and replaced.
             Destination::Store { store, .. } => {
-                Ok(store.claim_async(digest, Some(size)).await?.is_some())
+                Ok(store.claim_verified_async(digest, size).await?.is_some())
             }
         }
     }

@@ -61,6 +61,15 @@ pub enum RegistryError {
         digest: Digest,
         reason: String,
     },
+    /// Local bytes (the store's, an archive's) that fail their digest or
+    /// size: not the registry's fault, and no retry can fix them.
+    #[error("{what} at {path} is corrupt: {problem}; nothing was sent. {hint}")]
+    LocalCorrupt {
+        what: String,
+        path: String,
+        problem: String,
+        hint: &'static str,
+    },
     #[error("{what}: local I/O failed: {source}")]
     Io {
         what: String,

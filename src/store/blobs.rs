@@ -1,7 +1,8 @@
 //! Blob ingest and commit: bytes go to a private temp file under `ingest/`,
 //! are hashed while written, fsynced, checked against the expected size and
-//! digest, made read-only and renamed into `blobs/`. An existing blob is
-//! success; a failed or dropped writer leaves nothing behind.
+//! digest, made read-only and renamed into `blobs/` (over an existing blob:
+//! verified bytes replace a corrupt copy); a failed or dropped writer
+//! leaves nothing behind.
 
 use super::{sync_dir, Store, StoreError};
 use crate::types::{Digest, Verifier};
@@ -341,13 +342,8 @@ fn publish(temp: &std::path::Path, target: &std::path::Path) -> std::io::Result<
         Err(e) if gone_because_published(&e) => return Ok(()),
         other => other?,
     }
-    if target.exists() {
-        // Another process committed the same content first: success.
-        return match std::fs::remove_file(temp) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        };
-    }
+    // Verified bytes replace an existing blob: the same content (another
+    // process committed it first), or a corrupt copy this repairs.
     match std::fs::rename(temp, target) {
         Err(e) if gone_because_published(&e) => return Ok(()),
         other => other?,

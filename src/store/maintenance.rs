@@ -406,6 +406,7 @@ impl Store {
             }
         };
         let mut expected: BTreeMap<Digest, u64> = BTreeMap::new();
+        let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
         for entry in &entries {
             let label = match (entry.name(), entry.link()) {
                 (Some(name), _) => name.to_string(),
@@ -431,6 +432,7 @@ impl Store {
                                 .push(format!("{label}: blob {digest} is {actual} bytes, its manifest says {size}")),
                             Some(_) => {}
                         }
+                        users.entry(digest.clone()).or_default().push(label.clone());
                         expected.insert(digest, size);
                     }
                 }
@@ -447,8 +449,16 @@ impl Store {
                     Ok((actual, bytes)) => {
                         report.bytes_read += bytes;
                         if actual != digest {
+                            let repair = match users.get(&digest) {
+                                Some(names) => format!(
+                                    "used by {}; pull or load one of them again to replace it (ferry re-checks a blob it finds), or rmi them",
+                                    names.join(", ")
+                                ),
+                                None => "no image uses it; ferry gc removes it".to_owned(),
+                            };
                             report.problems.push(format!(
-                                "blob {digest} is corrupt: its content hashes to {actual}"
+                                "blob {digest} ({}) is corrupt: its content hashes to {actual}; {repair}",
+                                self.blob_path(&digest).display()
                             ));
                         }
                     }
@@ -512,7 +522,7 @@ impl Store {
 }
 
 /// Hash a file, streaming.
-fn hash_file(path: &std::path::Path, digest: &Digest) -> std::io::Result<(Digest, u64)> {
+pub(super) fn hash_file(path: &std::path::Path, digest: &Digest) -> std::io::Result<(Digest, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = digest.hasher();

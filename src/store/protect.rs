@@ -97,6 +97,37 @@ impl Store {
             .unwrap_or_else(|e| Err(StoreError::Conflict(format!("claim stopped: {e}"))))
     }
 
+    /// [`Store::claim_async`] that also re-hashes the blob it finds: a copy
+    /// that fails its digest counts as absent (a warning names it), so the
+    /// transfer fetches it again and the verified bytes replace it. What a
+    /// pull or copy into the store skips its download on.
+    pub async fn claim_verified_async(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (store, digest) = (self.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || {
+            let Some(found) = store.claim(&digest, Some(size))? else {
+                return Ok(None);
+            };
+            let path = store.blob_path(&digest);
+            match super::maintenance::hash_file(&path, &digest) {
+                Ok((actual, _)) if actual == digest => Ok(Some(found)),
+                Ok((actual, _)) => {
+                    tracing::warn!(
+                        "the store's blob {digest} ({}) is corrupt: its content hashes to {actual}; fetching it again to replace it",
+                        path.display()
+                    );
+                    Ok(None)
+                }
+                Err(error) => Err(StoreError::io(&path, error)),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Conflict(format!("claim stopped: {e}"))))
+    }
+
     /// Everything `digest` reaches, each blob present with its declared
     /// size: what an index commit checks under the writers' lock, so a tag
     /// never points at missing data and every command can read what it

@@ -128,7 +128,8 @@ impl StagedBlob {
             .expect("staged blob is live until commit")
     }
 
-    /// Publish the blob under its digest (an existing blob is success).
+    /// Publish the blob under its digest, replacing an existing file (which
+    /// is the same content, or a corrupt copy this repairs).
     pub fn commit(mut self, store: &Store) -> Result<(), StoreError> {
         use std::os::unix::fs::PermissionsExt;
         let target = store.blob_path(&self.digest);
@@ -140,10 +141,10 @@ impl StagedBlob {
         };
         let digest = self.digest.clone();
         let result = store.commit_protected(&digest, || {
+            // Verified bytes replace whatever is there: a blob already in
+            // the store may be corrupt (disk rot, a hand edit), and an
+            // identical one is replaced by itself.
             let moved = (|| {
-                if target.exists() {
-                    return std::fs::remove_file(&path);
-                }
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
                 std::fs::rename(&path, &target)?;
                 sync_dir(target.parent().expect("blob dir"))

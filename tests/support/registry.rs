@@ -267,6 +267,21 @@ impl Registry {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether a log line containing `needle` arrives within 10 s (the log
+    /// is read by another thread: a line the server wrote may lag).
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Lines of the access log matching `method` and a path fragment.
     pub fn requests(&self, method: &str, fragment: &str) -> usize {
         let needle = format!("\"{method} ");
