@@ -28,6 +28,34 @@ fn unknown_image_fails_with_not_found_and_changes_nothing() {
         .run(&["pull", &format!("{}/team/nothing:1", registry.host)])
         .expect_code(1);
     assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+    // The hint names the repository to list, not a placeholder.
+    let hint = format!("ferry tags {}/team/nothing", registry.host);
+    assert!(missing.stderr.contains(&hint), "{}", missing.stderr);
+}
+
+#[test]
+fn a_sync_where_every_image_failed_says_none_was_synced() {
+    let fixture = fixture();
+    let bad_layer = fixture.app2.layers[1].digest.clone();
+    let fake = FakeRegistry::start(
+        &fixture.app2,
+        "1.0",
+        Faults {
+            corrupt: Some(bad_layer),
+            ..Faults::default()
+        },
+    );
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"bad\"\nsource = \"{}/app\"\ntarget = \"store\"\n",
+        fake.host
+    ));
+    let run = ferry.run(&["run"]).expect_code(1);
+    assert!(
+        run.stdout.contains("1 of 1 images failed (none was synced"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("were synced"), "{}", run.stdout);
 }
 
 #[test]

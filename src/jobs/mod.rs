@@ -201,11 +201,15 @@ impl ImageResult {
 }
 
 /// A job whose loop went on past failures fails at its end, listing them.
-fn failed_images(what: &str, failed: &[String]) -> Result<(), Stop> {
+fn failed_images(what: &str, failed: &[String], total: usize) -> Result<(), Stop> {
+    let others = match total.saturating_sub(failed.len()) {
+        0 => "none was done".to_owned(),
+        done => format!("the other {done} were done"),
+    };
     match failed {
         [] => Ok(()),
         failed => Err(Stop::Failed(anyhow::anyhow!(
-            "{} {what} failed (the others were done): {}",
+            "{} of {total} {what} failed ({others}): {}",
             failed.len(),
             failed.join("; ")
         ))),

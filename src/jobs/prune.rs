@@ -92,6 +92,7 @@ pub async fn run(
         .collect();
     let mut deleted: Vec<&Digest> = Vec::new();
     let mut failed = Vec::new();
+    let total = doomed.len();
     for candidate in doomed {
         if context.cancelled() {
             return Err(Stop::Cancelled);
@@ -129,5 +130,5 @@ pub async fn run(
         state.first_seen.remove(&candidate.tag);
         report.changes.push(format!("deleted {line}"));
     }
-    super::failed_images("tags", &failed)
+    super::failed_images("tags", &failed, total)
 }

@@ -50,6 +50,7 @@ pub async fn run(
     let tags: Vec<String> = digests.keys().cloned().collect();
     let aliases = compute_aliases(&tags, &spec.aliases, spec.prerelease);
     let mut failed = Vec::new();
+    let total = aliases.len();
     for (alias, target_tag) in aliases {
         if context.cancelled() {
             return Err(Stop::Cancelled);
@@ -105,5 +106,5 @@ pub async fn run(
             .insert(alias.clone(), (target_tag.clone(), target_digest.clone()));
         report.changes.push(format!("pointed {line}"));
     }
-    super::failed_images("aliases", &failed)
+    super::failed_images("aliases", &failed, total)
 }

@@ -299,10 +299,14 @@ pub async fn run(
         }
     }
     if !failed.is_empty() {
+        let total = report.images.len();
+        let others = match failed.len() == total {
+            true => "none was synced".to_owned(),
+            false => format!("the other {} were synced", total - failed.len()),
+        };
         return Err(Stop::Failed(anyhow::anyhow!(
-            "{} of {} images failed (the others were synced; the next run retries these): {}",
+            "{} of {total} images failed ({others}; the next run retries the failed ones): {}",
             failed.len(),
-            report.images.len(),
             failed.join("; ")
         )));
     }

@@ -81,9 +81,13 @@ impl DownloadState {
             let error = status_error(self.client.registry(), "GET", &path, response).await;
             return Err(match error {
                 RegistryError::NotFound {
-                    registry, detail, ..
+                    registry,
+                    repository,
+                    detail,
+                    ..
                 } => RegistryError::NotFound {
                     registry,
+                    repository,
                     what: self.what(),
                     detail,
                 },

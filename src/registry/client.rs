@@ -469,9 +469,13 @@ impl RegistryClient {
     pub(super) fn not_found_as(&self, error: RegistryError, what: &str) -> RegistryError {
         match error {
             RegistryError::NotFound {
-                registry, detail, ..
+                registry,
+                repository,
+                detail,
+                ..
             } => RegistryError::NotFound {
                 registry,
+                repository,
                 what: what.to_owned(),
                 detail,
             },

@@ -17,9 +17,11 @@ pub enum RegistryError {
         action: String,
         detail: String,
     },
-    #[error("{what} not found on {registry}{detail}; check the name and tag (ferry tags {registry}/REPOSITORY lists tags)")]
+    #[error("{what} not found on {registry}{detail}; check the name and tag (`ferry tags {registry}/{repository}` lists its tags)")]
     NotFound {
         registry: String,
+        /// The repository asked in, for the hint.
+        repository: String,
         what: String,
         detail: String,
     },

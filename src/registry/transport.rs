@@ -231,6 +231,7 @@ pub async fn status_error(
         },
         StatusCode::NOT_FOUND => RegistryError::NotFound {
             registry: registry.to_owned(),
+            repository: repository_of(path).to_owned(),
             what: path.to_owned(),
             detail,
         },
@@ -350,5 +351,29 @@ mod tests {
                 && is_loopback_host("[::1]")
         );
         assert!(!is_loopback_host("example.com"));
+    }
+}
+
+/// The repository a distribution API path names (`v2/<name>/manifests/…`,
+/// `/v2/<name>/blobs/…`, `v2/<name>/tags/list`), for messages.
+fn repository_of(path: &str) -> &str {
+    let rest = path.trim_start_matches('/').trim_start_matches("v2/");
+    ["/manifests/", "/blobs/", "/tags/", "/referrers/"]
+        .iter()
+        .filter_map(|part| rest.find(part))
+        .min()
+        .map_or(rest, |end| &rest[..end])
+}
+
+#[cfg(test)]
+mod repository_tests {
+    #[test]
+    fn the_repository_is_read_from_api_paths() {
+        assert_eq!(super::repository_of("v2/team/app/manifests/1"), "team/app");
+        assert_eq!(super::repository_of("/v2/a/b/c/blobs/sha256:00"), "a/b/c");
+        assert_eq!(
+            super::repository_of("v2/library/nginx/tags/list"),
+            "library/nginx"
+        );
     }
 }
