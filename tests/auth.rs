@@ -62,15 +62,63 @@ fn tls_with_test_ca_works_and_without_it_fails() {
     let trusting = ferry_for(&registry, "");
     let pulled = trusting.run(&["pull", &image]).ok();
     assert!(pulled.stdout.contains(&fixture.app1.digest()));
-    // Without the CA the certificate is not trusted and there is no fallback to HTTP.
+    // Without the CA the certificate is not trusted and there is no fallback
+    // to HTTP: one clear error, said once, with the fix, and no retries.
     let stranger = Ferry::new();
-    let refused = stranger.run(&["pull", &image]).expect_code(1);
+    let refused = stranger.run(&["-v", "pull", &image]).expect_code(1);
     assert!(
-        refused.stderr.contains(&registry.host),
+        refused.stderr.contains(&registry.host)
+            && refused.stderr.contains("not signed by a CA ferry trusts")
+            && refused.stderr.contains("ca_file"),
         "{}",
         refused.stderr
     );
+    assert!(
+        !refused.stderr.contains("HTTP version"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains("retrying"), "{}", refused.stderr);
     assert!(!stranger.index_json().contains("team/app"));
+}
+
+#[test]
+fn a_self_signed_ca_certificate_given_as_ca_file_is_trusted_as_that_certificate() {
+    let registry = Registry::start_self_signed();
+    let fixture = fixture();
+    registry.skopeo_push(fixture.layout.path(), "1.0", "team/app");
+    let image = format!("{}/team/app:1.0", registry.host);
+    // curl accepts it given as the CA; so does ferry.
+    let curl = std::process::Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(registry.tls_ca.as_ref().unwrap())
+        .arg(format!("https://{}/v2/", registry.host))
+        .status()
+        .unwrap();
+    assert!(curl.success(), "curl refused the certificate");
+    let ferry = ferry_for(&registry, "");
+    let pulled = ferry.run(&["pull", &image]).ok();
+    assert!(
+        pulled.stdout.contains(&fixture.app1.digest()),
+        "{}",
+        pulled.stdout
+    );
+    ferry
+        .run(&["push", &image, &format!("{}/team/copy:1.0", registry.host)])
+        .ok();
+    // Another registry's certificate is not trusted because of this one.
+    let other = Registry::start_self_signed();
+    let mut config = registry.ferry_config();
+    config.push_str(&format!(
+        "\n[registries.\"{}\"]\nca_file = \"{}\"\n",
+        other.host,
+        registry.tls_ca.as_ref().unwrap().display()
+    ));
+    let mixed = Ferry::new().with_config(&format!("version = 1\n{config}"));
+    let refused = mixed
+        .run(&["tags", &format!("{}/team/app", other.host)])
+        .expect_code(1);
+    assert!(refused.stderr.contains("TLS"), "{}", refused.stderr);
 }
 
 #[test]

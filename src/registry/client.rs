@@ -156,6 +156,11 @@ impl RegistryClient {
                 // handshake itself fails.
                 match self.http.get(https.join("v2/").expect("static path")).send().await {
                     Ok(_) => Ok(https),
+                    // It speaks TLS with a certificate we refuse: plain HTTP
+                    // would only fail later, less clearly.
+                    Err(error) if super::tls::certificate_refused(&error) => {
+                        Err(connect_error(&self.registry, &error))
+                    }
                     Err(error) if error.is_connect() || error.is_request() => parse("http"),
                     Err(error) => Err(connect_error(&self.registry, &error)),
                 }

@@ -35,6 +35,10 @@ pub enum RegistryError {
     },
     #[error("{registry}: rate limited (HTTP 429) after {attempts} attempts; wait and retry, or log in to raise the limit")]
     RateLimited { registry: String, attempts: u32 },
+    /// A TLS handshake that failed for a reason no retry fixes (an
+    /// untrusted certificate, a plain-HTTP server on the port).
+    #[error("cannot connect to {registry} over TLS: {problem}")]
+    Tls { registry: String, problem: String },
     #[error("cannot reach {registry}: {message}; check the address, that the registry is running, and TLS settings (ca_file, insecure)")]
     Connect { registry: String, message: String },
     #[error("{what}: digest mismatch: expected {expected}, calculated {actual}; the registry served corrupt or altered data, nothing was stored")]

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod error;
 pub mod lists;
 pub mod referrers;
+pub mod tls;
 pub mod transport;
 
 pub use client::{Registries, RegistryClient};

@@ -102,18 +102,32 @@ pub fn build_http_client(
         .read_timeout(stall_timeout)
         .pool_max_idle_per_host(16)
         .tls_built_in_root_certs(true);
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| config_error(format!("cannot read {what} {}: {e}", path.display())))
+    };
     if let Some(ca_file) = &settings.ca_file {
-        let pem = std::fs::read(ca_file)
-            .map_err(|e| config_error(format!("cannot read ca_file {}: {e}", ca_file.display())))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            config_error(format!(
-                "ca_file {} is not PEM certificates: {e}",
-                ca_file.display()
-            ))
-        })?;
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
+        // Our own TLS config: ca_file's certificates are anchors, and one
+        // the server presents as its own is pinned (see `tls`).
+        let pem = read("ca_file", ca_file)?;
+        let identity = match (&settings.client_cert, &settings.client_key) {
+            (Some(cert), Some(key)) => Some((read("client_cert", cert)?, read("client_key", key)?)),
+            (None, None) => None,
+            _ => {
+                return Err(config_error(
+                    "client_cert and client_key must be set together".into(),
+                ))
+            }
+        };
+        let config = super::tls::client_config(
+            &pem,
+            identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+        .map_err(|e| config_error(format!("ca_file {} {e}", ca_file.display())))?;
+        return builder
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| config_error(format!("cannot set up HTTP client: {e}")));
     }
     match (&settings.client_cert, &settings.client_key) {
         (Some(cert), Some(key)) => {
@@ -178,6 +192,12 @@ pub async fn read_capped(
 /// A transport failure as a [`RegistryError`], with the URL's query removed
 /// (signed URLs carry credentials there).
 pub fn connect_error(registry: &str, error: &reqwest::Error) -> RegistryError {
+    if let Some(problem) = super::tls::tls_problem(error, registry) {
+        return RegistryError::Tls {
+            registry: registry.to_owned(),
+            problem,
+        };
+    }
     // reqwest's own Display includes the URL; describe the kind instead.
     let mut message = if error.is_timeout() {
         "timed out".to_owned()

@@ -99,6 +99,43 @@ pub fn make_tls(dir: &Path) -> PathBuf {
     ca
 }
 
+/// A self-signed certificate for 127.0.0.1 as Docker's documentation makes
+/// one (`cert.pem`, `key.pem` in `dir`; `CA:TRUE` from openssl's defaults).
+pub fn make_self_signed(dir: &Path) -> PathBuf {
+    let cert = dir.join("cert.pem");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-sha256",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(&cert),
+    );
+    let text = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert),
+    );
+    assert!(
+        text.contains("CA:TRUE"),
+        "openssl made no CA certificate: {text}"
+    );
+    cert
+}
+
 impl Registry {
     /// A plain-HTTP registry without auth.
     pub fn start() -> Registry {
@@ -107,11 +144,27 @@ impl Registry {
 
     /// A registry with the given auth, optionally behind TLS.
     pub fn start_with(auth: Auth, tls: bool) -> Registry {
+        Registry::start_tls(auth, tls.then_some(false))
+    }
+
+    /// A registry behind TLS with a self-signed certificate made as Docker's
+    /// documentation shows (`openssl req -x509`: `CA:TRUE`), which is its
+    /// own `tls_ca`.
+    pub fn start_self_signed() -> Registry {
+        Registry::start_tls(Auth::None, Some(true))
+    }
+
+    /// `tls`: `None` plain HTTP, `Some(false)` a leaf from a test CA,
+    /// `Some(true)` a self-signed CA certificate.
+    fn start_tls(auth: Auth, tls: Option<bool>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut http = format!("{{addr: 127.0.0.1:{port}, secret: ferry-test-secret");
-        let tls_ca = tls.then(|| make_tls(dir.path()));
-        if tls {
+        let tls_ca = tls.map(|self_signed| match self_signed {
+            false => make_tls(dir.path()),
+            true => make_self_signed(dir.path()),
+        });
+        if tls.is_some() {
             http.push_str(&format!(
                 ", tls: {{certificate: {}, key: {}}}",
                 dir.path().join("cert.pem").display(),
