@@ -204,3 +204,69 @@ fn podman_loads_ferry_archives_with_ferry_image_ids() {
         }
     }
 }
+
+/// Run a peer's command, returning whether it succeeded and its stderr.
+fn attempt(command: &mut std::process::Command) -> (bool, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn compressed_archives_load_where_the_table_says() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let one = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &one]).ok();
+    let docker = Docker::start();
+    for (compress, docker_loads, skopeo_docker_archive) in [
+        ("none", true, true),
+        ("gzip", true, false),
+        ("zstd", false, true),
+    ] {
+        let archive = ferry.dir.path().join(format!("app-{compress}.tar"));
+        let path = archive.to_str().unwrap();
+        let saved = ferry
+            .run(&["save", "--compress", compress, "-o", path, &one])
+            .ok();
+        // save warns exactly when a peer in the table cannot read it.
+        assert_eq!(
+            saved.stderr.contains("does not load with"),
+            compress != "none",
+            "{compress}: {}",
+            saved.stderr
+        );
+        let (loaded, why) = attempt(
+            std::process::Command::new("docker")
+                .env("DOCKER_HOST", docker.host())
+                .args(["load", "-i", path]),
+        );
+        assert_eq!(loaded, docker_loads, "docker load {compress}: {why}");
+        if loaded {
+            docker.run(&["rmi", &one]);
+        } else {
+            assert!(why.contains("invalid tar header"), "{why}");
+        }
+        let podman = Podman::new();
+        podman.load(&archive);
+        let id = podman.run(&["image", "inspect", "--format", "{{.Id}}", &one]);
+        assert_eq!(
+            format!("sha256:{}", id.trim()),
+            fixture.app1.config_digest()
+        );
+        let (read, why) = attempt(
+            std::process::Command::new("skopeo")
+                .args(["inspect", &format!("docker-archive:{path}")]),
+        );
+        assert_eq!(
+            read, skopeo_docker_archive,
+            "skopeo docker-archive {compress}: {why}"
+        );
+        let (read, why) = attempt(
+            std::process::Command::new("skopeo").args(["inspect", &format!("oci-archive:{path}")]),
+        );
+        assert!(read, "skopeo oci-archive {compress}: {why}");
+    }
+}

@@ -96,6 +96,24 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Which of the peers the README names cannot read an archive compressed
+    /// so (measured: Docker 20.10, podman 4.3, skopeo 1.9, containerd 1.6).
+    pub fn unreadable_by(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            Compression::Gzip => Some(
+                "a gzip archive does not load with skopeo's docker-archive: or containerd's ctr import (docker load, podman load and skopeo oci-archive: read it)",
+            ),
+            Compression::Zstd => Some(
+                "a zstd archive does not load with docker load (Docker 20.10) or containerd's ctr import (podman load and skopeo read it)",
+            ),
+            // ferry writes none of these (it only reads them).
+            Compression::Xz | Compression::Bzip2 => {
+                Some("an xz or bzip2 archive loads with ferry only")
+            }
+        }
+    }
+
     /// Recognise compression from the first bytes of a stream.
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {

@@ -90,6 +90,9 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let compression = compression_of(args.compress);
+    if let Some(readers) = compression.unreadable_by() {
+        tracing::warn!("{readers}; --compress none (the default) loads everywhere");
+    }
     context.reporter.set_verb("Save");
     let reporter: Arc<dyn Reporter> = context.reporter.clone();
     let written = write_output(context, args.output.as_deref(), |out| {

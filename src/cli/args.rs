@@ -324,7 +324,7 @@ pub struct SaveArgs {
     /// Keep only these platforms of multi-platform images (repeat); the first is listed in manifest.json.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Vec<String>,
-    /// Compress the whole archive (docker load reads all three; podman and containerd need none).
+    /// Compress the whole archive: none loads everywhere; gzip not in skopeo docker-archive: nor ctr; zstd not in docker load (20.10) nor ctr.
     #[arg(long, value_enum, default_value = "none")]
     pub compress: CompressArg,
     /// Write a delta: leave out blobs that this older archive (or store image) already has.

@@ -194,6 +194,9 @@ pub async fn run(
         "zstd" => Compression::Zstd,
         _ => Compression::None,
     };
+    if let Some(readers) = compression.unreadable_by() {
+        report.notes.push(readers.to_owned());
+    }
     if let Location::Object(url) = &location {
         // Uploads an earlier run of this job left unfinished (it died):
         // runs of one job never overlap (lease or shard), so all are stale.
