@@ -391,3 +391,84 @@ fn a_corrupt_store_blob_is_named_not_retried_and_repaired_by_pull_and_load() {
     ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
     ferry.run(&["verify", "--read-data"]).ok();
 }
+
+#[test]
+fn images_are_ordered_and_filtered_by_created_time_as_docker() {
+    use crate::support::image::{self, Content};
+    let work = tempfile::tempdir().unwrap();
+    let layer = image::random_layer("a", 1_000, 3);
+    // Three images built within one second, and one built a year before;
+    // all loaded at once, so ferry sees them in the same second.
+    let made = |label: &str, created: &str| {
+        image::image(vec![layer.clone()], "amd64", label).with_created(created)
+    };
+    let old = made("old", "2025-06-01T00:00:00Z");
+    let first = made("first", "2026-03-01T10:00:00.100Z");
+    let second = made("second", "2026-03-01T10:00:00.500Z");
+    let third = made("third", "2026-03-01T10:00:00.900000001Z");
+    let layout = work.path().join("layout");
+    let entries = [
+        ("second", Content::Image(&second)),
+        ("old", Content::Image(&old)),
+        ("third", Content::Image(&third)),
+        ("first", Content::Image(&first)),
+    ];
+    image::write_layout(&layout, &entries);
+    let manifests: Vec<serde_json::Value> = [&second, &old, &third, &first]
+        .iter()
+        .zip(["second", "old", "third", "first"])
+        .map(|(image, tag)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.digest(), "size": image.manifest.len(),
+            "annotations": {"io.containerd.image.name": format!("local/app:{tag}"), "org.opencontainers.image.ref.name": tag},
+        }))
+        .collect();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap(),
+    )
+    .unwrap();
+    let archive = work.path().join("app.tar");
+    crate::support::tar_dir(&layout, &archive);
+    let ferry = Ferry::new();
+    ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
+    let tags = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "images"];
+        all.extend_from_slice(args);
+        json(&ferry.run(&all).ok())
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s["name"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    // Newest first by the image's created time, finer than a second.
+    assert_eq!(tags(&[]), ["third", "second", "first", "old"]);
+    // since/before compare created times, as docker.
+    assert_eq!(
+        tags(&["--filter", "since=local/app:first"]),
+        ["third", "second"]
+    );
+    assert_eq!(
+        tags(&["--filter", "before=local/app:second"]),
+        ["first", "old"]
+    );
+    assert!(tags(&["--filter", "since=local/app:third"]).is_empty());
+    // The table view keeps the same order.
+    let table = ferry.run(&["images"]).ok().stdout;
+    let order: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|row| row.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(order, ["third", "second", "first", "old"], "{table}");
+}

@@ -60,18 +60,23 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
                 summaries.retain(|s| s.name.is_none() == want);
             }
             "before" | "since" => {
+                // As docker: by the image's created time; an image without
+                // one (an artifact) is neither before nor after anything.
                 let pivot = store.resolve(value)?;
                 let pivot_time = store
                     .summaries()?
                     .into_iter()
                     .find(|s| s.digest == pivot.entry.digest)
-                    .map_or(0, |s| first_seen(&s));
-                summaries.retain(|s| {
-                    if key == "before" {
-                        first_seen(s) < pivot_time
-                    } else {
-                        first_seen(s) > pivot_time
-                    }
+                    .and_then(|s| s.created_ns)
+                    .ok_or_else(|| {
+                        UsageError(format!(
+                            "filter {filter:?}: {value} has no created time to compare with"
+                        ))
+                    })?;
+                summaries.retain(|s| match s.created_ns {
+                    None => false,
+                    Some(created) if key == "before" => created < pivot_time,
+                    Some(created) => created > pivot_time,
                 });
             }
             "reference" => summaries.retain(|s| {
@@ -99,7 +104,19 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
             })
         });
     }
-    summaries.sort_by_key(|s| std::cmp::Reverse(first_seen(s)));
+    // Newest first by created time, as docker; ties (one build, several
+    // tags) by first-seen, then name, so the order is stable.
+    summaries.sort_by(|a, b| {
+        b.created_ns
+            .cmp(&a.created_ns)
+            .then_with(|| first_seen(b).cmp(&first_seen(a)))
+            .then_with(|| {
+                a.name
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .cmp(&b.name.as_ref().map(|n| n.to_string()))
+            })
+    });
     if context.json {
         json(&summaries)?;
         return Ok(ExitCode::SUCCESS);

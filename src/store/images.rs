@@ -41,8 +41,11 @@ pub struct ImageSummary {
     /// docker's image ID: the config digest, or the index digest for a multi-platform image.
     pub id: Digest,
     pub media_type: String,
-    /// The config's `created`, when it has one.
+    /// The config's `created`, when it has one (Unix seconds).
     pub created: Option<i64>,
+    /// The same in nanoseconds: what `images` orders and filters by.
+    #[serde(skip)]
+    pub created_ns: Option<i128>,
     /// Bytes of every distinct blob the image references.
     pub size: u64,
     pub platforms: Vec<String>,
@@ -299,7 +302,8 @@ impl Store {
                     digest: entry.digest.clone(),
                     id: self.image_id(&image),
                     media_type: entry.media_type.clone(),
-                    created,
+                    created: created.map(|ns| ns.div_euclid(1_000_000_000) as i64),
+                    created_ns: created,
                     size: blobs.values().sum(),
                     platforms,
                     times: metadata.images.get(&entry.digest).copied(),
@@ -311,7 +315,7 @@ impl Store {
     }
 
     /// The creation time and platforms of an image.
-    fn describe(&self, image: &LocalImage) -> Result<(Option<i64>, Vec<String>), StoreError> {
+    fn describe(&self, image: &LocalImage) -> Result<(Option<i128>, Vec<String>), StoreError> {
         let platform_of = |config: &serde_json::Value| {
             let field = |k: &str| {
                 config
@@ -332,7 +336,7 @@ impl Store {
             config
                 .get("created")
                 .and_then(|v| v.as_str())
-                .and_then(crate::types::time::parse_rfc3339)
+                .and_then(crate::types::time::parse_rfc3339_nanos)
         };
         match image.manifest.image() {
             Some(manifest) => {

@@ -50,6 +50,14 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
+/// Parse an RFC 3339 timestamp to Unix nanoseconds (image `created` times
+/// order images finer than a second, as docker does).
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
+    text.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
+}
+
 /// Parse an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
 pub fn parse_http_date(text: &str) -> Option<i64> {
     jiff::fmt::rfc2822::parse(text)

@@ -146,6 +146,21 @@ pub fn image(layers: Vec<Layer>, arch: &str, label: &str) -> Image {
     }
 }
 
+impl Image {
+    /// The same image with its config's `created` time set to `created`
+    /// (RFC 3339): a different config, so a different image ID.
+    pub fn with_created(mut self, created: &str) -> Image {
+        let mut config: serde_json::Value = serde_json::from_slice(&self.config).unwrap();
+        config["created"] = serde_json::json!(created);
+        self.config = serde_json::to_vec(&config).unwrap();
+        let mut manifest: serde_json::Value = serde_json::from_slice(&self.manifest).unwrap();
+        manifest["config"]["digest"] = serde_json::json!(sha256(&self.config));
+        manifest["config"]["size"] = serde_json::json!(self.config.len());
+        self.manifest = serde_json::to_vec(&manifest).unwrap();
+        self
+    }
+}
+
 /// A multi-platform index over images (`arch` per image).
 pub struct Index {
     pub images: Vec<(String, Image)>,
