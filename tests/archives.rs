@@ -352,7 +352,7 @@ type Case<'a> = (&'a str, Vec<(&'a str, &'a [u8])>, &'a str);
 #[test]
 fn bad_archives_change_nothing() {
     let ferry = Ferry::new();
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     let before = ferry.index_json();
     let dir = ferry.dir.path();
     let layer = image::layer(&[Entry::File("a", b"hello".to_vec())]);
@@ -716,7 +716,7 @@ fn loads_docker_25_and_crane_layouts() {
 #[test]
 fn pax_size_mismatches_and_zstd_bombs_are_refused() {
     let ferry = Ferry::new();
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     let before = ferry.index_json();
     let dir = ferry.dir.path();
     // A PAX header claiming 2048 bytes before a ustar header saying 16.

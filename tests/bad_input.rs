@@ -164,7 +164,7 @@ fn concurrent_pulls_of_overlapping_images_store_each_blob_once() {
 fn a_live_lock_makes_others_wait_and_say_so() {
     let (registry, _fixture) = seeded();
     let ferry = Ferry::new();
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     // Pretend a gc runs: it holds the gc lock exclusively.
     let held = std::fs::File::options()
         .create(true)
@@ -369,7 +369,7 @@ fn a_huge_error_body_is_not_read_whole() {
 fn a_stale_lock_file_from_a_dead_process_does_not_block() {
     let (registry, _fixture) = seeded();
     let ferry = Ferry::new();
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     // A crashed ferry left its lock file behind, but no process holds the lock.
     std::fs::write(ferry.store.join("ferry/gc.lock"), "pid 999999 since 0\n").unwrap();
     std::fs::write(ferry.store.join("ferry/lock"), "pid 999999 since 0\n").unwrap();
@@ -452,4 +452,50 @@ fn with_log_format_json_every_stderr_line_is_an_object() {
         "{}",
         missing.stderr
     );
+}
+
+#[test]
+fn commands_that_only_look_never_create_a_store() {
+    let mut ferry = Ferry::new();
+    let tmp = ferry.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    ferry
+        .envs
+        .push(("TMPDIR".into(), tmp.to_str().unwrap().into()));
+    // An empty listing, as docker on a fresh host, and a warning naming the path.
+    for args in [
+        &["images"][..],
+        &["df"],
+        &["verify"],
+        &["gc"],
+        &["prune", "-a", "-f"],
+    ] {
+        let run = ferry.run(args).ok();
+        assert!(
+            run.stderr.contains("no store at") && run.stderr.contains("store"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    // A named image is simply not there.
+    for args in [
+        &["inspect", "app:1"][..],
+        &["history", "app:1"],
+        &["rmi", "app:1"],
+        &["tag", "app:1", "app:2"],
+        &["export", "app:1"],
+        &["push", "app:1", "127.0.0.1:1/app:1"],
+        &["save", "app:1", "-o", "app.tar"],
+    ] {
+        let run = ferry.run(args).expect_code(1);
+        assert!(
+            run.stderr.contains("no such image"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert!(!ferry.store.exists(), "a looking command created the store");
+    assert!(!ferry.dir.path().join("app.tar").exists());
+    // The empty scratch store it read is gone too.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }

@@ -63,7 +63,7 @@ fn missing_password_env_fails_only_when_that_registry_is_used() {
     let ferry = Ferry::new().with_config(
         "version = 1\n[registries.\"127.0.0.1:9\"]\nusername = \"u\"\npassword_env = \"FERRY_TEST_UNSET_VARIABLE\"\n",
     );
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     let run = ferry.run(&["pull", "127.0.0.1:9/app:1"]).expect_code(1);
     assert!(
         run.stderr.contains("FERRY_TEST_UNSET_VARIABLE"),

@@ -375,7 +375,7 @@ fn a_job_never_overlaps_itself() {
         "version = 1\n[[sync]]\nname = \"busy\"\nsource = \"{}/team/app\"\ntarget = \"store\"\n",
         registry.host
     ));
-    ferry.run(&["images"]).ok();
+    ferry.init_store();
     let jobs_dir = ferry.store.join("ferry/jobs");
     std::fs::create_dir_all(&jobs_dir).unwrap();
     // Another run holds the job's lock.

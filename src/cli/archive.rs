@@ -3,7 +3,7 @@
 
 use super::args::{CompressArg, LoadArgs, SaveArgs};
 use super::output::{eline, human_size, json, println};
-use super::{Context, UsageError};
+use super::{Context, Scratch, UsageError};
 use crate::archive::checked::ArchiveInput;
 use crate::archive::load::LoadedImage;
 use crate::archive::location::{
@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// `ferry save`: store → archive through the engine.
 pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let platforms = args
         .platform
         .iter()
@@ -226,7 +226,7 @@ pub async fn export(
     output: Option<&Path>,
     platform: Option<&Platform>,
 ) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     // Choose before the output file exists: a wrong platform writes nothing.
     let (_, manifest) = store.resolve_container(image, platform)?;
     write_output(context, output, |out| {
@@ -280,11 +280,11 @@ async fn read_archive(
     // A check of an archive (`verify FILE`) beside no store stages into a
     // scratch store it removes, instead of creating one.
     let scratch = match dry_run && !context.has_store() {
-        true => Some(Scratch::new()?),
+        true => Some(Scratch::new("verify")?),
         false => None,
     };
     let store = match &scratch {
-        Some(scratch) => Store::open(&scratch.0)?,
+        Some(scratch) => Store::open(&scratch.path)?,
         None => context.store()?,
     };
     let location = match input {
@@ -303,28 +303,6 @@ async fn read_archive(
         ArchiveInput::Stream(stream) => loader::load(&store, stream, name, dry_run),
     })
     .await
-}
-
-/// A throwaway store directory, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        let path = std::env::temp_dir().join(format!(
-            "ferry-verify-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir(&path)
-            .with_context(|| format!("cannot make a scratch directory {}", path.display()))?;
-        Ok(Scratch(path))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn list_images(images: &[LoadedImage]) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ pub fn inspect(
     images: &[String],
     platform: Option<&Platform>,
 ) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let summaries = store.summaries()?;
     let mut out = Vec::new();
     for text in images {
@@ -137,7 +137,7 @@ pub fn history(
     no_trunc: bool,
     platform: Option<&Platform>,
 ) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let (_, manifest) = store.resolve_container(text, platform)?;
     let image_manifest = manifest
         .image()

@@ -38,7 +38,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 
 /// `ferry images`.
 pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let mut summaries = store.summaries()?;
     let first_seen = |s: &ImageSummary| s.times.map_or(0, |t| t.first_seen);
     for filter in &args.filter {
@@ -169,7 +169,7 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry tag`.
 pub fn tag(context: &Context, source: &str, target: &str) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let image = store.resolve(source)?;
     let target = Reference::parse(target).map_err(|e| UsageError(e.to_string()))?;
     if target.digest().is_some() {
@@ -188,7 +188,7 @@ pub fn tag(context: &Context, source: &str, target: &str) -> anyhow::Result<Exit
 /// can be removed is (and said), each one that cannot gets its own error
 /// line, and the exit status is 1 when any failed.
 pub fn rmi(context: &Context, images: &[String], force: bool) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let mut removals = Vec::new();
     let mut failed = 0;
     for image in images {
@@ -269,7 +269,7 @@ pub fn prune(context: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let pruned = store.prune(args.all, until, args.dry_run)?;
     if context.json {
         json(&pruned)?;
@@ -309,7 +309,7 @@ pub fn prune(context: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry df`.
 pub fn df(context: &Context, verbose: bool) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let usage = store.disk_usage()?;
     if context.json {
         json(&usage)?;
@@ -369,7 +369,7 @@ pub fn df(context: &Context, verbose: bool) -> anyhow::Result<ExitCode> {
 
 /// `ferry gc`.
 pub fn gc(context: &Context, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let report = store.gc(dry_run)?;
     if context.json {
         json(&report)?;
@@ -403,7 +403,7 @@ pub fn gc(context: &Context, dry_run: bool) -> anyhow::Result<ExitCode> {
 
 /// `ferry verify`: exit 1 when anything is wrong.
 pub fn verify(context: &Context, read_data: bool) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let report = store.verify(read_data)?;
     if context.json {
         json(&report)?;

@@ -18,6 +18,7 @@ mod transfer;
 use crate::config::{Config, ConfigError};
 use crate::registry::Registries;
 use crate::store::Store;
+use anyhow::Context as _;
 use args::{Cli, Command};
 use clap::Parser;
 use std::io::IsTerminal as _;
@@ -47,6 +48,28 @@ impl Context {
     /// Whether the store exists.
     pub fn has_store(&self) -> bool {
         self.store_path.join("index.json").is_file()
+    }
+
+    /// The store for a command that only looks (or removes): where none
+    /// exists, say so on stderr and read an empty scratch store instead of
+    /// creating one at a mistyped `--store` path.
+    pub fn store_to_read(&self) -> anyhow::Result<ReadStore> {
+        if self.has_store() {
+            return Ok(ReadStore {
+                store: self.store()?,
+                _scratch: None,
+            });
+        }
+        tracing::warn!(
+            "no store at {} (nothing was pulled, loaded or imported there; \
+             --store or FERRY_STORE names another): reading it as empty",
+            self.store_path.display()
+        );
+        let scratch = Scratch::new("empty")?;
+        Ok(ReadStore {
+            store: Store::open(&scratch.path)?,
+            _scratch: Some(scratch),
+        })
     }
 
     /// Object storage clients with the config's `[object_store]` settings.
@@ -416,4 +439,47 @@ async fn serve(context: &Context, args: args::ServeArgs) -> anyhow::Result<ExitC
     ))?;
     listening.run(wait_for_shutdown()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A store a looking command reads: the real one, or an empty scratch one
+/// (removed on drop) when none exists.
+pub struct ReadStore {
+    store: Store,
+    _scratch: Option<Scratch>,
+}
+
+impl std::ops::Deref for ReadStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// A throwaway store directory, removed when dropped.
+pub struct Scratch {
+    pub path: std::path::PathBuf,
+    _guard: crate::types::interrupt::TempGuard,
+}
+
+impl Scratch {
+    pub fn new(purpose: &str) -> anyhow::Result<Scratch> {
+        let path = std::env::temp_dir().join(format!(
+            "ferry-{purpose}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&path)
+            .with_context(|| format!("cannot make a scratch directory {}", path.display()))?;
+        let guard = crate::types::interrupt::track(&path);
+        Ok(Scratch {
+            path,
+            _guard: guard,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }

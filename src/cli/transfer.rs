@@ -181,7 +181,7 @@ fn display_name(reference: &Reference) -> String {
 
 /// `ferry push`.
 pub async fn push(context: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
-    let store = context.store()?;
+    let store = context.store_to_read()?;
     let image = store.resolve(&args.image)?;
     let source_name = image.entry.name();
     let destination = match &args.destination {
@@ -209,7 +209,7 @@ pub async fn push(context: &Context, args: PushArgs) -> anyhow::Result<ExitCode>
     context.reporter.set_verb("Push");
     let name = source_name.map_or_else(|| args.image.clone(), |n| n.to_string());
     let source = Source::Store {
-        store,
+        store: (*store).clone(),
         entry: image.entry.clone(),
         name,
     };

@@ -65,7 +65,8 @@ pub fn is_stopped(error: &(dyn std::error::Error + 'static)) -> bool {
 /// has renamed or removed it by then).
 pub struct TempGuard(PathBuf);
 
-/// Register `path` as a temp file to remove on an exit at once.
+/// Register `path` as a temp file (or scratch directory) to remove on an
+/// exit at once.
 pub fn track(path: &Path) -> TempGuard {
     if let Ok(mut temps) = TEMPS.lock() {
         temps.push(path.to_owned());
@@ -89,7 +90,10 @@ impl Drop for TempGuard {
 pub fn remove_temps() {
     if let Ok(temps) = TEMPS.lock() {
         for path in temps.iter() {
-            let _ = std::fs::remove_file(path);
+            // A scratch directory, or a temp file.
+            if std::fs::remove_dir_all(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }

@@ -120,6 +120,23 @@ impl Ferry {
         Run::from(child.wait_with_output().unwrap())
     }
 
+    /// Make an empty store, as a first pull or load would (looking
+    /// commands never create one).
+    pub fn init_store(&self) {
+        std::fs::create_dir_all(self.store.join("blobs/sha256")).unwrap();
+        std::fs::create_dir_all(self.store.join("ferry")).unwrap();
+        std::fs::write(
+            self.store.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            self.store.join("index.json"),
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+        )
+        .unwrap();
+    }
+
     /// The store's index.json text.
     pub fn index_json(&self) -> String {
         std::fs::read_to_string(self.store.join("index.json")).unwrap_or_default()
