@@ -288,11 +288,7 @@ fn backup_rotates_keeps_chains_and_restores() {
     }
     // Runs: 1 full, 2 delta, 3 full, 4 delta, 5 full. keep = 3 removes the
     // oldest whole chain (1, 2) once three archives remain without it.
-    let mut files: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let files = file_names(&out);
     assert_eq!(
         files,
         vec!["nightly-3.tar", "nightly-4.tar", "nightly-5.tar"]
@@ -305,19 +301,7 @@ fn backup_rotates_keeps_chains_and_restores() {
     restored
         .run(&["load", "-i", out.join("nightly-4.tar").to_str().unwrap()])
         .ok();
-    restored.run(&["verify", "--read-data"]).ok();
-    let target = Registry::start();
-    restored
-        .run(&[
-            "push",
-            &format!("{}/team/app:2.0", registry.host),
-            &format!("{}/restored/app:2.0", target.host),
-        ])
-        .ok();
-    assert_eq!(
-        digest_of(&target, "restored/app:2.0"),
-        digest_of(&registry, "team/app:2.0")
-    );
+    pushes_back_whole(&restored, &registry, "2.0");
     let jobs = ferry.run(&["jobs"]).ok();
     assert!(
         jobs.stdout.contains("nightly") && jobs.stdout.contains("ok"),
@@ -540,4 +524,96 @@ fn sync_with_delete_extra_and_prune_behave_alike_in_a_registry_and_the_store() {
         ferry.run(&["run", "tidy"]).ok();
         assert_eq!(listed(&ferry), ["2.0.0"], "{label}");
     }
+}
+
+/// A restored store verifies and pushes `team/app:TAG` with its digest kept.
+fn pushes_back_whole(restored: &Ferry, registry: &Registry, tag: &str) {
+    restored.run(&["verify", "--read-data"]).ok();
+    let target = Registry::start();
+    restored
+        .run(&[
+            "push",
+            &format!("{}/team/app:{tag}", registry.host),
+            &format!("{}/restored/app:{tag}", target.host),
+        ])
+        .ok();
+    assert_eq!(
+        digest_of(&target, &format!("restored/app:{tag}")),
+        digest_of(registry, &format!("team/app:{tag}"))
+    );
+}
+
+/// The names in a directory, sorted.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The blob files an archive holds.
+fn archive_blobs(path: &std::path::Path) -> Vec<String> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .filter(|p| p.starts_with("blobs/sha256/") && p.len() > "blobs/sha256/".len())
+        .collect()
+}
+
+#[test]
+fn a_delta_leaves_out_the_whole_chain_and_a_reset_chain_still_rotates() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0", "2.0"]);
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("backups");
+    std::fs::create_dir(&out).unwrap();
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"nightly\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/{{job}}-{{run}}.tar\"\nkeep = 2\nincremental = true\nfull_every = 10\n",
+        host = registry.host,
+        out = out.display()
+    ));
+    ferry.run(&["run"]).ok();
+    let full = archive_blobs(&out.join("nightly-1.tar"));
+    assert_eq!(full.len(), 6, "two images of three blobs: {full:?}");
+    // Unchanged runs: each delta holds no blob the chain has.
+    ferry.run(&["run"]).ok();
+    ferry.run(&["run"]).ok();
+    assert_eq!(
+        archive_blobs(&out.join("nightly-2.tar")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        archive_blobs(&out.join("nightly-3.tar")),
+        Vec::<String>::new()
+    );
+    // A new tag sharing 1.0's layer: only its config and manifest are new.
+    seed_tags(&registry, "team/app", &["3.0"]);
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("delta"), "{}", run.stdout);
+    assert_eq!(archive_blobs(&out.join("nightly-4.tar")).len(), 2);
+    // Restore: the chain in order into a fresh store has every image whole.
+    let restored = Ferry::new();
+    for n in 1..=4 {
+        let path = out.join(format!("nightly-{n}.tar"));
+        restored.run(&["load", "-i", path.to_str().unwrap()]).ok();
+    }
+    pushes_back_whole(&restored, &registry, "3.0");
+    // A reset forgets the chain but says its archives stay, and rotation
+    // still removes them: what the directory holds is the truth.
+    let reset = ferry.run(&["jobs", "--reset", "nightly"]).ok();
+    assert!(
+        reset.stdout.contains("archives stay") && reset.stdout.contains("keep = 2"),
+        "{}",
+        reset.stdout
+    );
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("full archive"), "{}", run.stdout);
+    let files = file_names(&out);
+    // Run numbers go on after the old archives (none is overwritten); the
+    // old chain's archives count as full ones and rotate oldest first.
+    assert_eq!(files, ["nightly-4.tar", "nightly-5.tar"], "{}", run.stdout);
 }

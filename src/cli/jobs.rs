@@ -386,11 +386,22 @@ pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<Exit
 
 /// `ferry jobs --reset NAME`.
 pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
-    selected_jobs(context, &[name.to_owned()])?;
+    let spec = selected_jobs(context, &[name.to_owned()])?;
     let removed = crate::jobs::reset_state(&state_store(context, true).await?, name).await?;
     if !context.quiet {
+        // What a reset leaves: a backup job's archives stay where they are.
+        let left = match spec.first().map(|j| &j.kind) {
+            Some(crate::config::jobs::JobKind::Backup(backup)) => match backup.keep {
+                Some(keep) => format!(
+                    "; its archives stay, each now counted as a full archive, and \
+                     rotation (keep = {keep}) removes the oldest as new ones are written"
+                ),
+                None => "; its archives stay (no keep: nothing rotates them)".to_owned(),
+            },
+            _ => String::new(),
+        };
         println(&if removed {
-            format!("{name}: state reset; the next run starts afresh")
+            format!("{name}: state reset; the next run starts afresh{left}")
         } else {
             format!("{name}: no saved state")
         })?;

@@ -9,7 +9,7 @@
 //! deleted, and it is never deleted itself.
 
 use super::backup_place::{
-    exists, expired_chains, listed_backups, previous_blobs, remove, template_pattern,
+    exists, expired_chains, highest_run, listed_backups, previous_blobs, remove, template_pattern,
 };
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
@@ -154,15 +154,37 @@ pub async fn run(
         return Err(all_failed());
     }
     let now = now_unix();
-    let output = expand(&spec.output, job, now, state.backup_runs + 1);
-    let location = Location::parse(&output)
-        .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))?;
-    let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
-    let previous = match state.backups.last() {
-        Some(last) if exists(context, &last.path).await? => Some(last.clone()),
-        _ => None,
+    let parse = |output: &str| {
+        Location::parse(output)
+            .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))
     };
-    let full = !spec.incremental || previous.is_none() || since_full >= spec.full_every;
+    // Run numbers go on after every archive there, including those a reset
+    // state forgot (never overwrite one).
+    let there = parse(&expand(&spec.output, job, now, state.backup_runs + 1))?;
+    let listed = listed_backups(context, &there, &spec.output, job, &state.backups).await?;
+    let run = state
+        .backup_runs
+        .max(highest_run(&spec.output, job, &listed))
+        + 1;
+    let output = expand(&spec.output, job, now, run);
+    let location = parse(&output)?;
+    let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
+    let mut full = !spec.incremental || state.backups.is_empty() || since_full >= spec.full_every;
+    // A delta leaves out every blob of the chain it extends (the full
+    // archive and the deltas after it), so restoring it needs that chain
+    // whole: a chain with an archive gone gets a new full archive instead.
+    let mut exclude = Default::default();
+    if !full {
+        match chain_blobs(context, state).await? {
+            Ok(blobs) => exclude = blobs,
+            Err(gone) => {
+                report.notes.push(format!(
+                    "{gone}, which the delta chain needs, is gone: writing a full archive"
+                ));
+                full = true;
+            }
+        }
+    }
     if dry_run {
         report.changes.push(format!(
             "would write {} {output} with {} images",
@@ -171,21 +193,11 @@ pub async fn run(
         ));
         return Ok(());
     }
-    let exclude = match (full, &previous) {
-        (
-            false,
-            Some(BackupRecord {
-                blobs: Some(blobs), ..
-            }),
-        ) => blobs.clone(),
-        (false, Some(previous)) => previous_blobs(context, &previous.path).await?,
-        _ => Default::default(),
-    };
     let plan = plan_archive(
         sources,
         &options.platforms,
         spec.platforms.first(),
-        exclude,
+        exclude.clone(),
         &spec.referrers,
     )
     .await?;
@@ -227,21 +239,27 @@ pub async fn run(
         plan.describe_counts(),
         plan.blob_count()
     ));
-    state.backup_runs += 1;
+    state.backup_runs = run;
     state.backups.retain(|b| b.path != output);
     for older in &mut state.backups {
         older.blobs = None;
+    }
+    // The newest record keeps its chain's blobs: the next delta leaves
+    // them out without reading the chain back.
+    let mut chain = plan.blob_digests();
+    if !full {
+        chain.extend(exclude);
     }
     state.backups.push(BackupRecord {
         path: output.clone(),
         full,
         time: now,
-        blobs: matches!(location, Location::Object(_)).then(|| plan.blob_digests()),
+        blobs: Some(chain),
     });
-    if let Location::Object(url) = &location {
-        // The bucket is the truth: archives are what the listing shows.
-        state.backups = listed_backups(context, url, &spec.output, job, &state.backups).await?;
-    }
+    // The archives themselves are the truth (a reset state, or archives
+    // an older ferry wrote, are still rotated): what the output's place
+    // lists, with what the state remembers about each.
+    state.backups = listed_backups(context, &location, &spec.output, job, &state.backups).await?;
     if let Some(keep) = spec.keep {
         for record in expired_chains(state, keep, &output) {
             match remove(context, &record.path).await {
@@ -259,6 +277,30 @@ pub async fn run(
         return Err(all_failed());
     }
     Ok(())
+}
+
+/// Every blob the current chain (the newest full archive and the deltas
+/// after it) holds: the newest record's list, else read from each archive.
+/// `Err(path)` names an archive of the chain that is gone.
+async fn chain_blobs(
+    context: &JobContext,
+    state: &JobState,
+) -> Result<Result<std::collections::BTreeSet<crate::types::Digest>, String>, Stop> {
+    let start = state.backups.iter().rposition(|b| b.full).unwrap_or(0);
+    let chain = &state.backups[start..];
+    for record in chain {
+        if !exists(context, &record.path).await? {
+            return Ok(Err(record.path.clone()));
+        }
+    }
+    if let Some(blobs) = chain.last().and_then(|b| b.blobs.clone()) {
+        return Ok(Ok(blobs));
+    }
+    let mut blobs = std::collections::BTreeSet::new();
+    for record in chain {
+        blobs.extend(previous_blobs(context, &record.path).await?);
+    }
+    Ok(Ok(blobs))
 }
 
 /// Where one image is read from: its registry (the default), or the store

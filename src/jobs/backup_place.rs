@@ -56,7 +56,7 @@ pub(super) fn template_pattern(template: &str, job: &str) -> regex::Regex {
         let (piece, length) = [
             ("{date}", r"\d{4}-\d{2}-\d{2}".to_owned()),
             ("{time}", r"\d{6}".to_owned()),
-            ("{run}", r"\d+".to_owned()),
+            ("{run}", r"(\d+)".to_owned()),
             ("{job}", regex::escape(job)),
         ]
         .into_iter()
@@ -70,55 +70,119 @@ pub(super) fn template_pattern(template: &str, job: &str) -> regex::Regex {
     regex::Regex::new(&pattern).unwrap_or_else(|_| regex::Regex::new("^$").expect("valid"))
 }
 
-/// This job's archives as the bucket lists them, oldest first, each marked
-/// full or delta from what the state remembers (an archive the state does
-/// not know is taken as full: it is restorable alone or not at all).
+/// This job's archives as their place lists them (the bucket's keys, or
+/// the files of the output's directory), oldest first, each marked full or
+/// delta from what the state remembers (an archive the state does not know
+/// — a reset state's, an older ferry's — is taken as full: it is restorable
+/// alone or not at all). A template whose directory itself varies is not
+/// listed: the state's records are used as they are.
 pub(super) async fn listed_backups(
     context: &JobContext,
-    url: &crate::objects::ObjectUrl,
+    location: &Location,
     template: &str,
     job: &str,
     remembered: &[BackupRecord],
 ) -> Result<Vec<BackupRecord>, Stop> {
-    let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
     let pattern = template_pattern(template, job);
-    let key = template
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .map_or("", |(_, key)| key);
-    let fixed = &key[..key.find('{').unwrap_or(key.len())];
-    let mut listed = Vec::new();
-    for object in bucket.list(fixed).await.map_err(anyhow::Error::from)? {
-        // Some servers (Garage) may list a key for a moment after its
-        // delete: a HEAD, which is consistent, confirms each one.
-        if pattern.is_match(&object.key)
-            && bucket
-                .head(&object.key)
-                .await
-                .map_err(anyhow::Error::from)?
-                .is_some()
-        {
-            listed.push(object);
+    // (path, modified) of every archive the template matches.
+    let mut listed: Vec<(String, i64)> = Vec::new();
+    match location {
+        Location::Object(url) => {
+            let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
+            let key = template
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+                .map_or("", |(_, key)| key);
+            let fixed = &key[..key.find('{').unwrap_or(key.len())];
+            for object in bucket.list(fixed).await.map_err(anyhow::Error::from)? {
+                // Some servers (Garage) may list a key for a moment after its
+                // delete: a HEAD, which is consistent, confirms each one.
+                if pattern.is_match(&object.key)
+                    && bucket
+                        .head(&object.key)
+                        .await
+                        .map_err(anyhow::Error::from)?
+                        .is_some()
+                {
+                    listed.push((
+                        url.with_key(object.key.clone()).to_string(),
+                        object.modified,
+                    ));
+                }
+            }
+        }
+        _ => {
+            let (dir, prefix) = match template.rfind('/') {
+                Some(at) => (&template[..at], &template[..=at]),
+                None => (".", ""),
+            };
+            if dir.contains('{') {
+                return Ok(remembered.to_vec());
+            }
+            let entries = match std::fs::read_dir(if dir.is_empty() { "/" } else { dir }) {
+                Ok(entries) => entries,
+                // Not made yet: the first backup there creates it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(Stop::Failed(anyhow::anyhow!(
+                        "cannot list the backups in {dir}: {e}"
+                    )))
+                }
+            };
+            for entry in entries.flatten() {
+                let path = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_file() && pattern.is_match(&path) {
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs() as i64);
+                    listed.push((path, modified));
+                }
+            }
         }
     }
-    let time_of = |path: &str| remembered.iter().find(|b| b.path == path).map(|b| b.time);
-    listed.sort_by_key(|o| {
-        let path = url.with_key(o.key.clone()).to_string();
-        (time_of(&path).unwrap_or(o.modified), o.key.clone())
-    });
+    let known = |path: &str| remembered.iter().find(|b| b.path == path);
+    // By time; remembered archives of one second in the order written,
+    // after unknown ones of that second.
+    let order = |path: &str, modified: i64| {
+        let at = remembered.iter().position(|b| b.path == path);
+        let time = at.map_or(modified, |i| remembered[i].time);
+        (time, at.map_or(-1, |i| i as i64), path.to_owned())
+    };
+    listed.sort_by_cached_key(|(path, modified)| order(path, *modified));
     Ok(listed
         .into_iter()
-        .map(|o| {
-            let path = url.with_key(o.key.clone()).to_string();
-            let known = remembered.iter().find(|b| b.path == path);
+        .map(|(path, modified)| {
+            let known = known(&path);
             BackupRecord {
                 full: known.is_none_or(|b| b.full),
-                time: known.map_or(o.modified, |b| b.time),
+                time: known.map_or(modified, |b| b.time),
                 blobs: known.and_then(|b| b.blobs.clone()),
                 path,
             }
         })
         .collect())
+}
+
+/// The highest `{run}` number among `listed` archives of `template`: a
+/// reset state numbers its runs after them instead of overwriting them.
+pub(super) fn highest_run(template: &str, job: &str, listed: &[BackupRecord]) -> u64 {
+    let pattern = template_pattern(template, job);
+    listed
+        .iter()
+        .filter_map(|record| {
+            let path = record
+                .path
+                .strip_prefix("s3://")
+                .map_or(record.path.as_str(), |rest| {
+                    rest.split_once('/').map_or(rest, |(_, key)| key)
+                });
+            pattern.captures(path)?.get(1)?.as_str().parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Take the oldest chains (a full archive and the deltas after it) out of
