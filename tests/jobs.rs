@@ -617,3 +617,22 @@ fn a_delta_leaves_out_the_whole_chain_and_a_reset_chain_still_rotates() {
     // old chain's archives count as full ones and rotate oldest first.
     assert_eq!(files, ["nightly-4.tar", "nightly-5.tar"], "{}", run.stdout);
 }
+
+#[test]
+fn a_prune_of_the_whole_store_matches_tag_filters_against_tags() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0.0", "1.1.0", "2.0.0"]);
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[[prune]]\nname = \"old-ones\"\nrepository = \"store\"\ntags = { include = [\"^1\\\\.\"] }\nkeep_latest = 0\n",
+    );
+    ferry
+        .run(&["pull", "-a", &format!("{}/team/app", registry.host)])
+        .ok();
+    let run = ferry.run(&["run", "old-ones"]).ok();
+    assert!(run.stdout.contains("2 changes"), "{}", run.stdout);
+    let index = ferry.index_json();
+    assert!(
+        !index.contains("app:1.0.0") && !index.contains("app:1.1.0") && index.contains("app:2.0.0"),
+        "{index}"
+    );
+}

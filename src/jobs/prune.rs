@@ -20,9 +20,21 @@ struct Candidate {
     first_seen: i64,
 }
 
+/// The tag of a candidate: itself in one repository, the part after the
+/// name when the whole store is pruned (candidates are full references).
+fn tag_part(tag: &str) -> &str {
+    match tag.rfind(':') {
+        Some(at) if !tag[at..].contains('/') => &tag[at + 1..],
+        _ => tag,
+    }
+}
+
 /// Order newest first: by version when both are versions, else by first-seen time.
 fn newest_first(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
-    match (TagVersion::parse(&a.tag), TagVersion::parse(&b.tag)) {
+    match (
+        TagVersion::parse(tag_part(&a.tag)),
+        TagVersion::parse(tag_part(&b.tag)),
+    ) {
         (Some(x), Some(y)) => y.compare(&x),
         _ => b
             .first_seen
@@ -65,8 +77,10 @@ pub async fn run(
     }
     let present: Vec<String> = all.iter().map(|c| c.tag.clone()).collect();
     state.first_seen.retain(|tag, _| present.contains(tag));
-    let mut candidates: Vec<&Candidate> =
-        all.iter().filter(|c| spec.filter.matches(&c.tag)).collect();
+    let mut candidates: Vec<&Candidate> = all
+        .iter()
+        .filter(|c| spec.filter.matches(tag_part(&c.tag)))
+        .collect();
     candidates.sort_by(|a, b| newest_first(a, b));
     let keep = spec.keep_latest.unwrap_or(0);
     let doomed: Vec<&Candidate> = candidates
@@ -131,4 +145,16 @@ pub async fn run(
         report.changes.push(format!("deleted {line}"));
     }
     super::failed_images("tags", &failed, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_part;
+
+    #[test]
+    fn the_tag_of_a_full_reference_is_after_its_name() {
+        assert_eq!(tag_part("1.0"), "1.0");
+        assert_eq!(tag_part("127.0.0.1:5000/team/app:1.0"), "1.0");
+        assert_eq!(tag_part("docker.io/library/alpine:3.19"), "3.19");
+    }
 }
