@@ -351,6 +351,16 @@ async fn finish(
         ));
         return report;
     }
+    if context.dry_run {
+        // `run --dry-run` did nothing: it is not a run to remember (a job
+        // whose config says `dry_run` keeps its history).
+        if let Err(error) = lock.release().await {
+            report
+                .notes
+                .push(format!("could not release the job's lease: {error}"));
+        }
+        return report;
+    }
     job_state.last_run = Some(started);
     job_state.last_status = Some(report.status);
     job_state.last_changes = report.changes.len();
