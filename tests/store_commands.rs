@@ -472,3 +472,34 @@ fn images_are_ordered_and_filtered_by_created_time_as_docker() {
         .collect();
     assert_eq!(order, ["third", "second", "first", "old"], "{table}");
 }
+
+#[test]
+fn inspect_prints_what_it_found_and_rmi_finishes_when_its_reader_goes_away() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    // As docker: the found image is printed, the missing one is an error.
+    let run = ferry.run(&["inspect", &image, "nosuch:1"]).expect_code(1);
+    assert_eq!(json(&run).as_array().unwrap().len(), 1, "{}", run.stdout);
+    assert!(run.stderr.contains("nosuch"), "{}", run.stderr);
+    // rmi with its output closed still removes every name it was given.
+    let names: Vec<String> = (0..40).map(|i| format!("local/many:{i}")).collect();
+    for name in &names {
+        ferry.run(&["tag", &image, name]).ok();
+    }
+    let mut args = vec!["rmi"];
+    args.extend(names.iter().map(String::as_str));
+    let mut child = ferry
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let left = ferry.index_json();
+    assert!(!left.contains("local/many"), "{left}");
+    assert!(left.contains("team/app:1.0"));
+}

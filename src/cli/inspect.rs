@@ -17,61 +17,83 @@ pub fn inspect(
 ) -> anyhow::Result<ExitCode> {
     let store = context.store_to_read()?;
     let summaries = store.summaries()?;
+    // As docker: every name is looked up on its own; those found are
+    // printed, each one not found is an error line, and the exit is 1.
     let mut out = Vec::new();
+    let mut failed = 0;
     for text in images {
-        let image = store.resolve(text)?;
-        let id = store.image_id(&image);
-        let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
-        // An index shows the config of the chosen platform's image; an
-        // index that names no platforms (an artifact index) has none.
-        let platformless =
-            image.manifest.is_index() && !crate::types::choice::lists_platforms(&image.manifest);
-        let config = match platformless {
-            true => serde_json::Value::Null,
-            false => match store.resolve_platform(text, platform)?.1.image() {
-                Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
-                None => serde_json::Value::Null,
-            },
-        };
-        let repo_tags: Vec<String> = summaries
-            .iter()
-            .filter(|s| s.digest == image.entry.digest)
-            .filter_map(|s| {
-                s.name
-                    .as_ref()
-                    .filter(|n| n.tag().is_some())
-                    .map(|n| n.to_string())
-            })
-            .collect();
-        let repo_digests: Vec<String> = summaries
-            .iter()
-            .filter(|s| s.digest == image.entry.digest)
-            .filter_map(|s| {
-                s.name
-                    .as_ref()
-                    .map(|n| format!("{}@{}", n.name(), image.entry.digest))
-            })
-            .collect();
-        let summary = summaries.iter().find(|s| s.digest == image.entry.digest);
-        let referrers = referrers_shown(&store, &image)?;
-        out.push(serde_json::json!({
-            "Id": id,
-            "Digest": image.entry.digest,
-            "MediaType": image.entry.media_type,
-            "RepoTags": repo_tags,
-            "RepoDigests": repo_digests,
-            "Size": summary.map(|s| s.size),
-            "Platforms": summary.map(|s| s.platforms.clone()),
-            "FirstSeen": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.first_seen)),
-            "LastPulled": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.last_pulled)),
-            "Kind": summary.map(|s| s.kind),
-            "Referrers": referrers,
-            "Manifest": manifest,
-            "Config": config,
-        }));
+        match inspect_one(&store, &summaries, text, platform) {
+            Ok(shown) => out.push(shown),
+            Err(error) => {
+                failed += 1;
+                super::error_line(&format!("{error:#}"));
+            }
+        }
     }
     json(&out)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match failed {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}
+
+/// What `inspect` shows of one image.
+fn inspect_one(
+    store: &crate::store::Store,
+    summaries: &[crate::store::ImageSummary],
+    text: &str,
+    platform: Option<&Platform>,
+) -> anyhow::Result<serde_json::Value> {
+    let image = store.resolve(text)?;
+    let id = store.image_id(&image);
+    let manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes)?;
+    // An index shows the config of the chosen platform's image; an
+    // index that names no platforms (an artifact index) has none.
+    let platformless =
+        image.manifest.is_index() && !crate::types::choice::lists_platforms(&image.manifest);
+    let config = match platformless {
+        true => serde_json::Value::Null,
+        false => match store.resolve_platform(text, platform)?.1.image() {
+            Some(m) => store.read_config(&descriptor_digest(m.config())?)?,
+            None => serde_json::Value::Null,
+        },
+    };
+    let repo_tags: Vec<String> = summaries
+        .iter()
+        .filter(|s| s.digest == image.entry.digest)
+        .filter_map(|s| {
+            s.name
+                .as_ref()
+                .filter(|n| n.tag().is_some())
+                .map(|n| n.to_string())
+        })
+        .collect();
+    let repo_digests: Vec<String> = summaries
+        .iter()
+        .filter(|s| s.digest == image.entry.digest)
+        .filter_map(|s| {
+            s.name
+                .as_ref()
+                .map(|n| format!("{}@{}", n.name(), image.entry.digest))
+        })
+        .collect();
+    let summary = summaries.iter().find(|s| s.digest == image.entry.digest);
+    let referrers = referrers_shown(store, &image)?;
+    Ok(serde_json::json!({
+        "Id": id,
+        "Digest": image.entry.digest,
+        "MediaType": image.entry.media_type,
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Size": summary.map(|s| s.size),
+        "Platforms": summary.map(|s| s.platforms.clone()),
+        "FirstSeen": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.first_seen)),
+        "LastPulled": summary.and_then(|s| s.times).map(|t| format_rfc3339(t.last_pulled)),
+        "Kind": summary.map(|s| s.kind),
+        "Referrers": referrers,
+        "Manifest": manifest,
+        "Config": config,
+    }))
 }
 
 /// What `inspect` shows of an image's referrers (and theirs): artifact

@@ -195,11 +195,13 @@ pub fn rmi(context: &Context, images: &[String], force: bool) -> anyhow::Result<
         match store.rmi(std::slice::from_ref(image), force) {
             Ok(removed) => {
                 if !context.json && !context.quiet {
+                    // A reader that went away (`rmi … | head -1`) does not
+                    // stop the removals asked for: every argument is done.
                     for removal in &removed {
-                        match removal {
-                            Removal::Untagged(name) => println(&format!("Untagged: {name}"))?,
-                            Removal::Deleted(id) => println(&format!("Deleted: {id}"))?,
-                        }
+                        let _ = match removal {
+                            Removal::Untagged(name) => println(&format!("Untagged: {name}")),
+                            Removal::Deleted(id) => println(&format!("Deleted: {id}")),
+                        };
                     }
                 }
                 removals.extend(removed);
