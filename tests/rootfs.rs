@@ -204,6 +204,33 @@ fn import_makes_a_one_layer_image_with_changes() {
         ])
         .expect_code(2);
     assert!(bad.stderr.contains("not supported"), "{}", bad.stderr);
+    // As docker import: input that is not a tar is refused, and nothing stays.
+    let before = ferry.index_json();
+    let blobs = ferry.blob_files().len();
+    let mut cut = tar_bytes.clone();
+    cut.truncate(700);
+    let mut bad_checksum = tar_bytes.clone();
+    bad_checksum[0] ^= 1;
+    for (what, bytes) in [
+        ("garbage", b"garbage\n".to_vec()),
+        ("empty", Vec::new()),
+        ("cut", cut),
+        ("checksum", bad_checksum),
+    ] {
+        let path = ferry.dir.path().join(format!("{what}.tar"));
+        std::fs::write(&path, bytes).unwrap();
+        let refused = ferry
+            .run(&["import", path.to_str().unwrap(), "local/bad:1"])
+            .expect_code(1);
+        assert!(
+            refused.stderr.contains("not a tar archive"),
+            "{what}: {}",
+            refused.stderr
+        );
+    }
+    assert_eq!(ferry.index_json(), before);
+    assert_eq!(ferry.blob_files().len(), blobs);
+    ferry.run(&["verify", "--read-data"]).ok();
 }
 
 /// A ferry-loadable archive whose image is an index nesting another index

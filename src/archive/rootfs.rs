@@ -27,6 +27,120 @@ impl<R: Read> Read for DiffIdReader<R> {
     }
 }
 
+/// Checks, while the bytes pass, that they are a tar archive: every header
+/// block's checksum, each entry's data present, the end on a block
+/// boundary (as `docker import` refuses what is not a tar).
+struct TarCheck<R> {
+    inner: R,
+    header: [u8; 512],
+    filled: usize,
+    /// Data (and padding) bytes of the current entry still to pass.
+    skip: u64,
+    /// Two zero blocks end the archive: nothing after them is read.
+    zero_blocks: u8,
+    total: u64,
+}
+
+impl<R> TarCheck<R> {
+    fn new(inner: R) -> TarCheck<R> {
+        TarCheck {
+            inner,
+            header: [0; 512],
+            filled: 0,
+            skip: 0,
+            zero_blocks: 0,
+            total: 0,
+        }
+    }
+
+    fn check_header(&mut self) -> Result<(), String> {
+        if self.header.iter().all(|&b| b == 0) {
+            self.zero_blocks += 1;
+            return Ok(());
+        }
+        self.zero_blocks = 0;
+        let header = tar::Header::from_byte_slice(&self.header);
+        let stored = header
+            .cksum()
+            .map_err(|_| "a header's checksum field is not a number".to_owned())?;
+        let computed: u32 = self
+            .header
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        if stored != computed {
+            return Err(format!(
+                "the header at byte {} has a wrong checksum",
+                self.total - 512
+            ));
+        }
+        let size = header
+            .entry_size()
+            .map_err(|_| "a header's size field is not a number".to_owned())?;
+        self.skip = size.div_ceil(512) * 512;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for TarCheck<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let invalid = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a tar archive: {why}"),
+            )
+        };
+        let read = self.inner.read(buffer)?;
+        if read == 0 {
+            if self.total == 0 {
+                return Err(invalid("it is empty".into()));
+            }
+            if self.total < 512 {
+                return Err(invalid(format!(
+                    "it is {} bytes, shorter than one tar header",
+                    self.total
+                )));
+            }
+            if self.zero_blocks < 2 && (self.filled != 0 || self.skip != 0) {
+                return Err(invalid(format!(
+                    "it ends in the middle of an entry (after {} bytes)",
+                    self.total
+                )));
+            }
+            return Ok(0);
+        }
+        let mut rest = &buffer[..read];
+        while !rest.is_empty() && self.zero_blocks < 2 {
+            if self.skip > 0 {
+                let n = rest
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.skip -= n as u64;
+                self.total += n as u64;
+                rest = &rest[n..];
+                continue;
+            }
+            let n = rest.len().min(512 - self.filled);
+            self.header[self.filled..self.filled + n].copy_from_slice(&rest[..n]);
+            self.filled += n;
+            self.total += n as u64;
+            rest = &rest[n..];
+            if self.filled == 512 {
+                self.filled = 0;
+                self.check_header().map_err(invalid)?;
+            }
+        }
+        Ok(read)
+    }
+}
+
 /// Apply one `--change` instruction (Dockerfile syntax) to a config's `config` object.
 pub fn apply_change(config: &mut serde_json::Value, change: &str) -> Result<(), String> {
     let (instruction, rest) = change
@@ -163,7 +277,7 @@ pub fn import(
     let compression = Compression::detect(buffered.fill_buf().map_err(io)?);
     let plain = compression.decoder(buffered).map_err(io)?;
     let mut diff = DiffIdReader {
-        inner: plain,
+        inner: TarCheck::new(plain),
         hasher: Hasher::new(crate::types::digest::Algorithm::Sha256),
     };
     let layer = {
