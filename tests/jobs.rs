@@ -645,3 +645,17 @@ fn a_prune_of_the_whole_store_matches_tag_filters_against_tags() {
         "{index}"
     );
 }
+
+#[test]
+fn parallel_images_of_one_run_never_say_another_ferry_holds_the_store() {
+    let registry = Registry::start();
+    let tags = ["1", "2", "3", "4", "5", "6", "7", "8"];
+    seed_tags(&registry, "team/app", &tags);
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[defaults]\nparallel_images = 8\n[[sync]]\nname = \"all\"\nsource = \"{}/team/app\"\ntarget = \"store\"\n",
+        registry.host
+    ));
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("8 changes"), "{}", run.stdout);
+    assert!(!run.stderr.contains("another ferry"), "{}", run.stderr);
+}

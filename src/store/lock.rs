@@ -57,16 +57,31 @@ impl Store {
                 // Say who holds it before waiting: a lock never outlives its
                 // process (flock), so this is a live ferry doing real work.
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                // Tasks of one process (parallel images) take turns too:
+                // that is no other ferry, and not worth a warning.
+                let ours = holder
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    == Some(std::process::id());
                 let holder = match holder.trim() {
+                    _ if ours => " by another task of this ferry".to_owned(),
                     "" => String::new(),
                     holder => format!(" by another ferry ({holder})"),
                 };
                 match self.lock_wait {
                     None => {
-                        tracing::warn!(
-                            "store {} is locked{holder}; waiting for it",
-                            self.root.display()
-                        );
+                        if ours {
+                            tracing::debug!(
+                                "store {} is locked{holder}; waiting for it",
+                                self.root.display()
+                            );
+                        } else {
+                            tracing::warn!(
+                                "store {} is locked{holder}; waiting for it",
+                                self.root.display()
+                            );
+                        }
                         if exclusive {
                             file.lock()
                         } else {
