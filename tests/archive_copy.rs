@@ -190,7 +190,7 @@ fn copy_to_an_archive_is_read_by_podman_and_skopeo_and_comes_back() {
     let out = ferry
         .run(&["copy", &multi, &format!("archive:{}", archive.display())])
         .ok();
-    assert!(out.stdout.contains("Wrote 1 images"), "{}", out.stdout);
+    assert!(out.stdout.contains("Wrote 1 image"), "{}", out.stdout);
     assert!(
         ferry.blob_files().is_empty(),
         "copy to an archive keeps no store copy"

@@ -195,7 +195,7 @@ fn looking_at_an_archive_creates_no_store_and_save_makes_no_directories() {
     let stranger = Ferry::new();
     let checked = stranger.run(&["verify", archive.to_str().unwrap()]).ok();
     assert!(
-        checked.stdout.contains("1 images verified"),
+        checked.stdout.contains("1 image verified"),
         "{}",
         checked.stdout
     );
@@ -290,6 +290,16 @@ fn delta_archive_needs_the_older_blobs() {
             &two,
         ])
         .ok();
+    // --list counts what this image shares with the older archive: only
+    // the base layer, not every blob the older archive holds.
+    let listed = ferry
+        .run(&["save", "--list", "--since", full.to_str().unwrap(), &two])
+        .ok();
+    assert!(
+        listed.stdout.contains("(1 left out as already there)"),
+        "{}",
+        listed.stdout
+    );
     let listing = run_ok(Command::new("tar").arg("-tf").arg(&delta));
     let base = fixture.app1.layers[0].digest.trim_start_matches("sha256:");
     assert!(
@@ -552,7 +562,7 @@ fn load_dry_run_and_verify_file_list_without_adding() {
     );
     let verified = other.run(&["verify", archive.to_str().unwrap()]).ok();
     assert!(
-        verified.stdout.contains("1 images verified"),
+        verified.stdout.contains("1 image verified"),
         "{}",
         verified.stdout
     );

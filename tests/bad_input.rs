@@ -452,6 +452,16 @@ fn with_log_format_json_every_stderr_line_is_an_object() {
         "{}",
         missing.stderr
     );
+    // A command line that does not parse is an error object too (exit 2).
+    for args in [
+        &["--log-format", "json", "bogus"][..],
+        &["--log-format=json", "pull"],
+    ] {
+        let refused = ferry.run(args).expect_code(2);
+        let lines = all_json(&refused.stderr);
+        assert_eq!(lines.len(), 1, "{}", refused.stderr);
+        assert_eq!(lines[0]["level"], "ERROR", "{}", refused.stderr);
+    }
 }
 
 #[test]
@@ -498,4 +508,25 @@ fn commands_that_only_look_never_create_a_store() {
     assert!(!ferry.dir.path().join("app.tar").exists());
     // The empty scratch store it read is gone too.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn a_missing_repository_hint_is_not_the_command_that_failed() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    let run = ferry
+        .run(&["tags", &format!("{}/team/nothing", registry.host)])
+        .expect_code(1);
+    assert!(run.stderr.contains("repository name"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ferry tags"), "{}", run.stderr);
+    // A missing tag in a repository that exists still points at its tags.
+    let run = ferry
+        .run(&["pull", &format!("{}/team/app:9.9", registry.host)])
+        .expect_code(1);
+    assert!(
+        run.stderr
+            .contains(&format!("ferry tags {}/team/app", registry.host)),
+        "{}",
+        run.stderr
+    );
 }

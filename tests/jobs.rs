@@ -377,7 +377,7 @@ fn a_job_never_overlaps_itself() {
     // Skipped is not done: exit 3, and the summary counts it as skipped.
     let run = ferry.run(&["run"]).expect_code(3);
     assert!(
-        run.stdout.contains("1 jobs: 0 ok, 0 failed, 1 skipped"),
+        run.stdout.contains("1 job: 0 ok, 0 failed, 1 skipped"),
         "{}",
         run.stdout
     );
@@ -423,7 +423,7 @@ fn config_check_names_line_and_column() {
         .run(&["config", "check"])
         .ok()
         .stdout
-        .contains("OK, 1 jobs: p (prune)"));
+        .contains("OK, 1 job: p (prune)"));
 }
 
 #[test]

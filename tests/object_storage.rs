@@ -153,7 +153,7 @@ fn backups_on_a_garage_cluster_rotate_by_listing_and_restore_with_copy() {
         .ok();
     let copied = ferry.run(&["verify", "s3://backups/copied/app.tar"]).ok();
     assert!(
-        copied.stdout.contains("1 images verified"),
+        copied.stdout.contains("1 image verified"),
         "{}",
         copied.stdout
     );

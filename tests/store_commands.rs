@@ -307,7 +307,7 @@ fn df_inspect_history_gc_and_verify() {
     assert_eq!(report["unreferenced"], 1);
     let gc = ferry.run(&["gc"]).ok();
     assert!(
-        gc.stdout.contains("Removed 1 unreferenced blobs"),
+        gc.stdout.contains("Removed 1 unreferenced blob"),
         "{}",
         gc.stdout
     );
@@ -502,4 +502,49 @@ fn inspect_prints_what_it_found_and_rmi_finishes_when_its_reader_goes_away() {
     let left = ferry.index_json();
     assert!(!left.contains("local/many"), "{left}");
     assert!(left.contains("team/app:1.0"));
+}
+
+#[test]
+fn a_corrupt_index_says_how_to_recover_not_to_run_the_command_that_failed() {
+    let (registry, _fixture) = seeded();
+    let ferry = Ferry::new();
+    ferry
+        .run(&["pull", &format!("{}/team/app:1.0", registry.host)])
+        .ok();
+    std::fs::write(ferry.store.join("index.json"), b"{\"manifests\": [tru").unwrap();
+    let run = ferry.run(&["verify"]).expect_code(1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("index.json is corrupt"), "{said}");
+    assert!(!said.contains("run `ferry verify`"), "{said}");
+    assert!(said.contains("restore it"), "{said}");
+}
+
+#[test]
+fn prune_says_deleted_once_per_image_after_its_names() {
+    let (registry, fixture) = seeded();
+    let ferry = Ferry::new();
+    let image = format!("{}/team/app:1.0", registry.host);
+    ferry.run(&["pull", &image]).ok();
+    ferry.run(&["tag", &image, "local/a:1"]).ok();
+    ferry.run(&["tag", &image, "local/b:1"]).ok();
+    let pruned = ferry.run(&["prune", "-a", "-f"]).ok();
+    let id = fixture.app1.config_digest();
+    assert_eq!(
+        pruned.stdout.matches("untagged: ").count(),
+        3,
+        "{}",
+        pruned.stdout
+    );
+    assert_eq!(
+        pruned.stdout.matches(&format!("deleted: {id}")).count(),
+        1,
+        "{}",
+        pruned.stdout
+    );
+    let last_untag = pruned.stdout.rfind("untagged: ").unwrap();
+    assert!(
+        pruned.stdout.find("deleted: ").unwrap() > last_untag,
+        "{}",
+        pruned.stdout
+    );
 }

@@ -173,7 +173,7 @@ fn save_load_push_keeps_every_digest() {
         .run(&["save", "-o", archive.to_str().unwrap(), &image])
         .ok();
     assert!(
-        saved.stderr.contains("1 images with 3 referrers"),
+        saved.stderr.contains("1 image with 3 referrers"),
         "{}",
         saved.stderr
     );

@@ -68,6 +68,16 @@ impl SavePlan {
             .filter(|(d, _)| !self.excluded.contains(*d))
     }
 
+    /// How many of the image's blobs are left out because the older
+    /// archive (or image) a delta is made against has them.
+    pub fn left_out(&self) -> usize {
+        self.blobs
+            .keys()
+            .chain(self.manifests.keys())
+            .filter(|d| self.excluded.contains(*d))
+            .count()
+    }
+
     /// Bytes of blob content the archive will hold.
     pub fn blob_bytes(&self) -> u64 {
         self.kept().map(|(_, s)| s).sum()
@@ -82,8 +92,12 @@ impl SavePlan {
     /// "3 images" or "3 images with 2 referrers", for messages.
     pub fn describe_counts(&self) -> String {
         match self.counts() {
-            (images, 0) => format!("{images} images"),
-            (images, referrers) => format!("{images} images with {referrers} referrers"),
+            (images, 0) => crate::types::count(images, "image"),
+            (images, referrers) => format!(
+                "{} with {}",
+                crate::types::count(images, "image"),
+                crate::types::count(referrers, "referrer")
+            ),
         }
     }
 

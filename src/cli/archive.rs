@@ -81,10 +81,10 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
                 println(&format!("{name} {}", image.digest))?;
             }
             println(&format!(
-                "{} blobs, {} ({} left out as already there)",
-                layout.blob_count(),
+                "{}, {} ({} left out as already there)",
+                crate::types::count(layout.blob_count(), "blob"),
                 human_size(layout.blob_bytes()),
-                layout.excluded.len()
+                layout.left_out()
             ))?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -104,9 +104,9 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
         eline(
             "INFO",
             &format!(
-                "Saved {}, {} blobs ({}) to {place}",
+                "Saved {}, {} ({}) to {place}",
                 layout.describe_counts(),
-                layout.blob_count(),
+                crate::types::count(layout.blob_count(), "blob"),
                 human_size(layout.blob_bytes()),
             ),
         );
@@ -128,7 +128,7 @@ pub fn compression_of(arg: CompressArg) -> Compression {
 
 /// Standard output closed before an archive written to it was complete.
 #[derive(Debug, thiserror::Error)]
-#[error("standard output was closed before the archive was complete (its reader stopped early); what it got is cut short and will not load")]
+#[error("standard output was closed before the archive was complete (its reader stopped early); what it got is cut short")]
 pub struct OutputCut;
 
 /// Write to `-o FILE` or `-o s3://BUCKET/KEY` atomically, or to standard
@@ -345,7 +345,8 @@ pub async fn load(context: &Context, args: LoadArgs) -> anyhow::Result<ExitCode>
         }
         if referrers > 0 {
             println(&format!(
-                "Loaded {referrers} referrers (signatures, attestations, SBOMs)"
+                "Loaded {} (signatures, attestations, SBOMs)",
+                crate::types::count(referrers, "referrer")
             ))?;
         }
     }
@@ -362,12 +363,12 @@ pub async fn verify_archive(context: &Context, path: &Path) -> anyhow::Result<Ex
         let referrers = images.iter().filter(|i| i.link.is_some()).count();
         let with = match referrers {
             0 => String::new(),
-            n => format!(" with {n} referrers"),
+            n => format!(" with {}", crate::types::count(n, "referrer")),
         };
         println(&format!(
-            "{}: {} images verified{with}",
+            "{}: {} verified{with}",
             path.display(),
-            images.len() - referrers
+            crate::types::count(images.len() - referrers, "image")
         ))?;
     }
     Ok(ExitCode::SUCCESS)

@@ -159,9 +159,9 @@ pub async fn to_archive(
         json(&layout.images)?;
     } else if let (Some(place), false) = (written, context.quiet) {
         println(&format!(
-            "Wrote {}, {} blobs ({}) to {place}",
+            "Wrote {}, {} ({}) to {place}",
             layout.describe_counts(),
-            layout.blob_count(),
+            crate::types::count(layout.blob_count(), "blob"),
             human_size(layout.blob_bytes()),
         ))?;
     }

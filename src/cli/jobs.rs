@@ -214,8 +214,8 @@ pub async fn run(
         }
     } else {
         let mut summary = format!(
-            "{} jobs: {} ok, {failed} failed",
-            reports.len(),
+            "{}: {} ok, {failed} failed",
+            crate::types::count(reports.len(), "job"),
             count(Status::Ok)
         );
         for status in [Status::Stopped, Status::Skipped, Status::Deferred] {
@@ -447,9 +447,9 @@ pub fn check(context: &Context) -> anyhow::Result<ExitCode> {
             .map(|j| format!("{} ({})", j.name, j.kind.label()))
             .collect();
         println(&format!(
-            "{}: OK, {} jobs{}{}",
+            "{}: OK, {}{}{}",
             path.display(),
-            names.len(),
+            crate::types::count(names.len(), "job"),
             if names.is_empty() { "" } else { ": " },
             names.join(", ")
         ))?;

@@ -289,14 +289,19 @@ pub fn prune(context: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
             true => ("would untag", "would delete"),
             false => ("untagged", "deleted"),
         };
-        for image in &pruned {
+        // As docker: each name untagged, then the image deleted once,
+        // after its last name.
+        for (at, image) in pruned.iter().enumerate() {
             if let Some(name) = &image.name {
                 println(&format!("{untag}: {name}"))?;
             }
-            println(&format!(
-                "{delete}: {}",
-                image.id.as_ref().unwrap_or(&image.digest)
-            ))?;
+            let shown = image.id.as_ref().unwrap_or(&image.digest);
+            let later = pruned[at + 1..]
+                .iter()
+                .any(|other| other.id.as_ref().unwrap_or(&other.digest) == shown);
+            if !later {
+                println(&format!("{delete}: {shown}"))?;
+            }
         }
         println("")?;
     }
@@ -388,11 +393,11 @@ pub fn gc(context: &Context, dry_run: bool) -> anyhow::Result<ExitCode> {
         }
     }
     println(&format!(
-        "{} {} unreferenced blobs ({}) and {} partial downloads",
+        "{} {} ({}) and {}",
         if dry_run { "Would remove" } else { "Removed" },
-        report.blobs.len(),
+        crate::types::count(report.blobs.len(), "unreferenced blob"),
         human_size(bytes),
-        report.ingest_files
+        crate::types::count(report.ingest_files, "partial download")
     ))?;
     if report.protected > 0 && !context.quiet {
         println(&format!(
@@ -415,16 +420,16 @@ pub fn verify(context: &Context, read_data: bool) -> anyhow::Result<ExitCode> {
         }
         if !context.quiet {
             println(&format!(
-                "checked {} images and {} blobs{}: {} problems, {} unreferenced blobs (ferry gc removes them)",
-                report.images,
-                report.blobs,
+                "checked {} and {}{}: {}, {} (ferry gc removes them)",
+                crate::types::count(report.images, "image"),
+                crate::types::count(report.blobs, "blob"),
                 if read_data {
                     format!(" ({} read and re-hashed)", human_size(report.bytes_read))
                 } else {
                     " (sizes only, data not read: --read-data re-hashes every blob)".to_owned()
                 },
-                report.problems.len(),
-                report.unreferenced
+                crate::types::count(report.problems.len(), "problem"),
+                crate::types::count(report.unreferenced, "unreferenced blob"),
             ))?;
         }
     }

@@ -91,7 +91,10 @@ impl Context {
 
 /// Run ferry with the process arguments and return its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_failure(error),
+    };
     init_logging(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     output::set_json_logs(cli.global.log_format == args::LogFormat::Json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -105,7 +108,12 @@ pub fn main() -> ExitCode {
         }
     };
     let on_signal = match cli.command {
-        Command::Run { .. } | Command::Daemon { .. } | Command::Serve(_) => OnSignal::SafePoint,
+        Command::Run { .. } | Command::Daemon { .. } => OnSignal::SafePoint(
+            "between images; an archive being written is abandoned",
+        ),
+        Command::Serve(_) => OnSignal::SafePoint(
+            "no new connections; open requests are cut, and every push already acknowledged is stored",
+        ),
         _ => OnSignal::AtOnce,
     };
     let outcome = runtime.block_on(async {
@@ -121,13 +129,42 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A command line clap refused: its message, as one JSON object when the
+/// arguments ask for `--log-format json` (parsing failed, so they are read
+/// as given); help and version go to stdout as usual.
+fn usage_failure(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let wants_json = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().any(|a| a == "--log-format=json")
+            || args
+                .windows(2)
+                .any(|w| w[0] == "--log-format" && w[1] == "json")
+    };
+    let informational = matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if informational || !wants_json {
+        error.exit();
+    }
+    output::set_json_logs(true);
+    let text = error.render().to_string();
+    let text = text.trim().strip_prefix("error: ").unwrap_or(text.trim());
+    output::eline("ERROR", text);
+    ExitCode::from(2)
+}
+
 /// How a command answers SIGINT and SIGTERM.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OnSignal {
     /// `run`, `daemon`, `serve`: the first asks for a stop at the next safe
     /// point (between images; an archive being written is abandoned); a
     /// second stops at once.
-    SafePoint,
+    /// What the safe point is, for the message.
+    SafePoint(&'static str),
     /// Every other command stops at once: each of their writes is atomic
     /// (a blob, a tag, an archive appear whole or not at all).
     AtOnce,
@@ -151,18 +188,19 @@ async fn handle_signals(on_signal: OnSignal) {
             _ = interrupt.recv() => (2, "SIGINT"),
             _ = terminate.recv() => (15, "SIGTERM"),
         };
-        if first && on_signal == OnSignal::SafePoint {
+        if let (true, OnSignal::SafePoint(safe_point)) = (first, on_signal) {
             first = false;
             crate::types::interrupt::request(number);
             STOP.notify_waiters();
             tracing::warn!(
-                "{name}: stopping at the next safe point (between images; an archive being written is abandoned); a second Ctrl-C or SIGTERM stops at once"
+                "{name}: stopping at the next safe point ({}); a second Ctrl-C or SIGTERM stops at once",
+                safe_point
             );
             continue;
         }
         crate::types::interrupt::remove_temps();
         tracing::error!(
-            "{name}: stopped at once; files being written were removed, and the store keeps only complete blobs and images (`ferry gc` removes partial downloads)"
+            "{name}: stopped at once; temp files of archives being written were removed, and the store keeps only complete blobs and images (a partial download stays for the next pull to resume; `ferry gc` removes it)"
         );
         std::process::exit(128 + number);
     }

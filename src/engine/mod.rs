@@ -36,7 +36,7 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
-    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform, or use --all-platforms")]
+    #[error("{image} has no image for platform {wanted} (it has: {available}); choose among those with --platform (pull --all-platforms keeps them all)")]
     NoPlatform {
         image: String,
         wanted: String,

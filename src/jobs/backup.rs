@@ -187,9 +187,9 @@ pub async fn run(
     }
     if dry_run {
         report.changes.push(format!(
-            "would write {} {output} with {} images",
+            "would write {} {output} with {}",
             if full { "full archive" } else { "delta" },
-            images.len()
+            crate::types::count(images.len(), "image")
         ));
         return Ok(());
     }
@@ -234,10 +234,10 @@ pub async fn run(
     let plan = &plan.layout;
     report.bytes += plan.blob_bytes();
     report.changes.push(format!(
-        "wrote {} {output}: {}, {} blobs",
+        "wrote {} {output}: {}, {}",
         if full { "full archive" } else { "delta" },
         plan.describe_counts(),
-        plan.blob_count()
+        crate::types::count(plan.blob_count(), "blob")
     ));
     state.backup_runs = run;
     state.backups.retain(|b| b.path != output);

@@ -17,7 +17,10 @@ pub enum RegistryError {
         action: String,
         detail: String,
     },
-    #[error("{what} not found on {registry}{detail}; check the name and tag (`ferry tags {registry}/{repository}` lists its tags)")]
+    #[error(
+        "{what} not found on {registry}{detail}; {}",
+        not_found_hint(registry, repository, what)
+    )]
     NotFound {
         registry: String,
         /// The repository asked in, for the hint.
@@ -158,5 +161,16 @@ pub fn error_detail(body: &[u8]) -> String {
         String::new()
     } else {
         format!(" ({})", text.join("; "))
+    }
+}
+
+/// What to check when something is not found: the tag (listing the
+/// repository's tags shows which exist), or, when the repository itself is
+/// missing, its name.
+fn not_found_hint(registry: &str, repository: &str, what: &str) -> String {
+    if what == format!("{registry}/{repository}") {
+        "check the repository name: it includes its namespace (Docker Hub's own images are library/NAME), and the registry may hide repositories you may not read".to_owned()
+    } else {
+        format!("check the name and tag (`ferry tags {registry}/{repository}` lists its tags)")
     }
 }

@@ -41,7 +41,7 @@ pub enum StoreError {
         expected: u64,
         actual: u64,
     },
-    #[error("{path} is corrupt: {message}; run `ferry verify` to see what is affected")]
+    #[error("{path} is corrupt: {message}; {}", corrupt_fix(path))]
     Corrupt { path: String, message: String },
     #[error("no such image: {0}; `ferry images` lists what the store holds")]
     NoSuchImage(String),
@@ -182,6 +182,19 @@ impl Store {
         use std::io::Write as _;
         crate::types::atomic_file::write_atomically(path, None, |file| file.write_all(bytes))
             .map_err(|e| StoreError::io(path, e))
+    }
+}
+
+/// What to do about a corrupt store file: the index holds every tag, so
+/// `verify` cannot read past it; any other file is one `verify` can place.
+fn corrupt_fix(path: &str) -> &'static str {
+    if path.ends_with("index.json") {
+        "ferry writes it atomically, so something else changed it: restore it \
+         from a backup of the store, or move it aside (the blobs stay) and pull \
+         or load the images again"
+    } else {
+        "`ferry verify --read-data` lists what is affected; pulling or loading \
+         those images again repairs them"
     }
 }
 

@@ -27,3 +27,12 @@ pub use referrer::ReferrerLink;
 pub use registry_settings::RegistrySettings;
 pub use secret::Secret;
 pub use verify::{Verifier, VerifyError};
+
+/// `n` and the noun, plural unless `n` is 1: `count(1, "image")` is
+/// "1 image", `count(3, "blob")` is "3 blobs".
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
