@@ -220,6 +220,51 @@ fn pull_chooses_platforms() {
         "{}",
         missing.stderr
     );
+    // Every platform asked for must be there: one missing of two fails
+    // (pull and copy), and nothing is stored or pushed.
+    let fresh = Ferry::new();
+    let two = ["--platform", "linux/s390x", "--platform", "linux/arm64"];
+    let mut args = vec!["pull"];
+    args.extend(two);
+    args.push(&image);
+    let refused = fresh.run(&args).expect_code(1);
+    assert!(refused.stderr.contains("linux/s390x"), "{}", refused.stderr);
+    assert!(!fresh.index_json().contains("multi"));
+    let target = Registry::start();
+    let to = format!("{}/copy/app:multi", target.host);
+    let mut args = vec!["copy"];
+    args.extend(two);
+    args.extend([image.as_str(), to.as_str()]);
+    let refused = fresh.run(&args).expect_code(1);
+    assert!(refused.stderr.contains("linux/s390x"), "{}", refused.stderr);
+    assert!(target.skopeo_raw_opt("copy/app:multi").is_none());
+    // A single-platform image is not another platform asked for, as in
+    // docker: pull, inspect, history and export refuse, naming what it is.
+    let single = format!("{}/team/app:1.0", source.host);
+    let refused = fresh
+        .run(&["pull", "--platform", "linux/arm64", &single])
+        .expect_code(1);
+    assert!(
+        refused.stderr.contains("only linux/amd64"),
+        "{}",
+        refused.stderr
+    );
+    fresh
+        .run(&["pull", "--platform", "linux/amd64", &single])
+        .ok();
+    for command in ["inspect", "history", "export"] {
+        let refused = fresh
+            .run(&[command, "--platform", "linux/arm64", &single])
+            .expect_code(1);
+        assert!(
+            refused.stderr.contains("only linux/amd64"),
+            "{command}: {}",
+            refused.stderr
+        );
+    }
+    fresh
+        .run(&["inspect", "--platform", "linux/amd64", &single])
+        .ok();
 }
 
 #[test]

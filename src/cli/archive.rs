@@ -64,7 +64,7 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     let choice = match platforms.as_slice() {
         [] => PlatformChoice::All,
         [one] => PlatformChoice::Single(one.clone()),
-        several => PlatformChoice::Subset(several.to_vec()),
+        several => PlatformChoice::Exactly(several.to_vec()),
     };
     let referrers = super::transfer::referrer_filter(args.no_referrers);
     let plan = plan_archive(sources, &choice, platforms.first(), exclude, &referrers).await?;

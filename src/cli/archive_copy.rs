@@ -127,8 +127,9 @@ pub async fn to_archive(
         })
         .collect();
     let docker_platform = match &choice {
-        PlatformChoice::Subset(list) => list.first().cloned(),
+        PlatformChoice::Subset(list) | PlatformChoice::Exactly(list) => list.first().cloned(),
         PlatformChoice::Single(one) => Some(one.clone()),
+        PlatformChoice::Host => Some(crate::types::Platform::host()),
         PlatformChoice::All => None,
     };
     let plan = plan_archive(

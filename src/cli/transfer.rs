@@ -58,18 +58,21 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
     if args.all_platforms {
         return Ok(PlatformChoice::All);
     }
+    // Asked for on the command line: each must be there. The config's
+    // default list keeps those the image has.
     let mut list = parse_platforms(&args.platform)?;
+    let asked = !list.is_empty();
     if list.is_empty() {
         match &context.config.platforms {
-            DefaultPlatforms::Host => list.push(Platform::host()),
+            DefaultPlatforms::Host => return Ok(PlatformChoice::Host),
             DefaultPlatforms::All => return Ok(PlatformChoice::All),
             DefaultPlatforms::List(configured) => list = configured.clone(),
         }
     }
-    Ok(if list.len() == 1 {
-        PlatformChoice::Single(list.remove(0))
-    } else {
-        PlatformChoice::Subset(list)
+    Ok(match (list.len(), asked) {
+        (1, _) => PlatformChoice::Single(list.remove(0)),
+        (_, true) => PlatformChoice::Exactly(list),
+        (_, false) => PlatformChoice::Subset(list),
     })
 }
 
@@ -258,7 +261,7 @@ pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode>
     let choice = if platforms.is_empty() {
         PlatformChoice::All
     } else {
-        PlatformChoice::Subset(platforms)
+        PlatformChoice::Exactly(platforms)
     };
     let options = copy_options(context, choice.clone(), args.concurrency, args.no_referrers);
     match (

@@ -7,7 +7,7 @@ use super::endpoint::Source;
 use super::EngineError;
 use crate::types::choice::{self, ChoiceError, PlatformChoice, MAX_INDEX_DEPTH};
 use crate::types::manifest::{descriptor_digest, is_foreign_layer};
-use crate::types::{Digest, ParsedManifest};
+use crate::types::{Digest, ParsedManifest, Platform};
 use std::collections::BTreeMap;
 
 /// One image, ready to be written anywhere.
@@ -69,45 +69,97 @@ async fn choose_root(
     choice: &PlatformChoice,
     image: &str,
 ) -> Result<ParsedManifest, EngineError> {
+    let no_platform = |(wanted, available): (String, String)| EngineError::NoPlatform {
+        image: image.to_owned(),
+        wanted,
+        available,
+    };
+    // Platforms asked for: a single-platform image must be one of them.
+    let asked = match choice {
+        PlatformChoice::Single(one) => Some(std::slice::from_ref(one)),
+        PlatformChoice::Exactly(list) => Some(list.as_slice()),
+        _ => None,
+    };
+    if let (Some(asked), Some(manifest)) = (asked, root.image()) {
+        let config = manifest.config();
+        // A config is small; one that is not is no image config to read.
+        if config.size() <= 4 << 20 {
+            let digest = descriptor_digest(config).map_err(|e| invalid(image, e.to_string()))?;
+            let mut bytes = Vec::new();
+            let mut stream = source.blob(&digest, config.size(), true);
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            if let Some(mismatch) = choice::single_mismatch(choice::config_platform(&bytes), asked)
+            {
+                return Err(no_platform(mismatch));
+            }
+        }
+        return Ok(root);
+    }
     if !root.is_index() || !choice::lists_platforms(&root) {
         return Ok(root);
     }
     match choice {
         PlatformChoice::All => Ok(root),
-        PlatformChoice::Single(wanted) => {
-            choice::choose_image(root, wanted, image, |digest, media_type| async move {
-                source.manifest(&digest, &media_type).await
-            })
-            .await
-            .map_err(|error| match error {
-                ChoiceError::Fetch(error) => error,
-                ChoiceError::NoPlatform {
-                    image,
-                    wanted,
-                    available,
-                } => EngineError::NoPlatform {
-                    image,
-                    wanted,
-                    available,
-                },
-                other => invalid(image, other.to_string()),
-            })
-        }
-        PlatformChoice::Subset(wanted) => {
-            let wanted_text = wanted
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            let bytes = choice::subset(&root, wanted).ok_or_else(|| EngineError::NoPlatform {
-                image: image.to_owned(),
-                wanted: wanted_text,
-                available: choice::available(&root),
-            })?;
-            Ok(ParsedManifest::parse(bytes, Some(&root.media_type), image)
-                .map_err(crate::registry::RegistryError::from)?)
+        PlatformChoice::Host => choose_single(source, root, &Platform::host(), image).await,
+        PlatformChoice::Single(wanted) => choose_single(source, root, wanted, image).await,
+        PlatformChoice::Subset(wanted) => rebuilt_subset(&root, wanted, image),
+        PlatformChoice::Exactly(wanted) => {
+            let missing = choice::missing_from(&root, wanted);
+            if !missing.is_empty() {
+                return Err(no_platform((missing.join(", "), choice::available(&root))));
+            }
+            rebuilt_subset(&root, wanted, image)
         }
     }
+}
+
+/// The image for `wanted` from an index, through the one chooser (nested
+/// indexes followed; an error naming what the index has).
+async fn choose_single(
+    source: &Source,
+    root: ParsedManifest,
+    wanted: &Platform,
+    image: &str,
+) -> Result<ParsedManifest, EngineError> {
+    choice::choose_image(root, wanted, image, |digest, media_type| async move {
+        source.manifest(&digest, &media_type).await
+    })
+    .await
+    .map_err(|error| match error {
+        ChoiceError::Fetch(error) => error,
+        ChoiceError::NoPlatform {
+            image,
+            wanted,
+            available,
+        } => EngineError::NoPlatform {
+            image,
+            wanted,
+            available,
+        },
+        other => invalid(image, other.to_string()),
+    })
+}
+
+/// `root` rebuilt with the entries for `wanted` (at least one must be there).
+fn rebuilt_subset(
+    root: &ParsedManifest,
+    wanted: &[Platform],
+    image: &str,
+) -> Result<ParsedManifest, EngineError> {
+    let wanted_text = wanted
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bytes = choice::subset(root, wanted).ok_or_else(|| EngineError::NoPlatform {
+        image: image.to_owned(),
+        wanted: wanted_text,
+        available: choice::available(root),
+    })?;
+    Ok(ParsedManifest::parse(bytes, Some(&root.media_type), image)
+        .map_err(crate::registry::RegistryError::from)?)
 }
 
 /// Fetch the manifests an index refers to, depth first, children before parents.

@@ -172,11 +172,30 @@ impl Store {
                 message: other.to_string(),
             },
         })?;
-        if chosen.image().is_none() {
+        let Some(manifest) = chosen.image() else {
             return Err(StoreError::Invalid {
                 image: text.to_owned(),
                 message: "the chosen entry is not an image manifest".into(),
             });
+        };
+        // A platform asked for of a single-platform image: it must be that
+        // one (as docker refuses), never another architecture silently.
+        if let (Some(asked), false) = (platform, image.manifest.is_index()) {
+            let config = self.read_blob(
+                &crate::types::manifest::descriptor_digest(manifest.config())
+                    .map_err(|e| corrupt(&image.entry.digest, e))?,
+                4 << 20,
+            )?;
+            let own = crate::types::choice::config_platform(&config);
+            if let Some((wanted, available)) =
+                crate::types::choice::single_mismatch(own, std::slice::from_ref(asked))
+            {
+                return Err(StoreError::NoPlatform {
+                    image: text.to_owned(),
+                    wanted,
+                    available,
+                });
+            }
         }
         Ok((image, chosen))
     }

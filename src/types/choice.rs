@@ -16,10 +16,21 @@ pub const MAX_INDEX_DEPTH: usize = 8;
 /// Which platforms of a multi-platform image to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
-    /// One platform, copied as a single-platform manifest (pull's default: the host).
+    /// The host's platform, pull's default: from an index, its image (or
+    /// an error naming what it has); a single-platform image is taken
+    /// whatever its platform, as docker pulls it.
+    Host,
+    /// One platform asked for, copied as a single-platform manifest: from
+    /// an index, its image; a single-platform image must be that platform.
     Single(Platform),
-    /// A subset, copied as a rebuilt index.
+    /// A subset, copied as a rebuilt index: those of the list the image has
+    /// (a config's or the job's list; at least one must be there).
     Subset(Vec<Platform>),
+    /// Platforms asked for on the command line (`--platform`), copied as a
+    /// rebuilt index: every one must be there — a single-platform image
+    /// must be the one asked for — else the command fails naming what the
+    /// image has.
+    Exactly(Vec<Platform>),
     /// The whole index, byte for byte.
     All,
 }
@@ -44,6 +55,47 @@ fn platforms_of(index: &ParsedManifest) -> Vec<String> {
             Some(v) => format!("{os}/{arch}/{v}"),
             None => format!("{os}/{arch}"),
         })
+        .collect()
+}
+
+/// A single-platform image's own platform, from its config's `os`,
+/// `architecture` and `variant`; `None` when the config names none (an
+/// artifact, a signature).
+pub fn config_platform(config: &[u8]) -> Option<(String, String, Option<String>)> {
+    let config: serde_json::Value = serde_json::from_slice(config).ok()?;
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Some((text("os")?, text("architecture")?, text("variant")))
+}
+
+/// The platforms of `wanted` a single-platform image (whose config says
+/// `own`) is not, as `(wanted, available)` for a no-platform error; `None`
+/// when it is every one of them (or names no platform at all).
+pub fn single_mismatch(
+    own: Option<(String, String, Option<String>)>,
+    wanted: &[Platform],
+) -> Option<(String, String)> {
+    let (os, arch, variant) = own?;
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|w| !w.matches(&os, &arch, variant.as_deref()))
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let available = match variant {
+        Some(v) => format!("only {os}/{arch}/{v}: a single-platform image"),
+        None => format!("only {os}/{arch}: a single-platform image"),
+    };
+    Some((missing.join(", "), available))
+}
+
+/// The platforms of `wanted` that no entry of `index` matches.
+pub fn missing_from(index: &ParsedManifest, wanted: &[Platform]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|w| pick(index, w).is_none())
+        .map(ToString::to_string)
         .collect()
 }
 
