@@ -466,7 +466,9 @@ fn with_log_format_json_every_stderr_line_is_an_object() {
 
 #[test]
 fn commands_that_only_look_never_create_a_store() {
-    let mut ferry = Ferry::new();
+    let mut ferry = Ferry::new().with_config(
+        "version = 1\n[[prune]]\nname = \"tidy\"\nrepository = \"store\"\nkeep_latest = 3\n",
+    );
     let tmp = ferry.dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     ferry
@@ -504,6 +506,8 @@ fn commands_that_only_look_never_create_a_store() {
             run.stderr
         );
     }
+    let jobs = ferry.run(&["jobs"]).ok();
+    assert!(jobs.stdout.contains("never"), "{}", jobs.stdout);
     assert!(!ferry.store.exists(), "a looking command created the store");
     assert!(!ferry.dir.path().join("app.tar").exists());
     // The empty scratch store it read is gone too.

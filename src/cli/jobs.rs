@@ -17,8 +17,13 @@ use std::sync::Arc;
 /// Where job state lives, from `[state]` (probed once per process).
 async fn state_store(context: &Context, runs: bool) -> anyhow::Result<StateStore> {
     let mut notes = Vec::new();
+    // Listing reads state and creates no store where none is yet.
+    let store = match runs || context.has_store() {
+        true => context.store()?,
+        false => crate::store::Store::for_reading(&context.store_path),
+    };
     let state = StateStore::open(
-        &context.store()?,
+        &store,
         context.config.state.as_ref(),
         &context.objects(),
         runs,

@@ -156,6 +156,19 @@ impl Store {
         Ok(store)
     }
 
+    /// A handle on the store at `root` that creates nothing, for reads
+    /// where a store that does not exist is read as empty (`ferry jobs`
+    /// before any run). Never write through it.
+    pub fn for_reading(root: impl Into<PathBuf>) -> Store {
+        Store {
+            root: root.into(),
+            protection: DEFAULT_PROTECTION,
+            lock_wait: None,
+            owner: rand::random(),
+            release_on_commit: true,
+        }
+    }
+
     /// This handle with blobs it commits protected for `ttl` whatever is
     /// committed meanwhile (a server: the time each client has between its
     /// upload and its manifest; one client's tag never releases another's).
