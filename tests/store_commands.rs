@@ -44,6 +44,12 @@ fn images_lists_docker_columns_and_tag_shares_the_id() {
             .ok(),
     );
     assert_eq!(filtered.as_array().unwrap().len(), 1);
+    // As docker, a positional pattern filters the same way.
+    let positional = json(&ferry.run(&["--json", "images", "local/*"]).ok());
+    assert_eq!(positional.as_array().unwrap().len(), 1);
+    // history --json gives the config's timestamps, not ages.
+    let history = json(&ferry.run(&["--json", "history", &image]).ok());
+    assert_eq!(history[0]["created"], "2026-01-01T00:00:00Z", "{history}");
 }
 
 #[test]

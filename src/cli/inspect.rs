@@ -180,9 +180,9 @@ pub fn history(
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         let size = if empty { 0 } else { layers.next().unwrap_or(0) };
-        let created = entry
-            .get("created")
-            .and_then(|v| v.as_str())
+        // `created` as the config gives it (JSON), and its age (table).
+        let created = entry.get("created").and_then(|v| v.as_str());
+        let created_since = created
             .and_then(crate::types::time::parse_rfc3339)
             .map_or_else(|| "N/A".to_owned(), |t| human_age(t, now));
         let mut created_by = entry
@@ -190,7 +190,8 @@ pub fn history(
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_owned();
-        if !no_trunc && created_by.chars().count() > 45 {
+        // JSON is for machines: never truncated.
+        if !no_trunc && !context.json && created_by.chars().count() > 45 {
             created_by = created_by.chars().take(44).collect::<String>() + "…";
         }
         let comment = entry
@@ -198,7 +199,7 @@ pub fn history(
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_owned();
-        rows.push(serde_json::json!({"created": created, "created_by": created_by, "size": size, "comment": comment}));
+        rows.push(serde_json::json!({"created": created, "created_since": created_since, "created_by": created_by, "size": size, "comment": comment}));
     }
     rows.reverse();
     if context.json {
@@ -220,7 +221,7 @@ pub fn history(
                 } else {
                     "<missing>".to_owned()
                 },
-                row["created"].as_str().unwrap_or("").to_owned(),
+                row["created_since"].as_str().unwrap_or("").to_owned(),
                 row["created_by"].as_str().unwrap_or("").to_owned(),
                 human_size(row["size"].as_u64().unwrap_or(0)),
                 row["comment"].as_str().unwrap_or("").to_owned(),

@@ -364,9 +364,10 @@ pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<Exit
             spec.name.clone(),
             spec.kind.label().to_owned(),
             spec.schedule_text.clone().unwrap_or_else(|| "-".into()),
+            // Both times in the job's zone, with its offset.
             state
                 .last_run
-                .map_or_else(|| "never".into(), format_rfc3339),
+                .map_or_else(|| "never".into(), |t| zone.format(t)),
             status.clone().unwrap_or_else(|| "-".into()),
             next.map_or_else(|| "-".into(), |n| zone.format(n)),
         ];

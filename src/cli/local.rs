@@ -36,6 +36,17 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     go(pattern.as_bytes(), text.as_bytes())
 }
 
+/// Whether an image's name matches a `reference=` pattern: its familiar
+/// name, `name:tag`, or its full reference.
+fn matches_reference(summary: &ImageSummary, pattern: &str) -> bool {
+    summary.name.as_ref().is_some_and(|n| {
+        let short = format!("{}:{}", n.familiar_name(), n.tag().unwrap_or(""));
+        glob_match(pattern, &n.familiar_name())
+            || glob_match(pattern, &short)
+            || glob_match(pattern, &n.to_string())
+    })
+}
+
 /// `ferry images`.
 pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = context.store_to_read()?;
@@ -79,14 +90,7 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
                     Some(created) => created > pivot_time,
                 });
             }
-            "reference" => summaries.retain(|s| {
-                s.name.as_ref().is_some_and(|n| {
-                    let short = format!("{}:{}", n.familiar_name(), n.tag().unwrap_or(""));
-                    glob_match(value, &n.familiar_name())
-                        || glob_match(value, &short)
-                        || glob_match(value, &n.to_string())
-                })
-            }),
+            "reference" => summaries.retain(|s| matches_reference(s, value)),
             _ => {
                 return Err(UsageError(format!(
                     "unknown filter {key:?}: use dangling, before, since or reference"
@@ -95,7 +99,11 @@ pub fn images(context: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if let Some(wanted) = &args.repository {
+    // As docker: a positional pattern (`team/*`, `app:1.*`) filters as
+    // `reference=` does.
+    if let Some(pattern) = args.repository.as_ref().filter(|w| w.contains('*')) {
+        summaries.retain(|s| matches_reference(s, pattern));
+    } else if let Some(wanted) = &args.repository {
         let reference =
             Reference::parse_repository_or_ref(wanted).map_err(|e| UsageError(e.to_string()))?;
         summaries.retain(|s| {
