@@ -408,6 +408,8 @@ fn config_check_names_line_and_column() {
         ("[[backup]]\nname = \"b\"\nimages = [\"r.example/app:*\"]\noutput = \"s3://backups/a#{run}.tar\"\n", ":5:", "key may not"),
         ("[state]\nurl = \"s3://state\"\nlocking = \"optimistic\"\n", ":4:", "shards-only"),
         ("[object_store]\npart_size = \"1MiB\"\n", ":3:", "5 MiB minimum"),
+        // An include every tag passes narrows nothing.
+        ("[[prune]]\nname = \"p\"\nrepository = \"store\"\ntags = { include = [\".*\"] }\nkeep_latest = 0\n", ":6:", "every tag"),
     ];
     for (body, position, words) in cases {
         let ferry = Ferry::new().with_config(&format!("version = 1\n{body}"));

@@ -164,23 +164,36 @@ impl Resolver<'_> {
             .map(|o| self.duration(o, "e.g. older_than = \"30d\""))
             .transpose()?;
         let filter = self.filter(&section.tags)?;
+        // An include that any tag passes (`.*`) narrows nothing: probed with
+        // tags of every shape, with no exclude or range beside it.
+        let narrows = !filter.include.is_empty()
+            && !(filter.exclude.is_empty()
+                && filter.semver.is_none()
+                && filter.include.iter().any(|r| {
+                    [
+                        "",
+                        "latest",
+                        "1.0.0",
+                        "v2.1-rc1",
+                        "sha256-ab12.sig",
+                        "Main_Build.9",
+                    ]
+                    .iter()
+                    .all(|tag| r.is_match(tag))
+                }));
         // keep_latest = 0 removes every *selected* tag: fine when an include
         // filter narrows the selection, refused when it is the whole repository.
         let keep_latest = match &section.keep_latest {
-            Some(n) if *n.get_ref() == 0 && filter.include.is_empty() && !section.allow_empty => {
+            Some(n) if *n.get_ref() == 0 && !narrows && !section.allow_empty => {
                 return Err(self.error(
                     n.span(),
-                    "keep_latest = 0 with no tags.include would delete every tag",
+                    "keep_latest = 0 with no tags.include that narrows the selection would delete every tag",
                     "narrow it with tags.include, use keep_latest ≥ 1, or set allow_empty = true",
                 ))
             }
             other => other.as_ref().map(|n| *n.get_ref()),
         };
-        if older_than.is_none()
-            && keep_latest.is_none()
-            && filter.include.is_empty()
-            && !section.allow_empty
-        {
+        if older_than.is_none() && keep_latest.is_none() && !narrows && !section.allow_empty {
             return Err(self.error(
                 section.name.span(),
                 "this prune selects every tag",
