@@ -166,21 +166,21 @@ impl Resolver<'_> {
         let filter = self.filter(&section.tags)?;
         // An include that any tag passes (`.*`) narrows nothing: probed with
         // tags of every shape, with no exclude or range beside it.
-        let narrows = !filter.include.is_empty()
-            && !(filter.exclude.is_empty()
-                && filter.semver.is_none()
-                && filter.include.iter().any(|r| {
-                    [
-                        "",
-                        "latest",
-                        "1.0.0",
-                        "v2.1-rc1",
-                        "sha256-ab12.sig",
-                        "Main_Build.9",
-                    ]
-                    .iter()
-                    .all(|tag| r.is_match(tag))
-                }));
+        let passes_all = filter.exclude.is_empty()
+            && filter.semver.is_none()
+            && filter.include.iter().any(|r| {
+                [
+                    "",
+                    "latest",
+                    "1.0.0",
+                    "v2.1-rc1",
+                    "sha256-ab12.sig",
+                    "Main_Build.9",
+                ]
+                .iter()
+                .all(|tag| r.is_match(tag))
+            });
+        let narrows = !filter.include.is_empty() && !passes_all;
         // keep_latest = 0 removes every *selected* tag: fine when an include
         // filter narrows the selection, refused when it is the whole repository.
         let keep_latest = match &section.keep_latest {
