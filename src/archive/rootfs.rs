@@ -39,6 +39,13 @@ struct TarCheck<R> {
     /// Two zero blocks end the archive: nothing after them is read.
     zero_blocks: u8,
     total: u64,
+    /// The data of a pax extended header being passed (its records may
+    /// give the next entry's real `size`, as for files over 8 GiB).
+    pax: Option<Vec<u8>>,
+    /// A `size` the last pax header gave, for the next entry.
+    pax_size: Option<u64>,
+    /// Data bytes (not padding) of the current entry still to pass.
+    pax_remaining: u64,
 }
 
 impl<R> TarCheck<R> {
@@ -50,6 +57,9 @@ impl<R> TarCheck<R> {
             skip: 0,
             zero_blocks: 0,
             total: 0,
+            pax: None,
+            pax_size: None,
+            pax_remaining: 0,
         }
     }
 
@@ -59,6 +69,7 @@ impl<R> TarCheck<R> {
             return Ok(());
         }
         self.zero_blocks = 0;
+        self.pax = None;
         let header = tar::Header::from_byte_slice(&self.header);
         let stored = header
             .cksum()
@@ -84,8 +95,37 @@ impl<R> TarCheck<R> {
         let size = header
             .entry_size()
             .map_err(|_| "a header's size field is not a number".to_owned())?;
+        let size = match self.header[156] {
+            // A pax header's own data; its records apply to the next entry.
+            b'x' => {
+                self.pax = (size <= 1 << 20).then(|| Vec::with_capacity(size as usize));
+                size
+            }
+            b'g' => size,
+            _ => self.pax_size.take().unwrap_or(size),
+        };
         self.skip = size.div_ceil(512) * 512;
+        self.pax_remaining = size;
         Ok(())
+    }
+
+    /// Collect a pax header's data as it passes; at its end, keep the
+    /// `size` record it holds.
+    fn pass_data(&mut self, bytes: &[u8]) {
+        let data = self.pax_remaining.min(bytes.len() as u64) as usize;
+        self.pax_remaining -= data as u64;
+        if let Some(pax) = &mut self.pax {
+            pax.extend_from_slice(&bytes[..data]);
+            if self.pax_remaining == 0 {
+                let text = String::from_utf8_lossy(pax).into_owned();
+                self.pax = None;
+                // Records are "LEN key=value\n".
+                self.pax_size = text.lines().find_map(|record| {
+                    let (_, pair) = record.split_once(' ')?;
+                    pair.strip_prefix("size=")?.parse().ok()
+                });
+            }
+        }
     }
 }
 
@@ -122,6 +162,7 @@ impl<R: Read> Read for TarCheck<R> {
                 let n = rest
                     .len()
                     .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.pass_data(&rest[..n]);
                 self.skip -= n as u64;
                 self.total += n as u64;
                 rest = &rest[n..];
@@ -525,5 +566,60 @@ mod tests {
         for bad in [r#"ENV A="open"#, "ENV A=1 B", r"ENV A=\"] {
             assert!(apply_change(&mut config, bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tar_check_tests {
+    use super::TarCheck;
+    use std::io::Read as _;
+
+    fn header(name: &str, kind: u8, size: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        bytes
+    }
+
+    fn check(bytes: &[u8]) -> std::io::Result<()> {
+        let mut reader = TarCheck::new(bytes);
+        let mut sink = Vec::new();
+        reader.read_to_end(&mut sink).map(|_| ())
+    }
+
+    #[test]
+    fn a_pax_size_record_sets_the_next_entrys_size() {
+        // As writers store files over 8 GiB: the ustar size field is 0 and
+        // the real size is in the pax header before it.
+        let record = b"12 size=600\n".to_vec();
+        let mut tar = header("PaxHeaders/big", b'x', record.len() as u64);
+        tar.extend(padded(record));
+        tar.extend(header("big", b'0', 0));
+        tar.extend(padded(vec![b'a'; 600]));
+        tar.extend([0u8; 1024]);
+        check(&tar).unwrap();
+        // Without the pax header the same bytes are not a tar.
+        let mut plain = header("big", b'0', 0);
+        plain.extend(padded(vec![b'a'; 600]));
+        plain.extend([0u8; 1024]);
+        assert!(check(&plain).is_err());
+    }
+
+    #[test]
+    fn gnu_record_padding_after_the_end_is_accepted() {
+        let mut tar = header("a", b'0', 5);
+        tar.extend(padded(b"hello".to_vec()));
+        tar.resize(10240, 0);
+        check(&tar).unwrap();
+        tar.truncate(700);
+        assert!(check(&tar).is_err());
     }
 }
