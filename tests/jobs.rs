@@ -245,7 +245,7 @@ fn prune_spares_shared_digests_and_refuses_to_empty_a_repository() {
         ])
         .ok();
     let ferry = ferry.with_config(&format!(
-        "version = 1\n[[prune]]\nname = \"old\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\"^1\\\\.\"] }}\nkeep_latest = 1\n[[prune]]\nname = \"aged\"\nrepository = \"{host}/ci/app\"\nolder_than = \"30d\"\n[[prune]]\nname = \"everything\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\".\"] }}\n",
+        "version = 1\n[[prune]]\nname = \"old\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\"^1\\\\.\"] }}\nkeep_latest = 1\n[[prune]]\nname = \"aged\"\nrepository = \"{host}/ci/app\"\nolder_than = \"30d\"\n[[prune]]\nname = \"everything\"\nrepository = \"{host}/ci/app\"\ntags = {{ include = [\"^[0-9a-z]\"] }}\n",
         host = registry.host
     ));
     let aged = ferry.run(&["run", "aged"]).ok();
@@ -660,4 +660,24 @@ fn parallel_images_of_one_run_never_say_another_ferry_holds_the_store() {
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("8 changes"), "{}", run.stdout);
     assert!(!run.stderr.contains("another ferry"), "{}", run.stderr);
+}
+
+#[test]
+fn a_delta_never_replaces_an_archive_of_its_own_chain() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0", "2.0"]);
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("backups");
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"daily\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/{{job}}-{{date}}.tar\"\nincremental = true\n",
+        host = registry.host,
+        out = out.display()
+    ));
+    ferry.run(&["run"]).ok();
+    // The same day again: the file is the chain's base, so a full archive.
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("full archive"), "{}", run.stdout);
+    let files = file_names(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(archive_blobs(&out.join(&files[0])).len(), 6);
 }

@@ -104,7 +104,10 @@ impl<R> TarCheck<R> {
             b'g' => size,
             _ => self.pax_size.take().unwrap_or(size),
         };
-        self.skip = size.div_ceil(512) * 512;
+        self.skip = size
+            .div_ceil(512)
+            .checked_mul(512)
+            .ok_or_else(|| "a header's size is impossibly large".to_owned())?;
         self.pax_remaining = size;
         Ok(())
     }

@@ -135,7 +135,9 @@ pub fn main() -> ExitCode {
 fn usage_failure(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     let wants_json = {
-        let args: Vec<String> = std::env::args().collect();
+        let args: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         args.iter().any(|a| a == "--log-format=json")
             || args
                 .windows(2)

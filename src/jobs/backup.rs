@@ -170,6 +170,30 @@ pub async fn run(
     let location = parse(&output)?;
     let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
     let mut full = !spec.incremental || state.backups.is_empty() || since_full >= spec.full_every;
+    // A delta never replaces an archive of its own chain (a `{date}` output
+    // written twice in a day), and never follows an archive the state does
+    // not know (it may be a delta whose base rotation would take): both
+    // get a full archive.
+    let chain_start = state.backups.iter().rposition(|b| b.full).unwrap_or(0);
+    let overwrites_chain = state.backups[chain_start..]
+        .iter()
+        .any(|b| b.path == output);
+    let last_known_full = state.backups.get(chain_start).map(|b| b.path.clone());
+    let unknown_after_chain = listed
+        .iter()
+        .skip_while(|b| Some(&b.path) != last_known_full.as_ref())
+        .any(|b| !state.backups.iter().any(|known| known.path == b.path));
+    if !full && (overwrites_chain || unknown_after_chain) {
+        report.notes.push(format!(
+            "{}: writing a full archive",
+            if overwrites_chain {
+                format!("{output} is an archive of the chain a delta would extend")
+            } else {
+                "an archive the job's state does not know follows the chain".to_owned()
+            }
+        ));
+        full = true;
+    }
     // A delta leaves out every blob of the chain it extends (the full
     // archive and the deltas after it), so restoring it needs that chain
     // whole: a chain with an archive gone gets a new full archive instead.

@@ -170,7 +170,6 @@ impl Resolver<'_> {
             && filter.semver.is_none()
             && filter.include.iter().any(|r| {
                 [
-                    "",
                     "latest",
                     "1.0.0",
                     "v2.1-rc1",
