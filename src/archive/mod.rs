@@ -13,6 +13,7 @@ pub mod names;
 mod read;
 pub mod rootfs;
 pub mod save;
+mod tar_check;
 
 use crate::store::StoreError;
 use crate::types::Digest;

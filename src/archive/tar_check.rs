@@ -1,0 +1,218 @@
+//! A streaming check that `ferry import`'s input is a tar archive: every
+//! header's checksum, each entry's data (pax `size` records honoured), the
+//! end on a block boundary.
+
+use std::io::Read;
+
+/// Checks, while the bytes pass, that they are a tar archive: every header
+/// block's checksum, each entry's data present, the end on a block
+/// boundary (as `docker import` refuses what is not a tar).
+pub(super) struct TarCheck<R> {
+    inner: R,
+    header: [u8; 512],
+    filled: usize,
+    /// Data (and padding) bytes of the current entry still to pass.
+    skip: u64,
+    /// Two zero blocks end the archive: nothing after them is read.
+    zero_blocks: u8,
+    total: u64,
+    /// The data of a pax extended header being passed (its records may
+    /// give the next entry's real `size`, as for files over 8 GiB).
+    pax: Option<Vec<u8>>,
+    /// A `size` the last pax header gave, for the next entry.
+    pax_size: Option<u64>,
+    /// Data bytes (not padding) of the current entry still to pass.
+    pax_remaining: u64,
+}
+
+impl<R> TarCheck<R> {
+    pub(super) fn new(inner: R) -> TarCheck<R> {
+        TarCheck {
+            inner,
+            header: [0; 512],
+            filled: 0,
+            skip: 0,
+            zero_blocks: 0,
+            total: 0,
+            pax: None,
+            pax_size: None,
+            pax_remaining: 0,
+        }
+    }
+
+    fn check_header(&mut self) -> Result<(), String> {
+        if self.header.iter().all(|&b| b == 0) {
+            self.zero_blocks += 1;
+            return Ok(());
+        }
+        self.zero_blocks = 0;
+        self.pax = None;
+        let header = tar::Header::from_byte_slice(&self.header);
+        let stored = header
+            .cksum()
+            .map_err(|_| "a header's checksum field is not a number".to_owned())?;
+        let computed: u32 = self
+            .header
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        if stored != computed {
+            return Err(format!(
+                "the header at byte {} has a wrong checksum",
+                self.total - 512
+            ));
+        }
+        let size = header
+            .entry_size()
+            .map_err(|_| "a header's size field is not a number".to_owned())?;
+        let size = match self.header[156] {
+            // A pax header's own data; its records apply to the next entry.
+            b'x' => {
+                self.pax = (size <= 1 << 20).then(|| Vec::with_capacity(size as usize));
+                size
+            }
+            b'g' => size,
+            _ => self.pax_size.take().unwrap_or(size),
+        };
+        self.skip = size
+            .div_ceil(512)
+            .checked_mul(512)
+            .ok_or_else(|| "a header's size is impossibly large".to_owned())?;
+        self.pax_remaining = size;
+        Ok(())
+    }
+
+    /// Collect a pax header's data as it passes; at its end, keep the
+    /// `size` record it holds.
+    fn pass_data(&mut self, bytes: &[u8]) {
+        let data = self.pax_remaining.min(bytes.len() as u64) as usize;
+        self.pax_remaining -= data as u64;
+        if let Some(pax) = &mut self.pax {
+            pax.extend_from_slice(&bytes[..data]);
+            if self.pax_remaining == 0 {
+                let text = String::from_utf8_lossy(pax).into_owned();
+                self.pax = None;
+                // Records are "LEN key=value\n".
+                self.pax_size = text.lines().find_map(|record| {
+                    let (_, pair) = record.split_once(' ')?;
+                    pair.strip_prefix("size=")?.parse().ok()
+                });
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for TarCheck<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let invalid = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a tar archive: {why}"),
+            )
+        };
+        let read = self.inner.read(buffer)?;
+        if read == 0 {
+            if self.total == 0 {
+                return Err(invalid("it is empty".into()));
+            }
+            if self.total < 512 {
+                return Err(invalid(format!(
+                    "it is {} bytes, shorter than one tar header",
+                    self.total
+                )));
+            }
+            if self.zero_blocks < 2 && (self.filled != 0 || self.skip != 0) {
+                return Err(invalid(format!(
+                    "it ends in the middle of an entry (after {} bytes)",
+                    self.total
+                )));
+            }
+            return Ok(0);
+        }
+        let mut rest = &buffer[..read];
+        while !rest.is_empty() && self.zero_blocks < 2 {
+            if self.skip > 0 {
+                let n = rest
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.pass_data(&rest[..n]);
+                self.skip -= n as u64;
+                self.total += n as u64;
+                rest = &rest[n..];
+                continue;
+            }
+            let n = rest.len().min(512 - self.filled);
+            self.header[self.filled..self.filled + n].copy_from_slice(&rest[..n]);
+            self.filled += n;
+            self.total += n as u64;
+            rest = &rest[n..];
+            if self.filled == 512 {
+                self.filled = 0;
+                self.check_header().map_err(invalid)?;
+            }
+        }
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TarCheck;
+    use std::io::Read as _;
+
+    fn header(name: &str, kind: u8, size: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    fn padded(mut bytes: Vec<u8>) -> Vec<u8> {
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        bytes
+    }
+
+    fn check(bytes: &[u8]) -> std::io::Result<()> {
+        let mut reader = TarCheck::new(bytes);
+        let mut sink = Vec::new();
+        reader.read_to_end(&mut sink).map(|_| ())
+    }
+
+    #[test]
+    fn a_pax_size_record_sets_the_next_entrys_size() {
+        // As writers store files over 8 GiB: the ustar size field is 0 and
+        // the real size is in the pax header before it.
+        let record = b"12 size=600\n".to_vec();
+        let mut tar = header("PaxHeaders/big", b'x', record.len() as u64);
+        tar.extend(padded(record));
+        tar.extend(header("big", b'0', 0));
+        tar.extend(padded(vec![b'a'; 600]));
+        tar.extend([0u8; 1024]);
+        check(&tar).unwrap();
+        // Without the pax header the same bytes are not a tar.
+        let mut plain = header("big", b'0', 0);
+        plain.extend(padded(vec![b'a'; 600]));
+        plain.extend([0u8; 1024]);
+        assert!(check(&plain).is_err());
+    }
+
+    #[test]
+    fn gnu_record_padding_after_the_end_is_accepted() {
+        let mut tar = header("a", b'0', 5);
+        tar.extend(padded(b"hello".to_vec()));
+        tar.resize(10240, 0);
+        check(&tar).unwrap();
+        tar.truncate(700);
+        assert!(check(&tar).is_err());
+    }
+}
