@@ -613,8 +613,8 @@ fn a_delta_leaves_out_the_whole_chain_and_a_reset_chain_still_rotates() {
         restored.run(&["load", "-i", path.to_str().unwrap()]).ok();
     }
     pushes_back_whole(&restored, &registry, "3.0");
-    // A reset forgets the chain but says its archives stay, and rotation
-    // still removes them: what the directory holds is the truth.
+    // A reset starts a new chain, says the archives stay, and the old
+    // chain still rotates whole: no delta outlives the archives it needs.
     let reset = ferry.run(&["jobs", "--reset", "nightly"]).ok();
     assert!(
         reset.stdout.contains("archives stay") && reset.stdout.contains("keep = 2"),
@@ -623,10 +623,42 @@ fn a_delta_leaves_out_the_whole_chain_and_a_reset_chain_still_rotates() {
     );
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("full archive"), "{}", run.stdout);
+    // Run numbers go on after the old archives (none is overwritten), and
+    // the old chain stays while fewer than `keep` archives follow it.
     let files = file_names(&out);
-    // Run numbers go on after the old archives (none is overwritten); the
-    // old chain's archives count as full ones and rotate oldest first.
-    assert_eq!(files, ["nightly-4.tar", "nightly-5.tar"], "{}", run.stdout);
+    let old_chain = ["nightly-1.tar", "nightly-2.tar", "nightly-3.tar", "nightly-4.tar"];
+    assert_eq!(files, [&old_chain[..], &["nightly-5.tar"]].concat(), "{}", run.stdout);
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("delta"), "{}", run.stdout);
+    assert_eq!(file_names(&out), ["nightly-5.tar", "nightly-6.tar"], "{}", run.stdout);
+}
+
+#[test]
+fn a_changed_output_starts_a_new_chain_where_it_points() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let ferry = Ferry::new();
+    let root = ferry.dir.path().to_owned();
+    let config = |dir: &str| {
+        format!(
+            "version = 1\n[[backup]]\nname = \"nightly\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/{dir}/{{job}}-{{run}}.tar\"\nincremental = true\n",
+            host = registry.host,
+            out = root.display()
+        )
+    };
+    let ferry = ferry.with_config(&config("a"));
+    ferry.run(&["run"]).ok();
+    let ferry = ferry.with_config(&config("b"));
+    let run = ferry.run(&["run"]).ok();
+    assert!(
+        run.stdout.contains("full archive") && run.stdout.contains("output changed"),
+        "{}",
+        run.stdout
+    );
+    // The new directory's archive restores alone.
+    let files = file_names(&root.join("b"));
+    assert_eq!(files, ["nightly-2.tar"]);
+    assert_eq!(archive_blobs(&root.join("b").join(&files[0])).len(), 3);
 }
 
 #[test]

@@ -173,6 +173,21 @@ impl DiffIds {
     }
 }
 
+/// A read that fails before `finish` still stops its worker: the queue is
+/// closed and emptied, the worker ends after the layer it is on, and no
+/// thread outlives the read.
+impl Drop for DiffIds {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(worker) = self.worker.take() {
+            if let Ok(queue) = self.queue.lock() {
+                while queue.try_recv().is_ok() {}
+            }
+            let _ = worker.join();
+        }
+    }
+}
+
 /// Check every queued diffID, using the machine's cores.
 pub(super) fn check_diff_ids(
     contents: &Contents,

@@ -399,10 +399,12 @@ pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
         let left = match spec.first().map(|j| &j.kind) {
             Some(crate::config::jobs::JobKind::Backup(backup)) => match backup.keep {
                 Some(keep) => format!(
-                    "; its archives stay, each now counted as a full archive, and \
-                     rotation (keep = {keep}) removes the oldest as new ones are written"
+                    "; its archives stay, the next one is a full archive, and rotation \
+                     (keep = {keep}) removes the old chains whole as new archives are written"
                 ),
-                None => "; its archives stay (no keep: nothing rotates them)".to_owned(),
+                None => "; its archives stay (no keep: nothing rotates them) and the next \
+                         one is a full archive"
+                    .to_owned(),
             },
             _ => String::new(),
         };

@@ -52,10 +52,10 @@ impl ArchiveSource {
             rand::random::<u64>()
         ));
         let spool = Store::open(&dir).map_err(ArchiveError::Store)?;
-        let cleanup = Cleanup(dir.clone());
+        let mut cleanup = Cleanup(Some(dir));
         let known = known.unwrap_or(&spool);
         let checked = checked::check(&spool, known, input, name)?;
-        std::mem::forget(cleanup);
+        let dir = cleanup.0.take().expect("spool directory");
         Ok(Arc::new(ArchiveSource { checked, dir }))
     }
 
@@ -120,11 +120,14 @@ fn sweep_spools(base: &std::path::Path) {
 }
 
 /// Removes a spool that was never handed over (an error while checking).
-struct Cleanup(PathBuf);
+/// Removes a spool directory unless it was taken for the source to own.
+struct Cleanup(Option<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! deleted, and it is never deleted itself.
 
 use super::backup_place::{
-    exists, expired_chains, highest_run, listed_backups, previous_blobs, remove, template_pattern,
+    exists, expired_chains, highest_run, listed_backups, object_key, previous_blobs, remove,
+    template_pattern,
 };
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
@@ -169,7 +170,10 @@ pub async fn run(
     let output = expand(&spec.output, job, now, run);
     let location = parse(&output)?;
     let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
-    let mut full = !spec.incremental || state.backups.is_empty() || since_full >= spec.full_every;
+    let mut full = !spec.incremental
+        || state.backups.is_empty()
+        || state.new_chain
+        || since_full >= spec.full_every;
     // A delta never replaces an archive of its own chain (a `{date}` output
     // written twice in a day), and never follows an archive the state does
     // not know (it may be a delta whose base rotation would take): both
@@ -183,11 +187,22 @@ pub async fn run(
         .iter()
         .skip_while(|b| Some(&b.path) != last_known_full.as_ref())
         .any(|b| !state.backups.iter().any(|known| known.path == b.path));
-    if !full && (overwrites_chain || unknown_after_chain) {
+    // A changed `output` starts a new chain where the template now points:
+    // a delta there would need archives rotation no longer lists.
+    let moved = last_known_full
+        .as_deref()
+        .is_some_and(|base| !template_pattern(&spec.output, job).is_match(object_key(base)));
+    if !full && (overwrites_chain || unknown_after_chain || moved) {
         report.notes.push(format!(
             "{}: writing a full archive",
             if overwrites_chain {
                 format!("{output} is an archive of the chain a delta would extend")
+            } else if moved {
+                format!(
+                    "the output changed since the chain's full archive {} was written \
+                     (archives the old output holds stay and are no longer rotated)",
+                    last_known_full.as_deref().unwrap_or_default()
+                )
             } else {
                 "an archive the job's state does not know follows the chain".to_owned()
             }
@@ -264,6 +279,7 @@ pub async fn run(
         crate::types::count(plan.blob_count(), "blob")
     ));
     state.backup_runs = run;
+    state.new_chain = false;
     state.backups.retain(|b| b.path != output);
     for older in &mut state.backups {
         older.blobs = None;

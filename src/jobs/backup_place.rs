@@ -166,6 +166,13 @@ pub(super) async fn listed_backups(
         .collect())
 }
 
+/// The part of an archive path a template pattern matches: the key of an
+/// `s3://BUCKET/KEY` URL, a file path as it is.
+pub(super) fn object_key(path: &str) -> &str {
+    path.strip_prefix("s3://")
+        .map_or(path, |rest| rest.split_once('/').map_or(rest, |(_, key)| key))
+}
+
 /// The highest `{run}` number among `listed` archives of `template`: a
 /// reset state numbers its runs after them instead of overwriting them.
 pub(super) fn highest_run(template: &str, job: &str, listed: &[BackupRecord]) -> u64 {
@@ -173,12 +180,7 @@ pub(super) fn highest_run(template: &str, job: &str, listed: &[BackupRecord]) ->
     listed
         .iter()
         .filter_map(|record| {
-            let path = record
-                .path
-                .strip_prefix("s3://")
-                .map_or(record.path.as_str(), |rest| {
-                    rest.split_once('/').map_or(rest, |(_, key)| key)
-                });
+            let path = object_key(&record.path);
             pattern.captures(path)?.get(1)?.as_str().parse().ok()
         })
         .max()

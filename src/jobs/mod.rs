@@ -26,9 +26,31 @@ pub async fn reset_state(state: &StateStore, name: &str) -> anyhow::Result<bool>
             anyhow::bail!("job {name} is running ({why}); reset its state when it has finished")
         }
     };
-    let removed = state.reset(name).await;
+    let removed = forget(state, name).await;
     lock.release().await?;
     removed
+}
+
+/// What a reset forgets: everything but a backup job's record of the
+/// archives it wrote (which of them are deltas of which full archive), so
+/// the old chains still rotate whole and `{run}` goes on; its next archive
+/// is a full one. A state that cannot be read is removed.
+async fn forget(state: &StateStore, name: &str) -> anyhow::Result<bool> {
+    let backups = match state.load(name).await {
+        Ok(old) if !old.backups.is_empty() => JobState {
+            backups: old.backups,
+            backup_runs: old.backup_runs,
+            new_chain: true,
+            ..JobState::default()
+        },
+        _ => return state.reset(name).await,
+    };
+    let mut kept = backups;
+    for record in &mut kept.backups {
+        record.blobs = None;
+    }
+    state.save(name, &kept).await?;
+    Ok(true)
 }
 
 use crate::config::{JobKind, JobSpec, RepositoryTarget};

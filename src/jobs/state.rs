@@ -62,6 +62,10 @@ pub struct JobState {
     /// backup: archives written, oldest first.
     #[serde(default)]
     pub backups: Vec<BackupRecord>,
+    /// backup: the next archive starts a new chain (set by a reset, which
+    /// keeps the records of the archives so they rotate as whole chains).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_chain: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for Status {
