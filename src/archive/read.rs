@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Largest metadata file (manifest.json, index.json, configs) read into memory.
-pub(super) const MAX_METADATA: u64 = 16 * 1024 * 1024;
+pub(super) const MAX_METADATA: u64 = crate::types::manifest::MAX_CONFIG_BYTES;
 /// Largest total of buffered metadata.
 pub(super) const MAX_METADATA_TOTAL: u64 = 64 * 1024 * 1024;
 /// A compressed stream may expand at most this many times (plus slack).

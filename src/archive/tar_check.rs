@@ -23,6 +23,31 @@ pub(super) struct TarCheck<R> {
     pax_size: Option<u64>,
     /// Data bytes (not padding) of the current entry still to pass.
     pax_remaining: u64,
+    /// GNU sparse extension blocks follow (no checksum of their own);
+    /// the entry's data (this many bytes, padded) comes after the last.
+    sparse_data: Option<u64>,
+}
+
+/// A numeric header field as tar readers take it: octal digits between
+/// spaces and NULs (an empty field is 0), or GNU base-256 when the first
+/// byte's high bit is set. `None` when it is neither.
+fn numeric(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        if field[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut value: u64 = u64::from(field[0] & 0x3f);
+        for &byte in &field[1..] {
+            value = value.checked_mul(256)?.checked_add(u64::from(byte))?;
+        }
+        return Some(value);
+    }
+    let text = field.split(|&b| b == 0).next().unwrap_or_default();
+    let text = std::str::from_utf8(text).ok()?.trim_matches(' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
 }
 
 impl<R> TarCheck<R> {
@@ -37,6 +62,7 @@ impl<R> TarCheck<R> {
             pax: None,
             pax_size: None,
             pax_remaining: 0,
+            sparse_data: None,
         }
     }
 
@@ -47,31 +73,25 @@ impl<R> TarCheck<R> {
         }
         self.zero_blocks = 0;
         self.pax = None;
-        let header = tar::Header::from_byte_slice(&self.header);
-        let stored = header
-            .cksum()
-            .map_err(|_| "a header's checksum field is not a number".to_owned())?;
-        let computed: u32 = self
-            .header
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(b)
-                }
-            })
-            .sum();
-        if stored != computed {
+        let stored = numeric(&self.header[148..156])
+            .ok_or_else(|| "a header's checksum field is not a number".to_owned())?;
+        // The sum of the header's bytes with the checksum field as spaces,
+        // unsigned as POSIX says or signed as some old writers made it.
+        let (unsigned, signed) = self.header.iter().enumerate().fold(
+            (0u64, 0i64),
+            |(unsigned, signed), (i, &b)| {
+                let b = if (148..156).contains(&i) { b' ' } else { b };
+                (unsigned + u64::from(b), signed + i64::from(b as i8))
+            },
+        );
+        if stored != unsigned && i64::try_from(stored).ok() != Some(signed) {
             return Err(format!(
                 "the header at byte {} has a wrong checksum",
                 self.total - 512
             ));
         }
-        let size = header
-            .entry_size()
-            .map_err(|_| "a header's size field is not a number".to_owned())?;
+        let size = numeric(&self.header[124..136])
+            .ok_or_else(|| "a header's size field is not a number".to_owned())?;
         let size = match self.header[156] {
             // A pax header's own data; its records apply to the next entry.
             b'x' => {
@@ -81,12 +101,26 @@ impl<R> TarCheck<R> {
             b'g' => size,
             _ => self.pax_size.take().unwrap_or(size),
         };
-        self.skip = size
+        let padded = size
             .div_ceil(512)
             .checked_mul(512)
             .ok_or_else(|| "a header's size is impossibly large".to_owned())?;
+        // An old GNU sparse file with more than four regions: extension
+        // blocks (flagged at byte 482, then 504 of each) come first.
+        if self.header[156] == b'S' && self.header[482] != 0 {
+            self.sparse_data = Some(padded);
+        } else {
+            self.skip = padded;
+        }
         self.pax_remaining = size;
         Ok(())
+    }
+
+    /// A GNU sparse extension block: another follows while byte 504 is set.
+    fn sparse_extension(&mut self) {
+        if self.header[504] == 0 {
+            self.skip = self.sparse_data.take().unwrap_or(0);
+        }
     }
 
     /// Collect a pax header's data as it passes; at its end, keep the
@@ -155,7 +189,11 @@ impl<R: Read> Read for TarCheck<R> {
             rest = &rest[n..];
             if self.filled == 512 {
                 self.filled = 0;
-                self.check_header().map_err(invalid)?;
+                if self.sparse_data.is_some() {
+                    self.sparse_extension();
+                } else {
+                    self.check_header().map_err(invalid)?;
+                }
             }
         }
         Ok(read)
@@ -214,5 +252,62 @@ mod tests {
         check(&tar).unwrap();
         tar.truncate(700);
         assert!(check(&tar).is_err());
+    }
+
+    #[test]
+    fn numeric_fields_as_tar_readers_take_them() {
+        assert_eq!(super::numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(super::numeric(b"  644 \0\0"), Some(0o644));
+        assert_eq!(super::numeric(&[0; 12]), Some(0), "an all-NUL field is 0");
+        assert_eq!(super::numeric(b"   \0"), Some(0));
+        let mut base256 = [0u8; 12];
+        base256[0] = 0x80;
+        base256[10] = 0x01;
+        assert_eq!(super::numeric(&base256), Some(256));
+        assert_eq!(super::numeric(b"12x\0"), None);
+        assert_eq!(super::numeric(&[0xff; 12]), None, "negative");
+    }
+
+    #[test]
+    fn a_signed_checksum_and_an_all_nul_size_are_accepted() {
+        // An old writer: the checksum summed as signed bytes, over a name
+        // with bytes above 0x7f, and a size field left as NULs.
+        let mut block = header("caf\u{e9}", b'5', 0);
+        block[124..136].fill(0);
+        let signed: i64 = block
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { i64::from(b as i8) })
+            .sum();
+        block[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        let mut tar = block.clone();
+        tar.extend([0u8; 1024]);
+        check(&tar).unwrap();
+        block[148..156].copy_from_slice(format!("{:06o}\0 ", signed + 1).as_bytes());
+        let mut wrong = block;
+        wrong.extend([0u8; 1024]);
+        assert!(check(&wrong).is_err());
+    }
+
+    #[test]
+    fn gnu_sparse_extension_blocks_are_not_headers() {
+        // A sparse file of 5 regions: the header holds 4, one extension
+        // block the fifth; then 5 × 512 bytes of data.
+        let mut sparse = header("holes", b'S', 5 * 512);
+        sparse[482] = 1;
+        let sum: u32 = sparse
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .sum();
+        sparse[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut extension = vec![0u8; 512];
+        extension[..12].copy_from_slice(b"00000040000\0");
+        let mut tar = sparse;
+        tar.extend(extension);
+        tar.extend(vec![b'd'; 5 * 512]);
+        tar.extend(header("after", b'0', 0));
+        tar.extend([0u8; 1024]);
+        check(&tar).unwrap();
     }
 }

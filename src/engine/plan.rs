@@ -83,7 +83,7 @@ async fn choose_root(
     if let (Some(asked), Some(manifest)) = (asked, root.image()) {
         let config = manifest.config();
         // A config is small; one that is not is no image config to read.
-        if config.size() <= 4 << 20 {
+        if config.size() <= crate::types::manifest::MAX_CONFIG_BYTES {
             let digest = descriptor_digest(config).map_err(|e| invalid(image, e.to_string()))?;
             let mut bytes = Vec::new();
             let mut stream = source.blob(&digest, config.size(), true);

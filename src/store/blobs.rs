@@ -42,9 +42,11 @@ impl Store {
             Err(e) => return Err(StoreError::io(&path, e)),
         };
         if size > limit {
-            return Err(StoreError::Corrupt {
-                path: path.display().to_string(),
-                message: format!("{size} bytes is over the {limit}-byte limit for metadata"),
+            return Err(StoreError::Invalid {
+                image: format!("blob {digest}"),
+                message: format!(
+                    "{size} bytes, over the {limit}-byte limit ferry reads as a manifest or config"
+                ),
             });
         }
         let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;

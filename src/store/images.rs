@@ -10,8 +10,7 @@ use crate::types::manifest::{descriptor_digest, is_foreign_layer, MAX_MANIFEST_B
 use crate::types::{Digest, ParsedManifest, Platform, Reference};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Largest image config ferry reads.
-pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
+pub use crate::types::manifest::MAX_CONFIG_BYTES;
 /// Deepest index nesting ferry follows.
 const MAX_DEPTH: usize = 8;
 
@@ -180,11 +179,13 @@ impl Store {
         };
         // A platform asked for of a single-platform image: it must be that
         // one (as docker refuses), never another architecture silently.
-        if let (Some(asked), false) = (platform, image.manifest.is_index()) {
+        // A config too large to be an image config is not read (as pull).
+        let small = manifest.config().size() <= MAX_CONFIG_BYTES;
+        if let (Some(asked), false, true) = (platform, image.manifest.is_index(), small) {
             let config = self.read_blob(
                 &crate::types::manifest::descriptor_digest(manifest.config())
                     .map_err(|e| corrupt(&image.entry.digest, e))?,
-                4 << 20,
+                MAX_CONFIG_BYTES,
             )?;
             let own = crate::types::choice::config_platform(&config);
             if let Some((wanted, available)) =

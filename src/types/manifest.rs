@@ -67,6 +67,10 @@ pub mod media {
     }
 }
 
+/// Largest image config ferry reads as one, at every door (an archive's
+/// metadata files have the same limit); a bigger "config" is an
+/// artifact's payload, not read for its platform or history.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest manifest ferry reads (distribution's own limit is 4 MiB).
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Most descriptors an index may list.
