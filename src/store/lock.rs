@@ -56,7 +56,15 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => {
                 // Say who holds it before waiting: a lock never outlives its
                 // process (flock), so this is a live ferry doing real work.
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                // The file names the last exclusive holder only: when a
+                // shared lock can be had, writers hold it (whose pids no file
+                // names), and the name there is stale.
+                let shared_only = exclusive
+                    && File::open(&path).is_ok_and(|probe| probe.try_lock_shared().is_ok());
+                let holder = match shared_only {
+                    true => String::new(),
+                    false => std::fs::read_to_string(&path).unwrap_or_default(),
+                };
                 // Tasks of one process (parallel images) take turns too:
                 // that is no other ferry, and not worth a warning.
                 let ours = holder
@@ -65,6 +73,7 @@ impl Store {
                     .and_then(|pid| pid.parse::<u32>().ok())
                     == Some(std::process::id());
                 let holder = match holder.trim() {
+                    _ if shared_only => " by another ferry writing to it (a pull, load or push)".to_owned(),
                     _ if ours => " by another task of this ferry".to_owned(),
                     "" => String::new(),
                     holder => format!(" by another ferry ({holder})"),
@@ -146,5 +155,31 @@ fn wait_for_lock(
         std::thread::sleep(pause.min(deadline - now));
         // Short pauses: a waiter that blocks in flock must not always win.
         pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Store, StoreError};
+
+    #[test]
+    fn a_gc_waiting_on_writers_never_names_a_stale_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        // This process held the gc lock once: the file still names it.
+        drop(store.lock_gc().unwrap());
+        let writer = store.lock_writer().unwrap();
+        let waiting = store
+            .clone()
+            .with_lock_wait(std::time::Duration::from_millis(20));
+        match waiting.lock_gc() {
+            Err(StoreError::Busy(message)) => assert!(
+                message.contains("writing to it") && !message.contains("this ferry"),
+                "{message}"
+            ),
+            other => panic!("not busy: {:?}", other.err()),
+        }
+        drop(writer);
+        waiting.lock_gc().unwrap();
     }
 }
