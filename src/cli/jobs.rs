@@ -3,24 +3,30 @@
 //! `config check`.
 
 use super::output::{eline, json, println, table};
-use super::{wait_for_shutdown, Context, UsageError};
+use super::{wait_for_shutdown, Context, ReadStore, UsageError};
 use crate::config::JobSpec;
 use crate::jobs::scheduler::{next_due, run_daemon};
 use crate::jobs::{run_job, JobContext, JobReport, StateStore, Status};
 use crate::policy::shard::Shard;
 use crate::types::time::{format_rfc3339, now_unix};
+use crate::store::Store;
 use anyhow::Context as _;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Where job state lives, from `[state]` (probed once per process).
-async fn state_store(context: &Context, runs: bool) -> anyhow::Result<StateStore> {
+async fn state_store(
+    context: &Context,
+    store: Option<&Store>,
+    runs: bool,
+) -> anyhow::Result<StateStore> {
     let mut notes = Vec::new();
     // Listing reads state and creates no store where none is yet.
-    let store = match runs || context.has_store() {
-        true => context.store()?,
-        false => crate::store::Store::for_reading(&context.store_path),
+    let store = match (store, runs || context.has_store()) {
+        (Some(store), _) => store.clone(),
+        (None, true) => context.store()?,
+        (None, false) => crate::store::Store::for_reading(&context.store_path),
     };
     let state = StateStore::open(
         &store,
@@ -36,20 +42,31 @@ async fn state_store(context: &Context, runs: bool) -> anyhow::Result<StateStore
     Ok(state)
 }
 
+/// The context jobs run in. A dry run where no store exists creates none:
+/// it reads an empty scratch store (and so an empty state), which the
+/// returned guard removes.
 async fn job_context(
     context: &Context,
     dry_run: bool,
     parallel_images: Option<usize>,
-) -> anyhow::Result<JobContext> {
+) -> anyhow::Result<(JobContext, Option<ReadStore>)> {
     if !context.verbose {
         context.reporter.quiet_lines();
     }
-    Ok(JobContext {
-        state: state_store(context, true).await?,
+    let scratch = match dry_run && !context.has_store() {
+        true => Some(context.store_to_read()?),
+        false => None,
+    };
+    let store = match &scratch {
+        Some(read) => Store::clone(read),
+        None => context.store()?,
+    };
+    let job_context = JobContext {
+        state: state_store(context, Some(&store), true).await?,
         objects: context.objects(),
         lease_lost: None,
         shard: None,
-        store: context.store()?,
+        store,
         registries: Arc::new(context.registries()),
         concurrency: context.config.concurrency,
         parallel_images: parallel_images
@@ -58,7 +75,8 @@ async fn job_context(
         reporter: context.reporter.clone(),
         dry_run,
         cancel: Arc::new(AtomicBool::new(false)),
-    })
+    };
+    Ok((job_context, scratch))
 }
 
 fn print_report(report: &JobReport) -> std::io::Result<()> {
@@ -158,7 +176,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let mut jobs = selected_jobs(context, names)?;
     jobs.retain(|spec| runs_here(spec, shard));
-    let mut job_context = job_context(context, dry_run, parallel_images).await?;
+    let (mut job_context, _scratch) = job_context(context, dry_run, parallel_images).await?;
     job_context.shard = shard;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
@@ -260,7 +278,7 @@ pub async fn daemon(
         )
         .into());
     }
-    let job_context = job_context(context, false, parallel_images).await?;
+    let (job_context, _scratch) = job_context(context, false, parallel_images).await?;
     let cancel = job_context.cancel.clone();
     tokio::spawn(async move {
         wait_for_shutdown().await;
@@ -326,7 +344,7 @@ pub async fn daemon(
 /// `ferry jobs`.
 pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<ExitCode> {
     let jobs = selected_jobs(context, &[])?;
-    let states = state_store(context, false).await?;
+    let states = state_store(context, None, false).await?;
     let now = now_unix();
     let mut rows = Vec::new();
     let mut out = Vec::new();
@@ -393,7 +411,7 @@ pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<Exit
 /// `ferry jobs --reset NAME`.
 pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let spec = selected_jobs(context, &[name.to_owned()])?;
-    let removed = crate::jobs::reset_state(&state_store(context, true).await?, name).await?;
+    let removed = crate::jobs::reset_state(&state_store(context, None, true).await?, name).await?;
     if !context.quiet {
         // What a reset leaves: a backup job's archives stay where they are.
         let left = match spec.first().map(|j| &j.kind) {
