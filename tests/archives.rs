@@ -567,6 +567,22 @@ fn load_dry_run_and_verify_file_list_without_adding() {
         verified.stdout
     );
     assert!(other.blob_files().is_empty());
+    // The size it lists is the one `images` shows once loaded (manifests
+    // and blobs, each once).
+    let images = ferry.run(&["images", "--json"]).ok();
+    let images: serde_json::Value = serde_json::from_str(&images.stdout).unwrap();
+    let size = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["digest"] == fixture.multi.digest())
+        .map(|i| i["size"].as_u64().unwrap())
+        .unwrap();
+    let listed = other
+        .run(&["load", "--dry-run", "--json", "-i", archive.to_str().unwrap()])
+        .ok();
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["size"].as_u64(), Some(size), "{listed}");
 }
 
 /// Build a tar from (name, bytes) entries with the tar crate.

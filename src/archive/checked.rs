@@ -80,6 +80,7 @@ pub fn check(
         contents,
         checks: Vec::new(),
         missing: BTreeSet::new(),
+        sizes: BTreeMap::new(),
     };
     let found = if oci {
         // Names for OCI entries that carry only a tag come from manifest.json.
@@ -125,7 +126,15 @@ pub fn check(
             id: f.id.clone(),
             media_type: f.root.media_type.clone(),
             platforms: f.platforms.clone(),
-            size: f.size,
+            // Its distinct manifests and blobs, as `images` counts them.
+            size: f
+                .blobs
+                .iter()
+                .chain(std::iter::once(&f.root.digest))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|digest| loader.sizes.get(digest))
+                .sum(),
             link: f.link.clone(),
         })
         .collect();

@@ -85,7 +85,7 @@ impl Loader<'_> {
             let parsed = ParsedManifest::parse(bytes.into(), Some(media::OCI_MANIFEST), &what)
                 .map_err(|e| self.contents.invalid(e.to_string()))?;
             let mut blobs = BTreeSet::new();
-            let (platform, size) = self.check_image(&parsed, &what, &mut blobs)?;
+            let platform = self.check_image(&parsed, &what, &mut blobs)?;
             blobs.remove(&parsed.digest);
             let names = item
                 .repo_tags
@@ -101,7 +101,6 @@ impl Loader<'_> {
                 built: vec![parsed],
                 blobs,
                 platforms: vec![platform],
-                size,
                 link: None,
             });
         }

@@ -13,7 +13,7 @@ use super::{ArchiveError, KnownBlobs};
 use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
 use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
 /// One image an archive holds.
@@ -40,11 +40,14 @@ pub(super) struct Found {
     pub(super) blobs: BTreeSet<Digest>,
     pub(super) id: Digest,
     pub(super) platforms: Vec<String>,
-    pub(super) size: u64,
     pub(super) link: Option<ReferrerLink>,
 }
 
 pub(super) struct Loader<'a> {
+    /// The size of every manifest and blob the descriptors read so far
+    /// name: an image's size is that of its distinct blobs, as `images`
+    /// counts it.
+    pub(super) sizes: BTreeMap<Digest, u64>,
     pub(super) store: &'a Store,
     pub(super) known: &'a dyn KnownBlobs,
     pub(super) contents: Contents,
@@ -133,7 +136,7 @@ impl Loader<'_> {
         manifest: &ParsedManifest,
         what: &str,
         blobs: &mut BTreeSet<Digest>,
-    ) -> Result<(String, u64), ArchiveError> {
+    ) -> Result<String, ArchiveError> {
         let bad = |message: String| self.contents.invalid(format!("{what}: {message}"));
         let image = manifest
             .image()
@@ -141,6 +144,9 @@ impl Loader<'_> {
         let config = descriptor_digest(image.config()).map_err(|e| bad(e.to_string()))?;
         blobs.insert(manifest.digest.clone());
         blobs.insert(config.clone());
+        self.sizes
+            .insert(manifest.digest.clone(), manifest.bytes.len() as u64);
+        self.sizes.insert(config.clone(), image.config().size());
         // diffIDs belong to container images; an artifact (a Helm chart, a
         // signature whose config is `{}`, an SBOM) has only its blobs'
         // digests: the one rule pull and copy follow too.
@@ -165,11 +171,10 @@ impl Loader<'_> {
                 diff_ids.len()
             )));
         }
-        let mut size = image.config().size();
         for (index, layer) in image.layers().iter().enumerate() {
             let digest =
                 descriptor_digest(layer).map_err(|e| self.contents.invalid(e.to_string()))?;
-            size += layer.size();
+            self.sizes.insert(digest.clone(), layer.size());
             blobs.insert(digest.clone());
             match self.contents.by_digest.get(&digest) {
                 Some(&staged) => {
@@ -201,7 +206,7 @@ impl Loader<'_> {
                 )
             })
             .unwrap_or_default();
-        Ok((platform, size))
+        Ok(platform)
     }
 
     fn manifest_by_digest(
@@ -241,6 +246,7 @@ impl Loader<'_> {
             match manifest {
                 Some(m) if m.is_index() => {
                     nested.insert(m.digest.clone());
+                    self.sizes.insert(m.digest.clone(), m.bytes.len() as u64);
                     all_found &= self.collect_images(&m, what, depth + 1, images, nested)?;
                 }
                 Some(m) if m.image().is_some() => {
@@ -281,7 +287,8 @@ impl Loader<'_> {
             };
             let mut blobs = BTreeSet::new();
             let mut platforms = Vec::new();
-            let mut size = 0;
+            self.sizes
+                .insert(root.digest.clone(), root.bytes.len() as u64);
             if root.is_index() {
                 let mut complete = Vec::new();
                 let mut nested = BTreeSet::new();
@@ -291,28 +298,25 @@ impl Loader<'_> {
                 let mut checked = Vec::new();
                 for manifest in &complete {
                     let mut child_blobs = BTreeSet::new();
-                    let (platform, child_size) =
-                        self.check_image(manifest, &what, &mut child_blobs)?;
+                    let platform = self.check_image(manifest, &what, &mut child_blobs)?;
                     let complete_child = child_blobs.iter().all(|d| self.present(d, &what));
                     all_present &= complete_child;
                     checked.push((
                         manifest.clone(),
                         child_blobs,
                         platform,
-                        child_size,
                         complete_child,
                     ));
                 }
                 if all_present {
                     blobs.insert(root.digest.clone());
                     blobs.extend(nested);
-                    for (_, child_blobs, platform, child_size, _) in checked {
+                    for (_, child_blobs, platform, _) in checked {
                         blobs.extend(child_blobs);
                         platforms.push(platform);
-                        size += child_size;
                     }
-                } else if let Some((manifest, child_blobs, platform, child_size, _)) =
-                    checked.into_iter().find(|(_, _, _, _, complete)| *complete)
+                } else if let Some((manifest, child_blobs, platform, _)) =
+                    checked.into_iter().find(|(_, _, _, complete)| *complete)
                 {
                     // Some exporters save only one platform of an index
                     // (Docker's containerd store): keep the complete one.
@@ -326,12 +330,10 @@ impl Loader<'_> {
                     root = manifest;
                     blobs = child_blobs;
                     platforms.push(platform);
-                    size = child_size;
                 }
             } else if root.image().is_some() {
-                let (platform, image_size) = self.check_image(&root, &what, &mut blobs)?;
+                let platform = self.check_image(&root, &what, &mut blobs)?;
                 platforms.push(platform);
-                size = image_size;
             }
             let id = match root.image() {
                 Some(image) => descriptor_digest(image.config())
@@ -366,7 +368,6 @@ impl Loader<'_> {
                 blobs,
                 id,
                 platforms,
-                size,
                 link,
             });
         }
