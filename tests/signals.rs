@@ -12,6 +12,12 @@ use std::time::Duration;
 
 /// A registry whose one 3 MB layer stalls halfway the first time it is read.
 fn stalling() -> FakeRegistry {
+    stalling_after(false)
+}
+
+/// The same, stalling before any byte of the layer when `empty` (nothing
+/// left in flight that could reach a safe point after a signal).
+fn stalling_after(empty: bool) -> FakeRegistry {
     let built = image::image(
         vec![image::random_layer("big", 3_000_000, 61)],
         "amd64",
@@ -19,6 +25,7 @@ fn stalling() -> FakeRegistry {
     );
     let faults = Faults {
         stall_once: Some(built.layers[0].digest.clone()),
+        stall_empty: empty,
         ..Faults::default()
     };
     FakeRegistry::start(&built, "1.0", faults)
@@ -47,8 +54,8 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
 fn backup_caught_mid_write(
     stall: &str,
     args: &[&str],
+    fake: FakeRegistry,
 ) -> (Ferry, std::path::PathBuf, FakeRegistry, Child) {
-    let fake = stalling();
     let ferry = Ferry::new();
     let out = ferry.dir.path().join("backups");
     std::fs::create_dir(&out).unwrap();
@@ -71,7 +78,7 @@ fn backup_caught_mid_write(
 
 #[test]
 fn sigint_during_a_backup_abandons_the_archive_and_exits_3() {
-    let (ferry, out, _fake, child) = backup_caught_mid_write("3s", &["--json", "run"]);
+    let (ferry, out, _fake, child) = backup_caught_mid_write("3s", &["--json", "run"], stalling());
     signal(&child, "-INT");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -97,8 +104,10 @@ fn sigint_during_a_backup_abandons_the_archive_and_exits_3() {
 
 #[test]
 fn a_second_signal_stops_run_at_once() {
-    // The stall outlasts the test: only the second signal ends the run.
-    let (_ferry, out, _fake, mut child) = backup_caught_mid_write("600s", &["run"]);
+    // The stall outlasts the test and nothing is in flight (no byte of the
+    // layer was sent): only the second signal ends the run.
+    let (_ferry, out, _fake, mut child) =
+        backup_caught_mid_write("600s", &["run"], stalling_after(true));
     signal(&child, "-TERM");
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();

@@ -14,6 +14,9 @@ pub struct Faults {
     pub corrupt: Option<String>,
     /// Send half of this blob, report on `stalled`, then hang until the connection drops.
     pub stall_once: Option<String>,
+    /// With `stall_once`: send none of its body, so nothing is in flight
+    /// to the client when `stalled` fires.
+    pub stall_empty: bool,
     /// Send `ratelimit-remaining: N;w=21600` with every manifest answer, as Docker Hub does.
     pub rate_limit_remaining: Option<u64>,
     /// Answer requests whose path contains the fragment with this status (and
@@ -568,13 +571,14 @@ fn serve(
         }
         if !head && faults.stall_once.as_deref() == Some(digest) {
             faults.stall_once = None;
+            let sent = if faults.stall_empty { 0 } else { body.len() / 2 };
             drop(faults);
             write!(
                 stream,
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             )?;
-            stream.write_all(&body[..body.len() / 2])?;
+            stream.write_all(&body[..sent])?;
             stream.flush()?;
             let _ = state.stalled.lock().unwrap().send(());
             // Hang until the client goes away.
