@@ -579,7 +579,13 @@ fn load_dry_run_and_verify_file_list_without_adding() {
         .map(|i| i["size"].as_u64().unwrap())
         .unwrap();
     let listed = other
-        .run(&["load", "--dry-run", "--json", "-i", archive.to_str().unwrap()])
+        .run(&[
+            "load",
+            "--dry-run",
+            "--json",
+            "-i",
+            archive.to_str().unwrap(),
+        ])
         .ok();
     let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
     assert_eq!(listed[0]["size"].as_u64(), Some(size), "{listed}");

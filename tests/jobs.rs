@@ -144,7 +144,11 @@ fn sync_selects_tags_resyncs_with_heads_only_and_deletes_extras() {
     assert!(tags_of(&target, "dry/app", &dry).is_empty());
     // Nor is it remembered as a run: no state, no LAST RUN, and where no
     // store was, none is made (it reads as empty).
-    assert!(!dry.store.exists(), "a dry run created {}", dry.store.display());
+    assert!(
+        !dry.store.exists(),
+        "a dry run created {}",
+        dry.store.display()
+    );
     assert!(run.stderr.contains("no store at"), "{}", run.stderr);
     let jobs = dry.run(&["jobs"]).ok();
     assert!(!jobs.stdout.contains(" ok"), "{}", jobs.stdout);
@@ -623,11 +627,26 @@ fn a_delta_leaves_out_the_whole_chain_and_a_reset_chain_still_rotates() {
     // Run numbers go on after the old archives (none is overwritten), and
     // the old chain stays while fewer than `keep` archives follow it.
     let files = file_names(&out);
-    let old_chain = ["nightly-1.tar", "nightly-2.tar", "nightly-3.tar", "nightly-4.tar"];
-    assert_eq!(files, [&old_chain[..], &["nightly-5.tar"]].concat(), "{}", run.stdout);
+    let old_chain = [
+        "nightly-1.tar",
+        "nightly-2.tar",
+        "nightly-3.tar",
+        "nightly-4.tar",
+    ];
+    assert_eq!(
+        files,
+        [&old_chain[..], &["nightly-5.tar"]].concat(),
+        "{}",
+        run.stdout
+    );
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("delta"), "{}", run.stdout);
-    assert_eq!(file_names(&out), ["nightly-5.tar", "nightly-6.tar"], "{}", run.stdout);
+    assert_eq!(
+        file_names(&out),
+        ["nightly-5.tar", "nightly-6.tar"],
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -561,7 +561,11 @@ fn a_large_image_config_is_read_for_its_platform_not_called_corrupt() {
     // A config of 6 MiB (a large label, as some build tools write; the
     // label is in its history too): over the old 4 MiB read limit, under
     // the 16 MiB every door accepts.
-    let built = image::image(vec![image::random_layer("x", 1000, 3)], "amd64", &"l".repeat(3 << 20));
+    let built = image::image(
+        vec![image::random_layer("x", 1000, 3)],
+        "amd64",
+        &"l".repeat(3 << 20),
+    );
     assert!(built.config.len() > 6 << 20);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
@@ -570,7 +574,11 @@ fn a_large_image_config_is_read_for_its_platform_not_called_corrupt() {
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
         "annotations": {"io.containerd.image.name": "example.com/big:1", "org.opencontainers.image.ref.name": "1"},
     }]});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
     let archive = work.path().join("big.tar");
     crate::support::tar_dir(&layout, &archive);
     let ferry = Ferry::new();

@@ -301,12 +301,7 @@ impl Loader<'_> {
                     let platform = self.check_image(manifest, &what, &mut child_blobs)?;
                     let complete_child = child_blobs.iter().all(|d| self.present(d, &what));
                     all_present &= complete_child;
-                    checked.push((
-                        manifest.clone(),
-                        child_blobs,
-                        platform,
-                        complete_child,
-                    ));
+                    checked.push((manifest.clone(), child_blobs, platform, complete_child));
                 }
                 if all_present {
                     blobs.insert(root.digest.clone());

@@ -77,13 +77,14 @@ impl<R> TarCheck<R> {
             .ok_or_else(|| "a header's checksum field is not a number".to_owned())?;
         // The sum of the header's bytes with the checksum field as spaces,
         // unsigned as POSIX says or signed as some old writers made it.
-        let (unsigned, signed) = self.header.iter().enumerate().fold(
-            (0u64, 0i64),
-            |(unsigned, signed), (i, &b)| {
-                let b = if (148..156).contains(&i) { b' ' } else { b };
-                (unsigned + u64::from(b), signed + i64::from(b as i8))
-            },
-        );
+        let (unsigned, signed) =
+            self.header
+                .iter()
+                .enumerate()
+                .fold((0u64, 0i64), |(unsigned, signed), (i, &b)| {
+                    let b = if (148..156).contains(&i) { b' ' } else { b };
+                    (unsigned + u64::from(b), signed + i64::from(b as i8))
+                });
         if stored != unsigned && i64::try_from(stored).ok() != Some(signed) {
             return Err(format!(
                 "the header at byte {} has a wrong checksum",
@@ -277,7 +278,13 @@ mod tests {
         let signed: i64 = block
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { i64::from(b as i8) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    i64::from(b as i8)
+                }
+            })
             .sum();
         block[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
         let mut tar = block.clone();
@@ -298,7 +305,13 @@ mod tests {
         let sum: u32 = sparse
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
             .sum();
         sparse[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         let mut extension = vec![0u8; 512];

@@ -169,8 +169,9 @@ pub(super) async fn listed_backups(
 /// The part of an archive path a template pattern matches: the key of an
 /// `s3://BUCKET/KEY` URL, a file path as it is.
 pub(super) fn object_key(path: &str) -> &str {
-    path.strip_prefix("s3://")
-        .map_or(path, |rest| rest.split_once('/').map_or(rest, |(_, key)| key))
+    path.strip_prefix("s3://").map_or(path, |rest| {
+        rest.split_once('/').map_or(rest, |(_, key)| key)
+    })
 }
 
 /// The highest `{run}` number among `listed` archives of `template`: a

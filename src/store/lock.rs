@@ -73,7 +73,9 @@ impl Store {
                     .and_then(|pid| pid.parse::<u32>().ok())
                     == Some(std::process::id());
                 let holder = match holder.trim() {
-                    _ if shared_only => " by another ferry writing to it (a pull, load or push)".to_owned(),
+                    _ if shared_only => {
+                        " by another ferry writing to it (a pull, load or push)".to_owned()
+                    }
                     _ if ours => " by another task of this ferry".to_owned(),
                     "" => String::new(),
                     holder => format!(" by another ferry ({holder})"),

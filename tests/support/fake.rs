@@ -571,7 +571,11 @@ fn serve(
         }
         if !head && faults.stall_once.as_deref() == Some(digest) {
             faults.stall_once = None;
-            let sent = if faults.stall_empty { 0 } else { body.len() / 2 };
+            let sent = if faults.stall_empty {
+                0
+            } else {
+                body.len() / 2
+            };
             drop(faults);
             write!(
                 stream,
