@@ -314,6 +314,24 @@ fn transient_503_and_429_are_retried_and_404_is_not() {
 }
 
 #[test]
+fn a_blob_that_keeps_failing_costs_the_transports_attempts_only() {
+    // One retry policy: the transport's five attempts, not multiplied by
+    // the engine's restarts (which are for bytes that failed verification).
+    let fixture = fixture();
+    let layer = fixture.app1.layers[1].digest.clone();
+    let fake = FakeRegistry::start(
+        &fixture.app1,
+        "1.0",
+        transient(&layer, "503 Service Unavailable", 100, Some("0")),
+    );
+    let run = Ferry::new()
+        .run(&["pull", &format!("{}/app:1.0", fake.host)])
+        .expect_code(1);
+    assert!(run.stderr.contains("HTTP 503"), "{}", run.stderr);
+    assert_eq!(fake.count("GET", &layer), 5, "{}", run.stderr);
+}
+
+#[test]
 fn repeated_500s_are_bounded_and_429_without_retry_after_backs_off() {
     let fixture = fixture();
     let fake = FakeRegistry::start(

@@ -54,13 +54,7 @@ impl EngineError {
             EngineError::Store(
                 StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. },
             ) => true,
-            EngineError::Registry(e) => {
-                e.is_retryable()
-                    || matches!(
-                        e,
-                        RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. }
-                    )
-            }
+            EngineError::Registry(e) => e.is_restartable(),
             _ => false,
         }
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Reconnects without progress allowed while streaming one blob.
 const MAX_RESUMES: u32 = 5;
@@ -69,12 +69,13 @@ impl DownloadState {
                 && header_string(response.headers(), "content-range")
                     .is_some_and(|range| range.starts_with(&format!("bytes {}-", self.offset)));
             if !range_ok {
-                return Err(RegistryError::Http {
+                return Err(RegistryError::StreamBroken {
                     registry: self.client.registry().to_owned(),
-                    method: "GET".into(),
-                    path,
-                    status: 503,
-                    detail: format!(" (resume at byte {} answered {status} without the matching range; restarting)", self.offset),
+                    what: format!("the download of {}", self.what()),
+                    reason: format!(
+                        "its resume at byte {} was answered {status} without that range",
+                        self.offset
+                    ),
                 });
             }
         } else if !status.is_success() {
@@ -298,25 +299,73 @@ impl RegistryClient {
             HeaderValue::from_static("application/octet-stream"),
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        let response = self
+        let broken = |reason: String| RegistryError::StreamBroken {
+            registry: self.registry().to_owned(),
+            what: format!("the upload of blob {digest}"),
+            reason,
+        };
+        // A failure of the bytes' own source (its verifier, its registry)
+        // is reported as that, not as a broken upload.
+        let source_failure: Arc<Mutex<Option<RegistryError>>> = Arc::default();
+        let slot = source_failure.clone();
+        let body = body.then(move |chunk| {
+            let slot = slot.clone();
+            async move {
+                match chunk {
+                    Ok(bytes) => {
+                        super::bandwidth::uploading(bytes.len()).await;
+                        Ok(bytes)
+                    }
+                    Err(error) => {
+                        let text = error.to_string();
+                        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                        Err(std::io::Error::other(text))
+                    }
+                }
+            }
+        });
+        let source_failed = || {
+            source_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        };
+        let response = match self
             .request_streaming(
                 Method::PATCH,
                 &location,
                 &scopes,
                 headers,
-                reqwest::Body::wrap_stream(body.then(|chunk| async move {
-                    if let Ok(bytes) = &chunk {
-                        super::bandwidth::uploading(bytes.len()).await;
-                    }
-                    chunk
-                })),
+                reqwest::Body::wrap_stream(body),
             )
-            .await?;
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(match (source_failed(), error) {
+                    (Some(cause), _) => cause,
+                    (None, RegistryError::Connect { message, .. }) => broken(message),
+                    (None, other) => other,
+                })
+            }
+        };
+        if let Some(cause) = source_failed() {
+            return Err(cause);
+        }
         if response.status() != StatusCode::ACCEPTED && response.status() != StatusCode::NO_CONTENT
         {
-            return Err(self
+            let status = response.status().as_u16();
+            let failure = self
                 .upload_failure(digest, "PATCH", location.path(), response)
-                .await);
+                .await;
+            // The transport sends a stream once: a transient answer to it
+            // is the caller's to retry, by starting the blob over.
+            return Err(match (status, failure) {
+                (408 | 429 | 500..=599, error @ RegistryError::Http { .. }) => {
+                    broken(error.to_string())
+                }
+                (_, error) => error,
+            });
         }
         let location = match header_string(response.headers(), LOCATION.as_str()) {
             Some(next) => self.resolve_url(&next).await?,

@@ -70,6 +70,16 @@ pub enum RegistryError {
         digest: Digest,
         reason: String,
     },
+    /// A one-shot streamed upload that broke off or was refused with a
+    /// transient status, or a download whose resume the registry would not
+    /// serve: the transport cannot continue it, so the caller starts the
+    /// blob over ([`RegistryError::is_restartable`]).
+    #[error("{registry}: {what} broke off: {reason}")]
+    StreamBroken {
+        registry: String,
+        what: String,
+        reason: String,
+    },
     /// Local bytes (the store's, an archive's) that fail their digest or
     /// size: not the registry's fault, and no retry can fix them.
     #[error("{what} at {path} is corrupt: {problem}; nothing was sent. {hint}")]
@@ -104,6 +114,22 @@ impl RegistryError {
                 actual,
             },
         }
+    }
+
+    /// Whether starting a whole blob transfer over could succeed where the
+    /// transport's own retries cannot help: bytes that failed verification
+    /// on the way, an upload session the registry lost, a streamed upload
+    /// that broke off. Errors of requests the transport already retried
+    /// (connection trouble, 408, 429, 5xx) are final: one retry policy,
+    /// never multiplied.
+    pub fn is_restartable(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::DigestMismatch { .. }
+                | RegistryError::SizeMismatch { .. }
+                | RegistryError::UploadLost { .. }
+                | RegistryError::StreamBroken { .. }
+        )
     }
 
     /// Whether a later attempt could succeed (connection trouble, 408, 429, 5xx).
