@@ -245,6 +245,50 @@ fn copy_brings_referrers_referrers_of_referrers_and_cosign_tags() {
 }
 
 #[test]
+fn all_tags_never_copies_a_referrer_tag_as_an_image() {
+    // One tag-listing rule: `-a` and an unfiltered sync take the image tag
+    // (1.0); the cosign and fallback tags travel as referrers, or not at
+    // all without referrers.
+    let source = Registry::start();
+    let signed = seed(&source, "signed/app");
+    let target = Registry::start();
+    let tags = |repository: &str| {
+        let listed = Ferry::new()
+            .run(&["tags", &format!("{}/{repository}", target.host)])
+            .ok();
+        listed.stdout.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"bare\"\nsource = \"{}/signed/app\"\ntarget = \"{}/synced/app\"\nreferrers = false\n",
+        source.host, target.host
+    ));
+    let from = format!("{}/{}", source.host, signed.repository);
+    let copied = ferry
+        .run(&[
+            "copy",
+            "-a",
+            "--no-referrers",
+            &from,
+            &format!("{}/bare/app", target.host),
+        ])
+        .ok();
+    assert_eq!(tags("bare/app"), ["1.0"], "{}", copied.stdout);
+    let run = ferry.run(&["run"]).ok();
+    assert_eq!(tags("synced/app"), ["1.0"], "{}", run.stdout);
+    // With referrers, the cosign tag arrives once, as the image's referrer.
+    let copied = ferry
+        .run(&["copy", "-a", &from, &format!("{}/mirror/app", target.host)])
+        .ok();
+    let cosign_tag = format!("sha256-{}.sig", signed.image.trim_start_matches("sha256:"));
+    assert!(
+        tags("mirror/app").contains(&cosign_tag),
+        "{}",
+        copied.stdout
+    );
+    assert!(!copied.stdout.contains(&cosign_tag), "{}", copied.stdout);
+}
+
+#[test]
 fn a_sync_with_a_tag_filter_brings_the_selected_images_signatures() {
     let source = Registry::start();
     let signed = seed(&source, "signed/app");

@@ -111,7 +111,7 @@ pub async fn to_archive(
     let registries = context.registries();
     let client = registries.client(requested.registry())?;
     let references = if args.all_tags {
-        super::transfer::every_tag(&client, &requested, !args.no_referrers).await?
+        super::transfer::every_tag(&client, &requested).await?
     } else {
         vec![Reference::parse(source).map_err(|e| UsageError(e.to_string()))?]
     };

@@ -11,6 +11,7 @@ use crate::engine::{copy_image, CopyOptions, CopyOutcome, Destination, PlatformC
 use crate::registry::credentials;
 use crate::registry::{Registries, RegistrySettings};
 use crate::store::index::TagChange;
+use crate::types::referrer::image_tags;
 use crate::types::{Platform, Reference, ReferrerFilter, Secret};
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -85,19 +86,13 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
 pub(super) async fn every_tag(
     client: &crate::registry::RegistryClient,
     repository: &Reference,
-    skip_referrer_tags: bool,
 ) -> anyhow::Result<Vec<Reference>> {
     if repository.tag().is_some() || repository.digest().is_some() {
         return Err(
             UsageError("--all-tags takes a repository without tag or digest".into()).into(),
         );
     }
-    let mut tags = client.list_tags(repository.repository()).await?;
-    if skip_referrer_tags {
-        use crate::types::referrer::{is_cosign_tag, is_fallback_tag};
-        tags.retain(|t| !is_cosign_tag(t) && !is_fallback_tag(t));
-    }
-    tags.sort();
+    let tags = image_tags(client.list_tags(repository.repository()).await?);
     Ok(tags.iter().map(|tag| repository.with_tag(tag)).collect())
 }
 
@@ -110,7 +105,7 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
         Reference::parse_repository_or_ref(&args.image).map_err(|e| UsageError(e.to_string()))?;
     let client = registries.client(requested.registry())?;
     let references = if args.all_tags {
-        every_tag(&client, &requested, !args.no_referrers).await?
+        every_tag(&client, &requested).await?
     } else {
         if requested.tag().is_none()
             && requested.digest().is_none()
@@ -305,8 +300,7 @@ async fn registry_copy(
             )
             .into());
         }
-        let mut tags = source_client.list_tags(source_ref.repository()).await?;
-        tags.sort();
+        let tags = image_tags(source_client.list_tags(source_ref.repository()).await?);
         tags.iter()
             .map(|tag| (source_ref.with_tag(tag), destination_ref.with_tag(tag)))
             .collect()

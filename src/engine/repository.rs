@@ -4,9 +4,12 @@
 //! store".
 //!
 //! Contract:
-//! - `tags` lists every tag with the digest it points at, in one consistent
-//!   view (a registry: the tag list, then a manifest HEAD per tag, which
-//!   Docker Hub does not count; the store: its index). For the whole store
+//! - `tags` lists every image tag with the digest it points at, in one
+//!   consistent view (a registry: the tag list, then a manifest HEAD per
+//!   tag, which Docker Hub does not count; the store: its index). Referrer
+//!   tags (cosign `sha256-….sig`, fallback `sha256-…`) are not listed: they
+//!   go with their images, so no job prunes, deletes or copies them as
+//!   images ([`crate::types::referrer::image_tags`]). For the whole store
 //!   (no repository), a "tag" is an image's full name.
 //! - `put_tag` points a tag at a digest the repository already holds, with
 //!   the same manifest bytes (no blob moves); the old target is kept
@@ -69,7 +72,7 @@ impl Repository {
         match self {
             Repository::Registry { client, name } => {
                 let tags = match client.list_tags(name.repository()).await {
-                    Ok(tags) => tags,
+                    Ok(tags) => crate::types::referrer::image_tags(tags),
                     Err(error) if error.is_not_found() => Vec::new(),
                     Err(error) => return Err(error.into()),
                 };

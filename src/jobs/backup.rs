@@ -20,6 +20,7 @@ use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
+use crate::types::referrer::image_tags;
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Reference;
 
@@ -69,7 +70,7 @@ async fn selection(
     for repository in repositories {
         let listed = async {
             let client = context.registries.client(repository.registry())?;
-            Ok::<_, Stop>(client.list_tags(repository.repository()).await?)
+            Ok::<_, Stop>(image_tags(client.list_tags(repository.repository()).await?))
         };
         match listed.await {
             Ok(tags) => images.extend(

@@ -13,6 +13,7 @@ use crate::engine::{
     Repository, Source,
 };
 use crate::registry::RegistryClient;
+use crate::types::referrer::image_tags;
 use crate::types::time::{format_rfc3339, now_unix};
 use crate::types::Digest;
 use crate::types::Reference;
@@ -178,9 +179,12 @@ pub async fn run(
             }
             Err(other) => return Err(other),
         };
+        // Images are chosen from the image tags; the whole list (cosign
+        // tags too) tells the referrer check what exists without a GET.
+        let images = image_tags(tags.clone());
         let selected: Vec<String> = spec
             .filter
-            .select(&tags)
+            .select(&images)
             .into_iter()
             .map(str::to_owned)
             .collect();

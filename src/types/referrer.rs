@@ -128,6 +128,21 @@ pub fn is_fallback_tag(tag: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether `tag` names a referrer rather than an image: a cosign tag or a
+/// referrers fallback tag.
+pub fn is_referrer_tag(tag: &str) -> bool {
+    is_cosign_tag(tag) || is_fallback_tag(tag)
+}
+
+/// The one tag-listing rule (`-a`, sync, backup, prune, `delete_extra`):
+/// a repository's tags that name images, sorted. Referrer tags travel with
+/// their images as referrers, never as images of their own.
+pub fn image_tags(mut tags: Vec<String>) -> Vec<String> {
+    tags.retain(|t| !is_referrer_tag(t));
+    tags.sort();
+    tags
+}
+
 /// The artifact type a cosign tag stands for.
 pub fn cosign_artifact_type(tag: &str) -> Option<&'static str> {
     COSIGN_SUFFIXES
