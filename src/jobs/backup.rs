@@ -21,14 +21,11 @@ use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
 use crate::types::referrer::image_tags;
-use crate::types::time::{format_rfc3339, now_unix};
+use crate::types::time::{expand_date_time, now_unix};
 use crate::types::Reference;
 
 fn expand(template: &str, job: &str, now: i64, run: u64) -> String {
-    let stamp = format_rfc3339(now);
-    template
-        .replace("{date}", &stamp[..10])
-        .replace("{time}", &stamp[11..19].replace(':', ""))
+    expand_date_time(template, now)
         .replace("{job}", job)
         .replace("{run}", &run.to_string())
 }

@@ -54,8 +54,8 @@ pub(super) fn template_pattern(template: &str, job: &str) -> regex::Regex {
         pattern.push_str(&regex::escape(&rest[..start]));
         let after = &rest[start..];
         let (piece, length) = [
-            ("{date}", r"\d{4}-\d{2}-\d{2}".to_owned()),
-            ("{time}", r"\d{6}".to_owned()),
+            ("{date}", crate::types::time::DATE_PATTERN.to_owned()),
+            ("{time}", crate::types::time::TIME_PATTERN.to_owned()),
             ("{run}", r"(\d+)".to_owned()),
             ("{job}", regex::escape(job)),
         ]

@@ -14,7 +14,7 @@ use crate::engine::{
 };
 use crate::registry::RegistryClient;
 use crate::types::referrer::image_tags;
-use crate::types::time::{format_rfc3339, now_unix};
+use crate::types::time::now_unix;
 use crate::types::Digest;
 use crate::types::Reference;
 use futures_util::StreamExt;
@@ -50,15 +50,10 @@ fn target_for(
     })
 }
 
-/// Expand `{tag}` and `{date}` in a backup tag template.
+/// Expand `{tag}`, `{date}` and `{time}` in a backup tag template (the
+/// one date expansion backup outputs use too).
 fn backup_tag(template: &str, tag: &str) -> String {
-    let now = format_rfc3339(now_unix());
-    let date = now[..10].replace('-', "");
-    let time = now[11..19].replace(':', "");
-    template
-        .replace("{tag}", tag)
-        .replace("{date}", &date)
-        .replace("{time}", &time)
+    crate::types::time::expand_date_time(&template.replace("{tag}", tag), now_unix())
 }
 
 /// The repositories a job covers, each with its target: listed ones as
@@ -518,4 +513,14 @@ async fn delete_extra(
             .push(format!("deleted {name} (no longer selected)"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_backup_tag_uses_the_one_date_expansion() {
+        let tag = super::backup_tag("{tag}-{date}", "1.0");
+        let pattern = format!(r"^1\.0-{}$", crate::types::time::DATE_PATTERN);
+        assert!(regex::Regex::new(&pattern).unwrap().is_match(&tag), "{tag}");
+    }
 }

@@ -37,6 +37,25 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The one `{date}` and `{time}` expansion of every template (backup
+/// `output`, sync `backup_overwritten`): `{date}` is `2026-11-22` and
+/// `{time}` is `100405` (UTC, as the moment `unix`). Names made with it
+/// sort by time; `DATE_PATTERN` and `TIME_PATTERN` match what it writes.
+pub fn expand_date_time(template: &str, unix: i64) -> String {
+    let stamp = format_rfc3339(unix);
+    if stamp.len() < 19 {
+        return template.to_owned();
+    }
+    template
+        .replace("{date}", &stamp[..10])
+        .replace("{time}", &stamp[11..19].replace(':', ""))
+}
+
+/// A regex for what `{date}` expands to.
+pub const DATE_PATTERN: &str = r"\d{4}-\d{2}-\d{2}";
+/// A regex for what `{time}` expands to.
+pub const TIME_PATTERN: &str = r"\d{6}";
+
 /// `2026-11-22T10:04:05Z` for a Unix time.
 pub fn format_rfc3339(unix: i64) -> String {
     match jiff::Timestamp::from_second(unix) {
@@ -112,6 +131,15 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_and_time_expand_one_way_and_match_their_patterns() {
+        let at = parse_rfc3339("2026-11-22T10:04:05Z").unwrap();
+        let name = expand_date_time("app-{date}-{time}", at);
+        assert_eq!(name, "app-2026-11-22-100405");
+        let pattern = regex::Regex::new(&format!("^app-{DATE_PATTERN}-{TIME_PATTERN}$")).unwrap();
+        assert!(pattern.is_match(&name));
+    }
 
     #[test]
     fn round_trips_dates() {
