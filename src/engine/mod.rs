@@ -5,6 +5,7 @@
 //! transfers under one limit, and progress events.
 
 mod copy;
+mod deletion;
 mod endpoint;
 mod from_archive;
 mod plan;
@@ -14,6 +15,7 @@ mod to_archive;
 
 pub use crate::types::PlatformChoice;
 pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
+pub use deletion::{plan_deletions, Deletion};
 pub use endpoint::{Destination, Source};
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};

@@ -8,10 +8,10 @@
 use super::state::JobState;
 use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::config::jobs::PruneSpec;
+use crate::engine::{plan_deletions, Deletion, TaggedDigest};
 use crate::policy::TagVersion;
 use crate::types::time::now_unix;
 use crate::types::Digest;
-use std::collections::BTreeMap;
 
 /// A tag considered for pruning.
 struct Candidate {
@@ -99,21 +99,31 @@ pub async fn run(
         )));
     }
     let doomed_tags: Vec<&str> = doomed.iter().map(|c| c.tag.as_str()).collect();
-    let kept: BTreeMap<&Digest, &str> = all
+    let tagged = |c: &Candidate| TaggedDigest {
+        tag: c.tag.clone(),
+        digest: c.digest.clone(),
+        first_seen: Some(c.first_seen),
+    };
+    let kept: Vec<TaggedDigest> = all
         .iter()
         .filter(|c| !doomed_tags.contains(&c.tag.as_str()))
-        .map(|c| (&c.digest, c.tag.as_str()))
+        .map(tagged)
         .collect();
-    let mut deleted: Vec<&Digest> = Vec::new();
+    let doomed: Vec<TaggedDigest> = doomed.into_iter().map(tagged).collect();
+    let mut not_deleted: Vec<&Digest> = Vec::new();
     let mut failed = Vec::new();
     let total = doomed.len();
-    for candidate in doomed {
+    for (candidate, deletion) in plan_deletions(&doomed, &kept, repository.deletes_by_digest()) {
         if context.cancelled() {
             return Err(Stop::Cancelled);
         }
-        // A registry deletes by digest: a digest a kept tag shares stays.
-        if repository.deletes_by_digest() {
-            if let Some(keeper) = kept.get(&candidate.digest) {
+        let line = format!(
+            "{} ({})",
+            repository.reference(&candidate.tag)?,
+            candidate.digest
+        );
+        match deletion {
+            Deletion::SharedWith(keeper) => {
                 report.notes.push(format!(
                     "{}:{} kept: its digest is shared with kept tag {keeper}",
                     repository.describe(),
@@ -121,25 +131,29 @@ pub async fn run(
                 ));
                 continue;
             }
-        }
-        let line = format!(
-            "{} ({})",
-            repository.reference(&candidate.tag)?,
-            candidate.digest
-        );
-        if dry_run {
-            report.changes.push(format!("would delete {line}"));
-            continue;
-        }
-        if !repository.deletes_by_digest() || !deleted.contains(&&candidate.digest) {
-            // One tag that cannot be deleted is reported; the others still go.
-            if let Err(error) = repository.delete(&candidate.tag, &candidate.digest).await {
-                let error = format!("{error:#}");
+            _ if dry_run => {
+                report.changes.push(format!("would delete {line}"));
+                continue;
+            }
+            // Gone with an earlier tag of its digest, unless that failed.
+            Deletion::GoesWith(first) if not_deleted.contains(&&candidate.digest) => {
+                let error =
+                    format!("not deleted: deleting {first}, which shares its digest, failed");
                 failed.push(format!("{line} ({error})"));
                 report.images.push(ImageResult::failed(line, None, error));
                 continue;
             }
-            deleted.push(&candidate.digest);
+            Deletion::GoesWith(_) => {}
+            Deletion::Delete => {
+                // One tag that cannot be deleted is reported; the others still go.
+                if let Err(error) = repository.delete(&candidate.tag, &candidate.digest).await {
+                    let error = format!("{error:#}");
+                    failed.push(format!("{line} ({error})"));
+                    report.images.push(ImageResult::failed(line, None, error));
+                    not_deleted.push(&candidate.digest);
+                    continue;
+                }
+            }
         }
         state.first_seen.remove(&candidate.tag);
         report.changes.push(format!("deleted {line}"));

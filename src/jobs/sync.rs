@@ -9,8 +9,8 @@ use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::config::jobs::{SyncSource, SyncSpec};
 use crate::config::RepositoryTarget;
 use crate::engine::{
-    copy_image, copy_referrers, referrers_fingerprint, CopyOptions, Destination, PlatformChoice,
-    Repository, Source,
+    copy_image, copy_referrers, plan_deletions, referrers_fingerprint, CopyOptions, Deletion,
+    Destination, PlatformChoice, Repository, Source,
 };
 use crate::registry::RegistryClient;
 use crate::types::referrer::image_tags;
@@ -487,27 +487,32 @@ async fn delete_extra(
 ) -> Result<(), Stop> {
     let keep =
         |tag: &str| selected.iter().any(|s| s == tag) || state.backup_tags.iter().any(|b| b == tag);
-    let listed = target.tags().await?;
-    let mut kept_digests: Vec<Digest> = listed
-        .iter()
-        .filter(|t| keep(&t.tag))
-        .map(|t| t.digest.clone())
-        .collect();
-    for extra in listed.iter().filter(|t| !keep(&t.tag)) {
+    let (kept, extra): (Vec<_>, Vec<_>) =
+        target.tags().await?.into_iter().partition(|t| keep(&t.tag));
+    for (extra, deletion) in plan_deletions(&extra, &kept, target.deletes_by_digest()) {
         let name = target.reference(&extra.tag)?;
-        if target.deletes_by_digest() && kept_digests.contains(&extra.digest) {
-            report.notes.push(format!(
-                "{name} left the selection but shares {} with a kept tag; kept",
-                extra.digest
-            ));
-            continue;
+        match deletion {
+            Deletion::SharedWith(keeper) => {
+                report.notes.push(format!(
+                    "{name} left the selection but shares {} with kept tag {keeper}; kept",
+                    extra.digest
+                ));
+                continue;
+            }
+            Deletion::GoesWith(first) => {
+                report.changes.push(format!(
+                    "{} {name} (no longer selected; the same digest as {first})",
+                    if dry_run { "would delete" } else { "deleted" }
+                ));
+                continue;
+            }
+            Deletion::Delete => {}
         }
         if dry_run {
             report.changes.push(format!("would delete {name}"));
             continue;
         }
         target.delete(&extra.tag, &extra.digest).await?;
-        kept_digests.push(extra.digest.clone());
         report
             .changes
             .push(format!("deleted {name} (no longer selected)"));
