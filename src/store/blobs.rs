@@ -268,15 +268,10 @@ impl IngestFile {
     /// Publish the synced, verified file as blob `digest`.
     pub(super) async fn publish(mut self, digest: &Digest) -> Result<(), StoreError> {
         let temp = self.temp.clone().expect("open ingest file");
-        let target = self.store.blob_path(digest);
         let (store, digest) = (self.store.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            store.commit_protected(&digest, || {
-                publish(&temp, &target).map_err(|e| StoreError::io(&target, e))
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Conflict(format!("publishing stopped: {e}"))))?;
+        tokio::task::spawn_blocking(move || store.publish_verified(&temp, &digest))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Conflict(format!("publishing stopped: {e}"))))?;
         self.temp = None;
         Ok(())
     }
@@ -329,6 +324,23 @@ impl BlobWriter {
             return Err(StoreError::unverified(&digest, error));
         }
         self.ingest.publish(&digest).await
+    }
+}
+
+impl Store {
+    /// The one publish of every ingest (downloads, pushes to `serve`,
+    /// staged archive blobs): the verified, synced file at `temp` becomes
+    /// blob `digest`, protected from gc as it appears (blocking: run it
+    /// off the async workers).
+    pub(super) fn publish_verified(
+        &self,
+        temp: &std::path::Path,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let target = self.blob_path(digest);
+        self.commit_protected(digest, || {
+            publish(temp, &target).map_err(|e| StoreError::io(&target, e))
+        })
     }
 }
 

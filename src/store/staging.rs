@@ -6,7 +6,7 @@
 //! archive read in place): that one is never deleted or committed, and its
 //! digest is only claimed until a reader verifies it.
 
-use super::{sync_dir, Store, StoreError};
+use super::{Store, StoreError};
 use crate::types::digest::Algorithm;
 use crate::types::{Digest, Hasher};
 use std::io::{Read, Write};
@@ -131,26 +131,16 @@ impl StagedBlob {
     /// Publish the blob under its digest, replacing an existing file (which
     /// is the same content, or a corrupt copy this repairs).
     pub fn commit(mut self, store: &Store) -> Result<(), StoreError> {
-        use std::os::unix::fs::PermissionsExt;
-        let target = store.blob_path(&self.digest);
         let (true, Some(path)) = (self.owned, self.path.take()) else {
             return Err(StoreError::Conflict(format!(
                 "blob {} is a range of an archive, not a staged file; it cannot be committed",
                 self.digest
             )));
         };
-        let digest = self.digest.clone();
-        let result = store.commit_protected(&digest, || {
-            // Verified bytes replace whatever is there: a blob already in
-            // the store may be corrupt (disk rot, a hand edit), and an
-            // identical one is replaced by itself.
-            let moved = (|| {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))?;
-                std::fs::rename(&path, &target)?;
-                sync_dir(target.parent().expect("blob dir"))
-            })();
-            moved.map_err(|e| StoreError::io(&target, e))
-        });
+        // Verified bytes replace whatever is there: a blob already in the
+        // store may be corrupt (disk rot, a hand edit), and an identical one
+        // is replaced by itself.
+        let result = store.publish_verified(&path, &self.digest);
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
         }
