@@ -289,7 +289,18 @@ impl KnownBlobs for DestinationBlobs<'_> {
             archive: image.to_owned(),
             message: format!("looking up {digest} at the destination: {error}"),
         })?;
-        Ok(found.filter(|bytes| &Digest::sha256_of(bytes) == digest))
+        // Checked where they were read; checked again here so that bytes
+        // that differ are said to be wrong, never taken for "not there".
+        match found {
+            Some(bytes) => match crate::types::Verifier::check(digest, &bytes) {
+                Ok(()) => Ok(Some(bytes)),
+                Err(error) => Err(ArchiveError::Invalid {
+                    archive: image.to_owned(),
+                    message: format!("the destination's copy of {digest} is wrong: {error}"),
+                }),
+            },
+            None => Ok(None),
+        }
     }
 }
 
