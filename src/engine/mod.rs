@@ -38,12 +38,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
-    #[error("{image} has no image for platform {wanted} (it has: {available}); choose among those with --platform (pull --all-platforms keeps them all)")]
-    NoPlatform {
-        image: String,
-        wanted: String,
-        available: String,
-    },
+    #[error(transparent)]
+    NoPlatform(#[from] crate::types::choice::NoPlatform),
     #[error("{image}: {message}")]
     Invalid { image: String, message: String },
 }
@@ -59,5 +55,20 @@ impl EngineError {
             EngineError::Registry(e) => e.is_restartable(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::types::choice::NoPlatform;
+
+    #[test]
+    fn every_door_words_a_missing_platform_the_same() {
+        let missing = NoPlatform::of("app:1", ("linux/s390x".into(), "linux/amd64".into()));
+        let engine = super::EngineError::from(missing.clone()).to_string();
+        let store = crate::store::StoreError::from(missing.clone()).to_string();
+        assert_eq!(engine, missing.to_string());
+        assert_eq!(store, missing.to_string());
+        assert!(engine.contains("it has: linux/amd64"), "{engine}");
     }
 }

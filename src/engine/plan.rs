@@ -69,11 +69,8 @@ async fn choose_root(
     choice: &PlatformChoice,
     image: &str,
 ) -> Result<ParsedManifest, EngineError> {
-    let no_platform = |(wanted, available): (String, String)| EngineError::NoPlatform {
-        image: image.to_owned(),
-        wanted,
-        available,
-    };
+    let no_platform =
+        |mismatch| EngineError::from(crate::types::choice::NoPlatform::of(image, mismatch));
     // Platforms asked for: a single-platform image must be one of them.
     let asked = match choice {
         PlatformChoice::Single(one) => Some(std::slice::from_ref(one)),
@@ -129,15 +126,7 @@ async fn choose_single(
     .await
     .map_err(|error| match error {
         ChoiceError::Fetch(error) => error,
-        ChoiceError::NoPlatform {
-            image,
-            wanted,
-            available,
-        } => EngineError::NoPlatform {
-            image,
-            wanted,
-            available,
-        },
+        ChoiceError::NoPlatform(missing) => EngineError::NoPlatform(missing),
         other => invalid(image, other.to_string()),
     })
 }
@@ -153,10 +142,12 @@ fn rebuilt_subset(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    let bytes = choice::subset(root, wanted).ok_or_else(|| EngineError::NoPlatform {
-        image: image.to_owned(),
-        wanted: wanted_text,
-        available: choice::available(root),
+    let bytes = choice::subset(root, wanted).ok_or_else(|| {
+        EngineError::from(choice::NoPlatform {
+            image: image.to_owned(),
+            wanted: wanted_text,
+            available: choice::available(root),
+        })
     })?;
     Ok(ParsedManifest::parse(bytes, Some(&root.media_type), image)
         .map_err(crate::registry::RegistryError::from)?)

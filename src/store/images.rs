@@ -157,15 +157,7 @@ impl Store {
         })
         .map_err(|error| match error {
             ChoiceError::Fetch(error) => error,
-            ChoiceError::NoPlatform {
-                image,
-                wanted,
-                available,
-            } => StoreError::NoPlatform {
-                image,
-                wanted,
-                available,
-            },
+            ChoiceError::NoPlatform(missing) => StoreError::NoPlatform(missing),
             other => StoreError::Invalid {
                 image: text.to_owned(),
                 message: other.to_string(),
@@ -188,14 +180,10 @@ impl Store {
                 MAX_CONFIG_BYTES,
             )?;
             let own = crate::types::choice::config_platform(&config);
-            if let Some((wanted, available)) =
+            if let Some(mismatch) =
                 crate::types::choice::single_mismatch(own, std::slice::from_ref(asked))
             {
-                return Err(StoreError::NoPlatform {
-                    image: text.to_owned(),
-                    wanted,
-                    available,
-                });
+                return Err(crate::types::choice::NoPlatform::of(text, mismatch).into());
             }
         }
         Ok((image, chosen))

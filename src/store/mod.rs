@@ -49,12 +49,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("blob {0} is missing from the store; pull the image again")]
     MissingBlob(crate::types::Digest),
-    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform")]
-    NoPlatform {
-        image: String,
-        wanted: String,
-        available: String,
-    },
+    #[error(transparent)]
+    NoPlatform(#[from] crate::types::choice::NoPlatform),
     #[error("{image}: {message}")]
     Invalid { image: String, message: String },
     /// A lock could not be taken within the store's wait limit.

@@ -123,15 +123,33 @@ pub fn available(index: &ParsedManifest) -> String {
     join_platforms(&platforms_of(index))
 }
 
+/// The one "that platform is not there" error of every door (pull, copy,
+/// save, sync, backup, inspect, history, export): it names what the image
+/// has.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{image} has no image for platform {wanted} (it has: {available}); choose one of those with --platform")]
+pub struct NoPlatform {
+    pub image: String,
+    pub wanted: String,
+    pub available: String,
+}
+
+impl NoPlatform {
+    /// From a (wanted, available) pair such as [`single_mismatch`] gives.
+    pub fn of(image: &str, (wanted, available): (String, String)) -> NoPlatform {
+        NoPlatform {
+            image: image.to_owned(),
+            wanted,
+            available,
+        }
+    }
+}
+
 /// Why no single image could be chosen from an index.
 #[derive(Debug, thiserror::Error)]
 pub enum ChoiceError<E> {
-    #[error("{image} has no image for platform {wanted} (it has: {available}); choose one with --platform")]
-    NoPlatform {
-        image: String,
-        wanted: String,
-        available: String,
-    },
+    #[error(transparent)]
+    NoPlatform(NoPlatform),
     #[error("{image}: index nesting deeper than {MAX_INDEX_DEPTH}")]
     TooDeep { image: String },
     #[error(transparent)]
@@ -192,11 +210,11 @@ where
         if nested.is_empty() {
             seen.sort();
             seen.dedup();
-            return Err(ChoiceError::NoPlatform {
+            return Err(ChoiceError::NoPlatform(NoPlatform {
                 image: image.to_owned(),
                 wanted: wanted.to_string(),
                 available: join_platforms(&seen),
-            });
+            }));
         }
         level = nested;
     }
