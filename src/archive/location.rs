@@ -117,10 +117,12 @@ pub async fn archive_blobs(
     location: &Location,
 ) -> Result<std::collections::BTreeSet<crate::types::Digest>, ArchiveError> {
     match location {
-        Location::File(path) => super::save::archive_blobs(path),
+        Location::File(path) => super::listing::archive_blobs(path),
         Location::Object(url) => {
             let reader = open_object(objects, url).await?;
-            tokio::task::block_in_place(|| super::save::archive_blobs_in(reader, &url.to_string()))
+            tokio::task::block_in_place(|| {
+                super::listing::archive_blobs_in(reader, &url.to_string())
+            })
         }
         Location::Stdio => Err(ArchiveError::Usage(
             "a delta needs an archive file or object to compare with, not standard input".into(),

@@ -7,6 +7,7 @@
 pub mod checked;
 mod diff_ids;
 mod docker_archive;
+pub mod listing;
 pub mod load;
 pub mod location;
 pub mod names;

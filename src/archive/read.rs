@@ -244,6 +244,36 @@ enum Placement {
     InPlace(std::path::PathBuf),
 }
 
+/// An archive's bytes as a tar stream: decompressed when they are gzip or
+/// zstd, with the expansion bounded (the one way every reader opens an
+/// archive stream).
+pub(super) fn tar_stream<'a>(
+    input: &'a mut dyn Read,
+    archive: &str,
+) -> Result<Box<dyn Read + 'a>, ArchiveError> {
+    let io = |source: std::io::Error| ArchiveError::Io {
+        archive: archive.to_owned(),
+        source,
+    };
+    let mut buffered = std::io::BufReader::with_capacity(1 << 20, input);
+    let head = buffered.fill_buf().map_err(io)?.to_vec();
+    let compression = Compression::detect(&head);
+    if compression == Compression::None {
+        return Ok(Box::new(buffered));
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Counting {
+        inner: buffered,
+        count: count.clone(),
+    };
+    let decoder = compression.decoder(counted).map_err(io)?;
+    Ok(Box::new(RatioGuard {
+        inner: decoder,
+        compressed: count,
+        expanded: 0,
+    }))
+}
+
 /// Read an archive from a stream (any compression), staging every
 /// non-metadata file under its computed digest.
 pub(super) fn read_entries(
@@ -252,28 +282,7 @@ pub(super) fn read_entries(
     archive: &str,
     diff_ids: &DiffIds,
 ) -> Result<Contents, ArchiveError> {
-    let io = |source: std::io::Error| ArchiveError::Io {
-        archive: archive.to_owned(),
-        source,
-    };
-    let mut buffered = std::io::BufReader::with_capacity(1 << 20, input);
-    let head = buffered.fill_buf().map_err(io)?.to_vec();
-    let compression = Compression::detect(&head);
-    let count = Arc::new(AtomicU64::new(0));
-    let reader: Box<dyn Read> = if compression == Compression::None {
-        Box::new(buffered)
-    } else {
-        let counted = Counting {
-            inner: buffered,
-            count: count.clone(),
-        };
-        let decoder = compression.decoder(counted).map_err(io)?;
-        Box::new(RatioGuard {
-            inner: decoder,
-            compressed: count,
-            expanded: 0,
-        })
-    };
+    let reader = tar_stream(input, archive)?;
     let mut tar = tar::Archive::new(reader);
     let entries = tar
         .entries()
