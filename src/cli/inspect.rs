@@ -3,7 +3,6 @@
 
 use super::output::{human_size, json, table};
 use super::Context;
-use crate::store::IndexEntry;
 use crate::types::manifest::descriptor_digest;
 use crate::types::time::{format_rfc3339, human_age, now_unix};
 use crate::types::Platform;
@@ -102,52 +101,32 @@ fn referrers_shown(
     store: &crate::store::Store,
     image: &crate::store::LocalImage,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut manifests: Vec<crate::types::Digest> = store
+    let all = crate::store::index::read_index(store)?;
+    let mut live = store
         .reachable(&image.entry.digest, &image.entry.media_type)?
         .into_keys()
         .collect();
-    let all: Vec<IndexEntry> = crate::store::index::read_index(store)?
-        .into_iter()
-        .filter(IndexEntry::is_referrer)
-        .collect();
     let mut shown: Vec<(crate::types::Digest, Option<String>)> = Vec::new();
     let mut out = Vec::new();
-    let mut next = 0;
-    while next < manifests.len() {
-        let subject = &manifests[next];
-        let found: Vec<IndexEntry> = all
-            .iter()
-            .filter(|e| e.link().is_some_and(|l| &l.subject == subject))
-            .cloned()
-            .collect();
-        for entry in found {
-            // Each referrer once (a manifest under two cosign tags twice).
-            let link = entry.link();
-            if shown.iter().any(|(digest, tag)| {
-                digest == &entry.digest && tag == &link.as_ref().and_then(|l| l.tag.clone())
-            }) {
-                continue;
-            }
-            shown.push((
-                entry.digest.clone(),
-                link.as_ref().and_then(|l| l.tag.clone()),
-            ));
-            let referrer = store.load_image(&entry)?;
-            let document: serde_json::Value = serde_json::from_slice(&referrer.manifest.bytes)?;
-            out.push(serde_json::json!({
-                "ArtifactType": entry.artifact_type,
-                "Digest": entry.digest,
-                "MediaType": entry.media_type,
-                "Size": store.reachable(&entry.digest, &entry.media_type)?.values().sum::<u64>(),
-                "Subject": link.as_ref().map(|l| &l.subject),
-                "Tag": link.and_then(|l| l.tag),
-                "Annotations": document.get("annotations"),
-            }));
-            if !manifests.contains(&entry.digest) {
-                manifests.push(entry.digest);
-            }
+    for index in store.referrers_reached(&all, &mut live)? {
+        let entry = &all[index];
+        // Each referrer once (a manifest under two cosign tags twice).
+        let link = entry.link();
+        let tag = link.as_ref().and_then(|l| l.tag.clone());
+        if shown.contains(&(entry.digest.clone(), tag.clone())) {
+            continue;
         }
-        next += 1;
+        shown.push((entry.digest.clone(), tag.clone()));
+        let descriptor = store.referrer_descriptor(entry)?;
+        out.push(serde_json::json!({
+            "ArtifactType": entry.artifact_type,
+            "Digest": entry.digest,
+            "MediaType": entry.media_type,
+            "Size": store.reachable(&entry.digest, &entry.media_type)?.values().sum::<u64>(),
+            "Subject": link.as_ref().map(|l| &l.subject),
+            "Tag": tag,
+            "Annotations": descriptor.get("annotations"),
+        }));
     }
     Ok(out)
 }

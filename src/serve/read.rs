@@ -271,23 +271,11 @@ impl Server {
                 if !seen.insert(entry.digest.clone()) {
                     continue;
                 }
-                let mut descriptor = serde_json::json!({
-                    "mediaType": entry.media_type,
-                    "digest": entry.digest,
-                    "size": entry.size,
-                });
-                if let Some(kind) = &entry.artifact_type {
-                    descriptor["artifactType"] = kind.clone().into();
+                // A referrer whose manifest cannot be read is not listed
+                // (its blob is gone or corrupt: `verify` names it).
+                if let Ok(descriptor) = store.referrer_descriptor(&entry) {
+                    listed.push(descriptor);
                 }
-                let annotations = store
-                    .read_blob(&entry.digest, MAX_MANIFEST_BYTES as u64)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|m| m.get("annotations").cloned());
-                if let Some(annotations) = annotations.filter(|a| a.is_object()) {
-                    descriptor["annotations"] = annotations;
-                }
-                listed.push(descriptor);
             }
             listed
         })

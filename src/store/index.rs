@@ -288,14 +288,6 @@ impl Store {
         })
     }
 
-    /// The referrers the store keeps for `subject`.
-    pub fn referrers_of(&self, subject: &Digest) -> Result<Vec<IndexEntry>, StoreError> {
-        Ok(read_index(self)?
-            .into_iter()
-            .filter(|e| e.link().is_some_and(|l| &l.subject == subject))
-            .collect())
-    }
-
     /// The entry tagged `name`, if any.
     pub fn lookup_tag(&self, name: &Reference) -> Result<Option<IndexEntry>, StoreError> {
         Ok(read_index(self)?

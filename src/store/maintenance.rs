@@ -96,28 +96,12 @@ impl Store {
                 Err(_) => return Ok(Vec::new()),
             }
         }
-        let mut orphans: Vec<usize> = (0..entries.len())
-            .filter(|&i| entries[i].is_referrer())
+        let Ok(kept) = self.referrers_reached(entries, &mut live) else {
+            return Ok(Vec::new());
+        };
+        let orphans: Vec<usize> = (0..entries.len())
+            .filter(|i| entries[*i].is_referrer() && !kept.contains(i))
             .collect();
-        loop {
-            let before = orphans.len();
-            let mut still = Vec::new();
-            for i in orphans {
-                let subject = entries[i].link().map(|l| l.subject);
-                if subject.is_some_and(|s| live.contains(&s)) {
-                    match self.reachable(&entries[i].digest, &entries[i].media_type) {
-                        Ok(blobs) => live.extend(blobs.into_keys()),
-                        Err(_) => return Ok(Vec::new()),
-                    }
-                } else {
-                    still.push(i);
-                }
-            }
-            orphans = still;
-            if orphans.len() == before {
-                break;
-            }
-        }
         let mut dropped = Vec::new();
         for i in orphans.into_iter().rev() {
             dropped.push(entries.remove(i));

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod meta;
 pub mod protect;
+pub mod referrers;
 pub mod staging;
 pub mod upload;
 
