@@ -16,7 +16,7 @@ use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::archive::location::{sweep_unfinished, write_atomically, Location, STALE_UPLOAD};
 use crate::archive::Compression;
-use crate::config::jobs::{BackupImage, BackupSpec, SyncSource};
+use crate::config::jobs::{BackupImage, BackupSpec};
 use crate::engine::{
     copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
 };
@@ -44,24 +44,12 @@ async fn selection(
         match image {
             BackupImage::One(reference) => images.push(reference.clone()),
             BackupImage::AllTags(repository) => repositories.push(repository.clone()),
-            BackupImage::Under(source) => {
-                let SyncSource::Under { registry, .. } = source else {
-                    continue;
-                };
-                let client = context.registries.client(registry)?;
-                for path in client.catalog().await? {
-                    if source.relative(&path).is_none() {
-                        continue;
-                    }
-                    match Reference::parse_repository_or_ref(&format!("{registry}/{path}")) {
-                        Ok(reference) if reference.tag().is_none() => repositories.push(reference),
-                        _ => report.images.push(ImageResult::skipped(
-                            format!("{registry}/{path}"),
-                            "the catalog lists a name that is not a valid repository",
-                        )),
-                    }
-                }
-            }
+            BackupImage::Under(source) => repositories.extend(
+                super::catalog::repositories_under(context, source, |_| true, report)
+                    .await?
+                    .into_iter()
+                    .map(|(reference, _)| reference),
+            ),
         }
     }
     for repository in repositories {

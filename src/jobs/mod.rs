@@ -7,6 +7,7 @@
 
 mod backup;
 mod backup_place;
+mod catalog;
 mod lock;
 pub mod notify;
 mod prune;

@@ -69,25 +69,13 @@ async fn repositories(
             SyncSource::Repository(reference) => {
                 found.push((reference.clone(), target_for(spec, reference, None)?));
             }
-            SyncSource::Under { registry, .. } => {
-                let client = context.registries.client(registry)?;
-                for path in client.catalog().await? {
-                    let Some(relative) = source.relative(&path) else {
-                        continue;
-                    };
-                    if !spec.repositories.matches(&path) {
-                        continue;
-                    }
-                    match Reference::parse_repository_or_ref(&format!("{registry}/{path}")) {
-                        Ok(reference) if reference.tag().is_none() => {
-                            let target = target_for(spec, &reference, Some(relative))?;
-                            found.push((reference, target));
-                        }
-                        _ => report.images.push(ImageResult::skipped(
-                            format!("{registry}/{path}"),
-                            "the catalog lists a name that is not a valid repository",
-                        )),
-                    }
+            SyncSource::Under { .. } => {
+                let keep = |path: &str| spec.repositories.matches(path);
+                for (reference, relative) in
+                    super::catalog::repositories_under(context, source, keep, report).await?
+                {
+                    let target = target_for(spec, &reference, Some(&relative))?;
+                    found.push((reference, target));
                 }
             }
         }
