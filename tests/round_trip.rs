@@ -174,11 +174,31 @@ fn copy_keeps_index_digest_and_platform_subset_rebuilds_valid_index() {
             &format!("{}/subset/app:arm", target.host),
         ])
         .ok();
+    // One --platform means that platform's own manifest, the same digest
+    // `pull --platform` stores (one meaning in every command).
+    let arm64 = fixture.multi.images[1].1.digest();
+    assert_eq!(sha256(&target.skopeo_raw("subset/app:arm")), arm64);
+    let pulled = ferry
+        .run(&["pull", "--platform", "linux/arm64", &from])
+        .ok();
+    assert!(pulled.stdout.contains(&arm64), "{}", pulled.stdout);
+    // Several are a rebuilt, valid index of exactly those.
+    ferry
+        .run(&[
+            "copy",
+            "--platform",
+            "linux/arm64",
+            "--platform",
+            "linux/amd64",
+            &from,
+            &format!("{}/both/app:both", target.host),
+        ])
+        .ok();
     let subset: serde_json::Value =
-        serde_json::from_slice(&target.skopeo_raw("subset/app:arm")).unwrap();
+        serde_json::from_slice(&target.skopeo_raw("both/app:both")).unwrap();
     let manifests = subset["manifests"].as_array().unwrap();
-    assert_eq!(manifests.len(), 1);
-    assert_eq!(manifests[0]["digest"], fixture.multi.images[1].1.digest());
+    assert_eq!(manifests.len(), 2);
+    assert!(manifests.iter().any(|m| m["digest"] == arm64), "{subset}");
     // The amd64 blobs were not copied into the subset repository.
     let amd64_layer = &fixture.multi.images[0].1.layers[1].digest;
     let check = std::process::Command::new("curl")

@@ -60,12 +60,7 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
         };
         sources.push((source, name));
     }
-    // One platform: a single-platform image; several: a rebuilt index.
-    let choice = match platforms.as_slice() {
-        [] => PlatformChoice::All,
-        [one] => PlatformChoice::Single(one.clone()),
-        several => PlatformChoice::Exactly(several.to_vec()),
-    };
+    let choice = PlatformChoice::from_list(platforms.clone(), true, PlatformChoice::All);
     let referrers = super::transfer::referrer_filter(args.no_referrers);
     let plan = plan_archive(sources, &choice, platforms.first(), exclude, &referrers).await?;
     let layout = &plan.layout;

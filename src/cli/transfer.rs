@@ -70,11 +70,7 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
             DefaultPlatforms::List(configured) => list = configured.clone(),
         }
     }
-    Ok(match (list.len(), asked) {
-        (1, _) => PlatformChoice::Single(list.remove(0)),
-        (_, true) => PlatformChoice::Exactly(list),
-        (_, false) => PlatformChoice::Subset(list),
-    })
+    Ok(PlatformChoice::from_list(list, asked, PlatformChoice::Host))
 }
 
 /// Every tag of `repository` (a reference without tag or digest), sorted,
@@ -253,11 +249,7 @@ fn finish_transfer(
 /// `ferry copy`.
 pub async fn copy(context: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
     let platforms = parse_platforms(&args.platform)?;
-    let choice = if platforms.is_empty() {
-        PlatformChoice::All
-    } else {
-        PlatformChoice::Exactly(platforms)
-    };
+    let choice = PlatformChoice::from_list(platforms, true, PlatformChoice::All);
     let options = copy_options(context, choice.clone(), args.concurrency, args.no_referrers);
     match (
         Endpoint::parse(&args.source),

@@ -93,11 +93,7 @@ pub async fn run(
             .push("no image matched; nothing written".into());
         return Ok(());
     }
-    let platforms = if spec.platforms.is_empty() {
-        PlatformChoice::All
-    } else {
-        PlatformChoice::Subset(spec.platforms.clone())
-    };
+    let platforms = PlatformChoice::from_list(spec.platforms.clone(), false, PlatformChoice::All);
     let options = CopyOptions {
         platforms,
         concurrency: context.concurrency,

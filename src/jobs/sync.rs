@@ -118,7 +118,7 @@ pub async fn run(
 ) -> Result<(), Stop> {
     let platforms = match &spec.platforms {
         None => PlatformChoice::All,
-        Some(list) => PlatformChoice::Subset(list.clone()),
+        Some(list) => PlatformChoice::from_list(list.clone(), false, PlatformChoice::All),
     };
     let options = CopyOptions {
         platforms,

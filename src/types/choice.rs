@@ -35,6 +35,23 @@ pub enum PlatformChoice {
     All,
 }
 
+impl PlatformChoice {
+    /// The one meaning of a platform list, for every command and job: none
+    /// is `none` (the command's default), one is [`PlatformChoice::Single`]
+    /// (that platform's own manifest and digest, as `docker pull
+    /// --platform` stores it), several are a rebuilt index — of exactly
+    /// those when `asked` on the command line, of those the image has when
+    /// configured (a job's or `[defaults]` list).
+    pub fn from_list(mut list: Vec<Platform>, asked: bool, none: PlatformChoice) -> PlatformChoice {
+        match (list.len(), asked) {
+            (0, _) => none,
+            (1, _) => PlatformChoice::Single(list.remove(0)),
+            (_, true) => PlatformChoice::Exactly(list),
+            (_, false) => PlatformChoice::Subset(list),
+        }
+    }
+}
+
 fn descriptor_platform(descriptor: &Descriptor) -> Option<(String, String, Option<String>)> {
     let platform = descriptor.platform().as_ref()?;
     Some((
