@@ -18,7 +18,8 @@ use crate::archive::location::{sweep_unfinished, write_atomically, Location, STA
 use crate::archive::Compression;
 use crate::config::jobs::{BackupImage, BackupSpec};
 use crate::engine::{
-    copy_image, plan_archive, write_archive, CopyOptions, Destination, PlatformChoice, Source,
+    copy_image, plan_archive, write_archive, ArchivePlan, CopyOptions, Destination, PlatformChoice,
+    Source,
 };
 use crate::types::referrer::image_tags;
 use crate::types::time::{expand_date_time, now_unix};
@@ -100,32 +101,10 @@ pub async fn run(
         reporter: context.reporter.clone(),
         referrers: spec.referrers.clone(),
     };
-    let mut sources = Vec::new();
-    for image in &images {
-        if context.cancelled() {
-            return Err(Stop::Cancelled);
-        }
-        if dry_run {
-            continue;
-        }
-        // One image that cannot be read is reported; the others are kept.
-        match source_for(context, spec, image, &options, report).await {
-            Ok(source) => {
-                report
-                    .images
-                    .push(ImageResult::new(image.to_string(), None, "copied", None));
-                sources.push((source, Some(image.clone())));
-            }
-            Err(Stop::Failed(error)) => {
-                let error = format!("{error:#}");
-                failed.push(format!("{image} ({error})"));
-                report
-                    .images
-                    .push(ImageResult::failed(image.to_string(), None, error));
-            }
-            Err(other) => return Err(other),
-        }
-    }
+    let sources = match dry_run {
+        true => Vec::new(),
+        false => open_sources(context, spec, &images, &options, report, &mut failed).await?,
+    };
     let all_failed = || {
         Stop::Failed(anyhow::anyhow!(
             "{} images could not be backed up: {}",
@@ -137,75 +116,21 @@ pub async fn run(
         return Err(all_failed());
     }
     let now = now_unix();
-    let parse = |output: &str| {
-        Location::parse(output)
-            .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))
-    };
-    // Run numbers go on after every archive there, including those a reset
-    // state forgot (never overwrite one).
-    let there = parse(&expand(&spec.output, job, now, state.backup_runs + 1))?;
-    let listed = listed_backups(context, &there, &spec.output, job, &state.backups).await?;
-    let run = state
-        .backup_runs
-        .max(highest_run(&spec.output, job, &listed))
-        + 1;
-    let output = expand(&spec.output, job, now, run);
-    let location = parse(&output)?;
-    let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
-    let mut full = !spec.incremental
-        || state.backups.is_empty()
-        || state.new_chain
-        || since_full >= spec.full_every;
-    // A delta never replaces an archive of its own chain (a `{date}` output
-    // written twice in a day), and never follows an archive the state does
-    // not know (it may be a delta whose base rotation would take): both
-    // get a full archive.
-    let chain_start = state.backups.iter().rposition(|b| b.full).unwrap_or(0);
-    let overwrites_chain = state.backups[chain_start..]
-        .iter()
-        .any(|b| b.path == output);
-    let last_known_full = state.backups.get(chain_start).map(|b| b.path.clone());
-    let unknown_after_chain = listed
-        .iter()
-        .skip_while(|b| Some(&b.path) != last_known_full.as_ref())
-        .any(|b| !state.backups.iter().any(|known| known.path == b.path));
-    // A changed `output` starts a new chain where the template now points:
-    // a delta there would need archives rotation no longer lists.
-    let moved = last_known_full
-        .as_deref()
-        .is_some_and(|base| !template_pattern(&spec.output, job).is_match(object_key(base)));
-    if !full && (overwrites_chain || unknown_after_chain || moved) {
-        report.notes.push(format!(
-            "{}: writing a full archive",
-            if overwrites_chain {
-                format!("{output} is an archive of the chain a delta would extend")
-            } else if moved {
-                format!(
-                    "the output changed since the chain's full archive {} was written \
-                     (archives the old output holds stay and are no longer rotated)",
-                    last_known_full.as_deref().unwrap_or_default()
-                )
-            } else {
-                "an archive the job's state does not know follows the chain".to_owned()
-            }
-        ));
-        full = true;
+    let (run, output, location, listed) = next_archive(context, spec, job, state, now).await?;
+    let (mut full, why_full) = archive_kind(spec, state, &listed, &output, job);
+    if let Some(why) = why_full {
+        report.notes.push(format!("{why}: writing a full archive"));
     }
-    // A delta leaves out every blob of the chain it extends (the full
-    // archive and the deltas after it), so restoring it needs that chain
-    // whole: a chain with an archive gone gets a new full archive instead.
-    let mut exclude = Default::default();
-    if !full {
-        match chain_blobs(context, state).await? {
-            Ok(blobs) => exclude = blobs,
-            Err(gone) => {
-                report.notes.push(format!(
-                    "{gone}, which the delta chain needs, is gone: writing a full archive"
-                ));
+    let exclude = match full {
+        true => Default::default(),
+        false => match delta_base(context, state, report).await? {
+            Some(blobs) => blobs,
+            None => {
                 full = true;
+                Default::default()
             }
-        }
-    }
+        },
+    };
     if dry_run {
         report.changes.push(format!(
             "would write {} {output} with {}",
@@ -222,6 +147,121 @@ pub async fn run(
         &spec.referrers,
     )
     .await?;
+    write(context, spec, job, &plan, &location, now, report).await?;
+    let plan = &plan.layout;
+    report.bytes += plan.blob_bytes();
+    report.changes.push(format!(
+        "wrote {} {output}: {}, {}",
+        if full { "full archive" } else { "delta" },
+        plan.describe_counts(),
+        crate::types::count(plan.blob_count(), "blob")
+    ));
+    let mut chain = plan.blob_digests();
+    if !full {
+        chain.extend(exclude);
+    }
+    record(state, run, &output, full, now, chain);
+    rotate(context, spec, job, state, &location, &output, report).await?;
+    if !failed.is_empty() {
+        return Err(all_failed());
+    }
+    Ok(())
+}
+
+/// Where this run writes: its `{run}` number (after every archive the
+/// output's place holds, including those a reset state forgot: none is
+/// ever overwritten), the expanded output and its place, and the archives
+/// listed there.
+async fn next_archive(
+    context: &JobContext,
+    spec: &BackupSpec,
+    job: &str,
+    state: &JobState,
+    now: i64,
+) -> Result<(u64, String, Location, Vec<BackupRecord>), Stop> {
+    let parse = |output: &str| {
+        Location::parse(output)
+            .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))
+    };
+    let there = parse(&expand(&spec.output, job, now, state.backup_runs + 1))?;
+    let listed = listed_backups(context, &there, &spec.output, job, &state.backups).await?;
+    let run = state
+        .backup_runs
+        .max(highest_run(&spec.output, job, &listed))
+        + 1;
+    let output = expand(&spec.output, job, now, run);
+    let location = parse(&output)?;
+    Ok((run, output, location, listed))
+}
+
+/// The blobs a delta leaves out: every blob of the chain it extends (the
+/// full archive and the deltas after it), so restoring it needs that chain
+/// whole. `None` (said in a note) when an archive of the chain is gone:
+/// the run writes a full archive instead.
+async fn delta_base(
+    context: &JobContext,
+    state: &JobState,
+    report: &mut JobReport,
+) -> Result<Option<std::collections::BTreeSet<crate::types::Digest>>, Stop> {
+    match chain_blobs(context, state).await? {
+        Ok(blobs) => Ok(Some(blobs)),
+        Err(gone) => {
+            report.notes.push(format!(
+                "{gone}, which the delta chain needs, is gone: writing a full archive"
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// A source for each image to back up; one that cannot be read is
+/// reported (and named in `failed`), the others are kept.
+async fn open_sources(
+    context: &JobContext,
+    spec: &BackupSpec,
+    images: &[Reference],
+    options: &CopyOptions,
+    report: &mut JobReport,
+    failed: &mut Vec<String>,
+) -> Result<Vec<(Source, Option<Reference>)>, Stop> {
+    let mut sources = Vec::new();
+    for image in images {
+        if context.cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        // One image that cannot be read is reported; the others are kept.
+        match source_for(context, spec, image, options, report).await {
+            Ok(source) => {
+                report
+                    .images
+                    .push(ImageResult::new(image.to_string(), None, "copied", None));
+                sources.push((source, Some(image.clone())));
+            }
+            Err(Stop::Failed(error)) => {
+                let error = format!("{error:#}");
+                failed.push(format!("{image} ({error})"));
+                report
+                    .images
+                    .push(ImageResult::failed(image.to_string(), None, error));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(sources)
+}
+
+/// Write the planned archive at `location` atomically (a stop mid-write
+/// abandons it: nothing appears), first sweeping uploads an earlier run of
+/// this job left unfinished in a bucket.
+async fn write(
+    context: &JobContext,
+    spec: &BackupSpec,
+    job: &str,
+    plan: &ArchivePlan,
+    location: &Location,
+    now: i64,
+    report: &mut JobReport,
+) -> Result<(), Stop> {
     let compression = match spec.compress.as_str() {
         "gzip" => Compression::Gzip,
         "zstd" => Compression::Zstd,
@@ -230,7 +270,7 @@ pub async fn run(
     if let Some(readers) = compression.unreadable_by() {
         report.notes.push(readers.to_owned());
     }
-    if let Location::Object(url) = &location {
+    if let Location::Object(url) = location {
         // Uploads an earlier run of this job left unfinished (it died):
         // runs of one job never overlap (lease or shard), so all are stale.
         let pattern = template_pattern(&spec.output, job);
@@ -242,61 +282,128 @@ pub async fn run(
             sweep_unfinished(&context.objects, url, |k| pattern.is_match(k), older_than).await?;
         report.changes.extend(swept);
     }
-    let written = write_atomically(&location, &context.objects, |out| {
-        Ok(write_archive(&plan, out, compression, &context.reporter)?)
+    let written = write_atomically(location, &context.objects, |out| {
+        Ok(write_archive(plan, out, compression, &context.reporter)?)
     })
     .await;
-    match written {
+    written.map_err(|error| match context.cancelled() {
         // A stop mid-write abandons the archive: nothing was written.
-        Err(_) if context.cancelled() => return Err(Stop::Cancelled),
-        Err(error) => return Err(Stop::Failed(error)),
-        Ok(()) => {}
+        true => Stop::Cancelled,
+        false => Stop::Failed(error),
+    })
+}
+
+/// Whether this run writes a full archive, and why it must when a delta
+/// was due (pure: the state, what the output's place lists, and the path
+/// this run writes). `None` as the reason: the schedule decided.
+fn archive_kind(
+    spec: &BackupSpec,
+    state: &JobState,
+    listed: &[BackupRecord],
+    output: &str,
+    job: &str,
+) -> (bool, Option<String>) {
+    let since_full = state.backups.iter().rev().take_while(|b| !b.full).count() as u32 + 1;
+    if !spec.incremental
+        || state.backups.is_empty()
+        || state.new_chain
+        || since_full >= spec.full_every
+    {
+        return (true, None);
     }
-    let plan = &plan.layout;
-    report.bytes += plan.blob_bytes();
-    report.changes.push(format!(
-        "wrote {} {output}: {}, {}",
-        if full { "full archive" } else { "delta" },
-        plan.describe_counts(),
-        crate::types::count(plan.blob_count(), "blob")
-    ));
+    // A delta never replaces an archive of its own chain (a `{date}` output
+    // written twice in a day), and never follows an archive the state does
+    // not know (it may be a delta whose base rotation would take): both
+    // get a full archive.
+    let chain_start = state.backups.iter().rposition(|b| b.full).unwrap_or(0);
+    let base = &state.backups[chain_start].path;
+    if state.backups[chain_start..]
+        .iter()
+        .any(|b| b.path == output)
+    {
+        return (
+            true,
+            Some(format!(
+                "{output} is an archive of the chain a delta would extend"
+            )),
+        );
+    }
+    // A changed `output` starts a new chain where the template now points:
+    // a delta there would need archives rotation no longer lists.
+    if !template_pattern(&spec.output, job).is_match(object_key(base)) {
+        return (
+            true,
+            Some(format!(
+                "the output changed since the chain's full archive {base} was written \
+                 (archives the old output holds stay and are no longer rotated)"
+            )),
+        );
+    }
+    let unknown_after_chain = listed
+        .iter()
+        .skip_while(|b| &b.path != base)
+        .any(|b| !state.backups.iter().any(|known| known.path == b.path));
+    if unknown_after_chain {
+        return (
+            true,
+            Some("an archive the job's state does not know follows the chain".to_owned()),
+        );
+    }
+    (false, None)
+}
+
+/// Remember the archive this run wrote: the newest record keeps its
+/// chain's blobs (`chain`), so the next delta leaves them out without
+/// reading the chain back; older records drop theirs.
+fn record(
+    state: &mut JobState,
+    run: u64,
+    output: &str,
+    full: bool,
+    now: i64,
+    chain: std::collections::BTreeSet<crate::types::Digest>,
+) {
     state.backup_runs = run;
     state.new_chain = false;
     state.backups.retain(|b| b.path != output);
     for older in &mut state.backups {
         older.blobs = None;
     }
-    // The newest record keeps its chain's blobs: the next delta leaves
-    // them out without reading the chain back.
-    let mut chain = plan.blob_digests();
-    if !full {
-        chain.extend(exclude);
-    }
     state.backups.push(BackupRecord {
-        path: output.clone(),
+        path: output.to_owned(),
         full,
         time: now,
         blobs: Some(chain),
     });
-    // The archives themselves are the truth (a reset state, or archives
-    // an older ferry wrote, are still rotated): what the output's place
-    // lists, with what the state remembers about each.
-    state.backups = listed_backups(context, &location, &spec.output, job, &state.backups).await?;
-    if let Some(keep) = spec.keep {
-        for record in expired_chains(state, keep, &output) {
-            match remove(context, &record.path).await {
-                Ok(()) => report
-                    .changes
-                    .push(format!("removed old backup {}", record.path)),
-                Err(e) => report.notes.push(format!(
-                    "could not remove old backup {}: {e:#}",
-                    record.path
-                )),
-            }
+}
+
+/// Rotate by `keep`: the archives themselves are the truth (a reset state,
+/// or archives an older ferry wrote, are still rotated) — what the output's
+/// place lists, with what the state remembers about each — and whole
+/// chains go, never the one just written.
+async fn rotate(
+    context: &JobContext,
+    spec: &BackupSpec,
+    job: &str,
+    state: &mut JobState,
+    location: &Location,
+    output: &str,
+    report: &mut JobReport,
+) -> Result<(), Stop> {
+    state.backups = listed_backups(context, location, &spec.output, job, &state.backups).await?;
+    let Some(keep) = spec.keep else {
+        return Ok(());
+    };
+    for record in expired_chains(state, keep, output) {
+        match remove(context, &record.path).await {
+            Ok(()) => report
+                .changes
+                .push(format!("removed old backup {}", record.path)),
+            Err(e) => report.notes.push(format!(
+                "could not remove old backup {}: {e:#}",
+                record.path
+            )),
         }
-    }
-    if !failed.is_empty() {
-        return Err(all_failed());
     }
     Ok(())
 }
@@ -371,4 +478,82 @@ async fn source_for(
         entry,
         name: image.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(output: &str) -> BackupSpec {
+        BackupSpec {
+            images: Vec::new(),
+            filter: Default::default(),
+            output: output.into(),
+            keep: None,
+            incremental: true,
+            full_every: 7,
+            compress: "none".into(),
+            platforms: Vec::new(),
+            keep_in_store: false,
+            referrers: crate::types::ReferrerFilter::All,
+        }
+    }
+
+    fn record(path: &str, full: bool) -> BackupRecord {
+        BackupRecord {
+            path: path.into(),
+            full,
+            time: 0,
+            blobs: None,
+        }
+    }
+
+    #[test]
+    fn the_kind_of_archive_follows_the_chain_the_schedule_and_the_place() {
+        let spec = spec("/b/{job}-{run}.tar");
+        let chain = vec![record("/b/n-1.tar", true), record("/b/n-2.tar", false)];
+        let state = JobState {
+            backups: chain.clone(),
+            ..Default::default()
+        };
+        // A delta is due and nothing stands in its way.
+        assert_eq!(
+            archive_kind(&spec, &state, &chain, "/b/n-3.tar", "n"),
+            (false, None)
+        );
+        // A reset starts a new chain: full, by schedule.
+        let reset = JobState {
+            new_chain: true,
+            ..state.clone()
+        };
+        assert_eq!(
+            archive_kind(&spec, &reset, &chain, "/b/n-3.tar", "n"),
+            (true, None)
+        );
+        // An archive of the chain would be overwritten.
+        assert!(archive_kind(&spec, &state, &chain, "/b/n-2.tar", "n")
+            .1
+            .is_some());
+        // The output moved elsewhere.
+        let moved = self::spec("/elsewhere/{job}-{run}.tar");
+        let (full, why) = archive_kind(&moved, &state, &chain, "/elsewhere/n-3.tar", "n");
+        assert!(full && why.unwrap().contains("output changed"));
+        // An archive nobody remembers follows the chain.
+        let mut listed = chain.clone();
+        listed.push(record("/b/n-9.tar", true));
+        assert!(archive_kind(&spec, &state, &listed, "/b/n-10.tar", "n")
+            .1
+            .is_some());
+        // Every full_every runs, a full one.
+        let long = JobState {
+            backups: (0..7)
+                .map(|i| record(&format!("/b/n-{i}.tar"), i == 0))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            archive_kind(&spec, &long, &long.backups, "/b/n-8.tar", "n"),
+            (true, None)
+        );
+    }
 }
