@@ -131,6 +131,89 @@ pub async fn run(
     if let (true, Some(shard)) = (spec.split_repositories, context.shard) {
         repositories.retain(|(source, _)| shard.takes(&source.name()));
     }
+    let mut failed: Vec<String> = Vec::new();
+    let (items, per_target) =
+        select(context, spec, state, repositories, report, &mut failed).await?;
+    // Images in parallel; a failure is reported and the others go on. On
+    // SIGTERM or a deferral, images not yet started are skipped and those
+    // in flight finish (a copy writes its tag last, so none is half-tagged).
+    let stop = AtomicBool::new(false);
+    let stop = &stop;
+    let options = &options;
+    let mut results = futures_util::stream::iter(items)
+        .map(|item| async move {
+            let image = format!("{}:{}", item.source.name(), item.tag);
+            let destination = item.target.describe();
+            if stop.load(Ordering::Relaxed) || context.cancelled() {
+                return (item, image, destination, None);
+            }
+            let span = tracing::info_span!("image", image = %image);
+            let done =
+                tracing::Instrument::instrument(sync_one(&item, spec, options, dry_run), span)
+                    .await;
+            (item, image, destination, Some(done))
+        })
+        .buffer_unordered(context.parallel_images);
+    let mut stopped: Option<Stop> = None;
+    while let Some((item, image, destination, done)) = results.next().await {
+        if let Some(stop_with) = account(
+            state,
+            report,
+            &item,
+            image,
+            &destination,
+            done,
+            &mut failed,
+            context,
+        ) {
+            stop.store(true, Ordering::Relaxed);
+            stopped.get_or_insert(stop_with);
+        }
+        if context.cancelled() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+    drop(results);
+    if context.cancelled() {
+        return Err(Stop::Cancelled);
+    }
+    if let Some(stop) = stopped {
+        return Err(stop);
+    }
+    if spec.delete_extra {
+        for (target, selected) in &per_target {
+            delete_extra(target, selected, dry_run, state, report).await?;
+        }
+    }
+    if !failed.is_empty() {
+        let total = report.images.len();
+        let others = match failed.len() == total {
+            true => "none was synced".to_owned(),
+            false => format!("the other {} were synced", total - failed.len()),
+        };
+        return Err(Stop::Failed(anyhow::anyhow!(
+            "{} of {total} images failed ({others}; the next run retries the failed ones): {}",
+            failed.len(),
+            failed.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// The tags to bring up to date, each with its source client, its target
+/// and what the state remembers of it: tag lists are read several at once
+/// (a remote registry's latency dominates); a repository whose tags cannot
+/// be listed is reported (in `failed`) and the others go on. Also each
+/// target with the tags selected for it (for `delete_extra`).
+#[allow(clippy::type_complexity)]
+async fn select(
+    context: &JobContext,
+    spec: &SyncSpec,
+    state: &JobState,
+    repositories: Vec<(Reference, RepositoryTarget)>,
+    report: &mut JobReport,
+    failed: &mut Vec<String>,
+) -> Result<(Vec<Item>, Vec<(Arc<Repository>, Vec<String>)>), Stop> {
     // Tag lists, several at once (a remote registry's latency dominates).
     let listed: Vec<_> = futures_util::stream::iter(repositories)
         .map(|(source, target)| async move {
@@ -148,7 +231,6 @@ pub async fn run(
         .await;
     let mut items = Vec::new();
     let mut per_target: Vec<(Arc<Repository>, Vec<String>)> = Vec::new();
-    let mut failed: Vec<String> = Vec::new();
     for (source, listing) in listed {
         let (client, tags, target) = match listing {
             Ok(found) => found,
@@ -185,119 +267,82 @@ pub async fn run(
         }
         per_target.push((target, selected));
     }
-    // Images in parallel; a failure is reported and the others go on. On
-    // SIGTERM or a deferral, images not yet started are skipped and those
-    // in flight finish (a copy writes its tag last, so none is half-tagged).
-    let stop = AtomicBool::new(false);
-    let stop = &stop;
-    let options = &options;
-    let mut results = futures_util::stream::iter(items)
-        .map(|item| async move {
-            let image = format!("{}:{}", item.source.name(), item.tag);
-            let destination = item.target.describe();
-            if stop.load(Ordering::Relaxed) || context.cancelled() {
-                return (item, image, destination, None);
-            }
-            let span = tracing::info_span!("image", image = %image);
-            let done =
-                tracing::Instrument::instrument(sync_one(&item, spec, options, dry_run), span)
-                    .await;
-            (item, image, destination, Some(done))
-        })
-        .buffer_unordered(context.parallel_images);
-    let mut stopped: Option<Stop> = None;
-    while let Some((item, image, destination, done)) = results.next().await {
-        let key = format!("{}:{}", item.source.name(), item.tag);
-        let target = Some(format!("{destination}:{}", item.tag));
-        match done {
-            None => report.images.push(ImageResult::skipped(
-                image,
-                if context.cancelled() {
-                    "stopped before it started"
-                } else {
-                    "deferred before it started"
-                },
-            )),
-            Some(Ok(Done::Copied {
-                seen,
-                changes,
-                backup_tag,
-                bytes,
-            })) => {
-                report.bytes += bytes;
+    Ok((items, per_target))
+}
+
+/// Put one image's outcome into the state and the report (`None`: it was
+/// not started). Returns why the whole job stops, when it must (a
+/// deferral, a signal).
+#[allow(clippy::too_many_arguments)]
+fn account(
+    state: &mut JobState,
+    report: &mut JobReport,
+    item: &Item,
+    image: String,
+    destination: &str,
+    done: Option<Result<Done, Stop>>,
+    failed: &mut Vec<String>,
+    context: &JobContext,
+) -> Option<Stop> {
+    let key = format!("{}:{}", item.source.name(), item.tag);
+    let target = Some(format!("{destination}:{}", item.tag));
+    match done {
+        None => report.images.push(ImageResult::skipped(
+            image,
+            if context.cancelled() {
+                "stopped before it started"
+            } else {
+                "deferred before it started"
+            },
+        )),
+        Some(Ok(Done::Copied {
+            seen,
+            changes,
+            backup_tag,
+            bytes,
+        })) => {
+            report.bytes += bytes;
+            state.seen.insert(key, seen);
+            state.backup_tags.extend(backup_tag);
+            report.changes.extend(changes);
+            report
+                .images
+                .push(ImageResult::new(image, target, "copied", None));
+        }
+        Some(Ok(Done::Unchanged { seen, changes })) => {
+            if let Some(seen) = seen {
                 state.seen.insert(key, seen);
-                state.backup_tags.extend(backup_tag);
-                report.changes.extend(changes);
-                report
-                    .images
-                    .push(ImageResult::new(image, target, "copied", None));
             }
-            Some(Ok(Done::Unchanged { seen, changes })) => {
-                if let Some(seen) = seen {
-                    state.seen.insert(key, seen);
-                }
-                report.changes.extend(changes);
-                report
-                    .images
-                    .push(ImageResult::new(image, target, "unchanged", None));
-            }
-            Some(Ok(Done::Gone)) => {
-                report
-                    .notes
-                    .push(format!("{image} disappeared while syncing"));
-                report
-                    .images
-                    .push(ImageResult::skipped(image, "disappeared while syncing"));
-            }
-            Some(Ok(Done::Deferred(why))) => {
-                stop.store(true, Ordering::Relaxed);
-                report
-                    .images
-                    .push(ImageResult::skipped(image, "deferred: rate limit"));
-                stopped.get_or_insert(Stop::Deferred(why));
-            }
-            Some(Err(Stop::Failed(error))) => {
-                let error = format!("{error:#}");
-                tracing::warn!("{image}: {error}");
-                failed.push(format!("{image} ({error})"));
-                report
-                    .images
-                    .push(ImageResult::failed(image, target, error));
-            }
-            Some(Err(other)) => {
-                stop.store(true, Ordering::Relaxed);
-                stopped.get_or_insert(other);
-            }
+            report.changes.extend(changes);
+            report
+                .images
+                .push(ImageResult::new(image, target, "unchanged", None));
         }
-        if context.cancelled() {
-            stop.store(true, Ordering::Relaxed);
+        Some(Ok(Done::Gone)) => {
+            report
+                .notes
+                .push(format!("{image} disappeared while syncing"));
+            report
+                .images
+                .push(ImageResult::skipped(image, "disappeared while syncing"));
         }
-    }
-    drop(results);
-    if context.cancelled() {
-        return Err(Stop::Cancelled);
-    }
-    if let Some(stop) = stopped {
-        return Err(stop);
-    }
-    if spec.delete_extra {
-        for (target, selected) in &per_target {
-            delete_extra(target, selected, dry_run, state, report).await?;
+        Some(Ok(Done::Deferred(why))) => {
+            report
+                .images
+                .push(ImageResult::skipped(image, "deferred: rate limit"));
+            return Some(Stop::Deferred(why));
         }
+        Some(Err(Stop::Failed(error))) => {
+            let error = format!("{error:#}");
+            tracing::warn!("{image}: {error}");
+            failed.push(format!("{image} ({error})"));
+            report
+                .images
+                .push(ImageResult::failed(image, target, error));
+        }
+        Some(Err(other)) => return Some(other),
     }
-    if !failed.is_empty() {
-        let total = report.images.len();
-        let others = match failed.len() == total {
-            true => "none was synced".to_owned(),
-            false => format!("the other {} were synced", total - failed.len()),
-        };
-        return Err(Stop::Failed(anyhow::anyhow!(
-            "{} of {total} images failed ({others}; the next run retries the failed ones): {}",
-            failed.len(),
-            failed.join("; ")
-        )));
-    }
-    Ok(())
+    None
 }
 
 /// Bring one tag up to date: HEADs to see whether it changed (and whether
