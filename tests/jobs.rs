@@ -729,3 +729,35 @@ fn a_delta_never_replaces_an_archive_of_its_own_chain() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(archive_blobs(&out.join(&files[0])).len(), 6);
 }
+
+#[test]
+fn a_configured_platform_takes_a_single_platform_image_as_it_is() {
+    // A job's `platforms` of one is preferred, not insisted on: an amd64
+    // image under `platforms = ["linux/arm64"]` is copied as it is, with
+    // its digest, and the jobs succeed (only a flag refuses it).
+    let source = Registry::start();
+    let digests = seed_tags(&source, "team/app", &["1.0"]);
+    let target = Registry::start();
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("bk");
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"arm\"\nsource = \"{src}/team/app\"\ntarget = \"{dst}/arm/app\"\nplatforms = [\"linux/arm64\"]\n[[backup]]\nname = \"bk\"\nimages = [\"{src}/team/app:*\"]\noutput = \"{out}-{{run}}.tar\"\nplatforms = [\"linux/arm64\"]\n",
+        src = source.host,
+        dst = target.host,
+        out = out.display()
+    ));
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("2 jobs: 2 ok"), "{}", run.stdout);
+    assert_eq!(digest_of(&target, "arm/app:1.0").as_ref(), Some(&digests["1.0"]));
+    // A flag insists: the same image with --platform linux/arm64 is refused.
+    let copy = ferry
+        .run(&[
+            "copy",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/team/app:1.0", source.host),
+            &format!("{}/flag/app:1.0", target.host),
+        ])
+        .expect_code(1);
+    assert!(copy.stderr.contains("linux/amd64"), "{}", copy.stderr);
+}

@@ -129,7 +129,7 @@ pub async fn to_archive(
     let docker_platform = match &choice {
         PlatformChoice::Subset(list) | PlatformChoice::Exactly(list) => list.first().cloned(),
         PlatformChoice::Single(one) => Some(one.clone()),
-        PlatformChoice::Host => Some(crate::types::Platform::host()),
+        PlatformChoice::Prefer(one) => Some(one.clone()),
         PlatformChoice::All => None,
     };
     let plan = plan_archive(

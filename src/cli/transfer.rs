@@ -65,12 +65,16 @@ fn pull_platforms(context: &Context, args: &PullArgs) -> anyhow::Result<Platform
     let asked = !list.is_empty();
     if list.is_empty() {
         match &context.config.platforms {
-            DefaultPlatforms::Host => return Ok(PlatformChoice::Host),
+            DefaultPlatforms::Host => return Ok(PlatformChoice::Prefer(Platform::host())),
             DefaultPlatforms::All => return Ok(PlatformChoice::All),
             DefaultPlatforms::List(configured) => list = configured.clone(),
         }
     }
-    Ok(PlatformChoice::from_list(list, asked, PlatformChoice::Host))
+    Ok(PlatformChoice::from_list(
+        list,
+        asked,
+        PlatformChoice::Prefer(Platform::host()),
+    ))
 }
 
 /// Every tag of `repository` (a reference without tag or digest), sorted,

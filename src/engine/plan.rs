@@ -99,7 +99,7 @@ async fn choose_root(
     }
     match choice {
         PlatformChoice::All => Ok(root),
-        PlatformChoice::Host => choose_single(source, root, &Platform::host(), image).await,
+        PlatformChoice::Prefer(wanted) => choose_single(source, root, wanted, image).await,
         PlatformChoice::Single(wanted) => choose_single(source, root, wanted, image).await,
         PlatformChoice::Subset(wanted) => rebuilt_subset(&root, wanted, image),
         PlatformChoice::Exactly(wanted) => {

@@ -16,12 +16,15 @@ pub const MAX_INDEX_DEPTH: usize = 8;
 /// Which platforms of a multi-platform image to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
-    /// The host's platform, pull's default: from an index, its image (or
-    /// an error naming what it has); a single-platform image is taken
-    /// whatever its platform, as docker pulls it.
-    Host,
-    /// One platform asked for, copied as a single-platform manifest: from
-    /// an index, its image; a single-platform image must be that platform.
+    /// One platform preferred, not insisted on — the host's (pull's
+    /// default), or a configured list of one (`[defaults]`, a job's
+    /// `platforms`): from an index, its image (or an error naming what it
+    /// has); a single-platform image is taken whatever its platform, as
+    /// docker pulls it.
+    Prefer(Platform),
+    /// One platform asked for (`--platform`), copied as a single-platform
+    /// manifest: from an index, its image; a single-platform image must be
+    /// that platform.
     Single(Platform),
     /// A subset, copied as a rebuilt index: those of the list the image has
     /// (a config's or the job's list; at least one must be there).
@@ -37,15 +40,18 @@ pub enum PlatformChoice {
 
 impl PlatformChoice {
     /// The one meaning of a platform list, for every command and job: none
-    /// is `none` (the command's default), one is [`PlatformChoice::Single`]
-    /// (that platform's own manifest and digest, as `docker pull
-    /// --platform` stores it), several are a rebuilt index — of exactly
-    /// those when `asked` on the command line, of those the image has when
-    /// configured (a job's or `[defaults]` list).
+    /// is `none` (the command's default), one is that platform's own
+    /// manifest and digest (as `docker pull --platform` stores it), several
+    /// are a rebuilt index. Asked on the command line, every platform must
+    /// be there ([`PlatformChoice::Single`], [`PlatformChoice::Exactly`]);
+    /// configured (a job's or `[defaults]` list), those the image has are
+    /// taken and a single-platform image is taken as it is
+    /// ([`PlatformChoice::Prefer`], [`PlatformChoice::Subset`]).
     pub fn from_list(mut list: Vec<Platform>, asked: bool, none: PlatformChoice) -> PlatformChoice {
         match (list.len(), asked) {
             (0, _) => none,
-            (1, _) => PlatformChoice::Single(list.remove(0)),
+            (1, true) => PlatformChoice::Single(list.remove(0)),
+            (1, false) => PlatformChoice::Prefer(list.remove(0)),
             (_, true) => PlatformChoice::Exactly(list),
             (_, false) => PlatformChoice::Subset(list),
         }
