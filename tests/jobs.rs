@@ -748,7 +748,10 @@ fn a_configured_platform_takes_a_single_platform_image_as_it_is() {
     ));
     let run = ferry.run(&["run"]).ok();
     assert!(run.stdout.contains("2 jobs: 2 ok"), "{}", run.stdout);
-    assert_eq!(digest_of(&target, "arm/app:1.0").as_ref(), Some(&digests["1.0"]));
+    assert_eq!(
+        digest_of(&target, "arm/app:1.0").as_ref(),
+        Some(&digests["1.0"])
+    );
     // A flag insists: the same image with --platform linux/arm64 is refused.
     let copy = ferry
         .run(&[

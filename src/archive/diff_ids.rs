@@ -8,7 +8,7 @@ use crate::store::staging::StagedBlob;
 use crate::types::{Digest, Verifier};
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
 /// Layers whose diffIDs must be checked: (staged index, expected diffID, what).
@@ -18,7 +18,12 @@ pub(super) type DiffChecks = Vec<(usize, Digest, String)>;
 /// the digest of its decompressed bytes (capped against bombs).
 /// With `check_digest` (a blob read in place, whose name only claims its
 /// digest), the same read also checks the compressed bytes' digest.
-fn diff_id(location: &Location, digest: &Digest, check_digest: bool) -> Result<Digest, String> {
+fn diff_id(
+    location: &Location,
+    digest: &Digest,
+    check_digest: bool,
+    stop: Option<&AtomicBool>,
+) -> Result<Digest, String> {
     use std::io::Seek;
     let (path, offset, size) = location;
     let undecodable = |e: std::io::Error| format!("cannot be decompressed: {e}");
@@ -31,6 +36,7 @@ fn diff_id(location: &Location, digest: &Digest, check_digest: bool) -> Result<D
         Verifying {
             inner: file.take(*size),
             verifier,
+            stop,
         },
     );
     let diff_id = diff_id_of(&mut reader, *size, digest).map_err(undecodable)?;
@@ -46,14 +52,19 @@ fn diff_id(location: &Location, digest: &Digest, check_digest: bool) -> Result<D
     Ok(diff_id)
 }
 
-/// Feeds what passes through to a verifier.
-struct Verifying<R> {
+/// Feeds what passes through to a verifier; fails once `stop` is set (the
+/// read that wanted the diffID is gone).
+struct Verifying<'a, R> {
     inner: R,
     verifier: Option<Verifier>,
+    stop: Option<&'a AtomicBool>,
 }
 
-impl<R: Read> Read for Verifying<R> {
+impl<R: Read> Read for Verifying<'_, R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            return Err(std::io::Error::other("the read was abandoned"));
+        }
         let read = self.inner.read(buffer)?;
         if let Some(verifier) = self.verifier.as_mut() {
             verifier
@@ -94,13 +105,13 @@ type DiffResults = Arc<std::sync::Mutex<HashMap<Digest, Result<Digest, String>>>
 type DiffQueue = Arc<std::sync::Mutex<mpsc::Receiver<(Digest, Location, bool)>>>;
 
 /// Take jobs from the queue until it is closed and empty.
-fn diff_worker(queue: DiffQueue, results: DiffResults) {
+fn diff_worker(queue: DiffQueue, results: DiffResults, stop: &AtomicBool) {
     loop {
         let job = queue.lock().expect("queue lock").recv();
         let Ok((digest, location, check_digest)) = job else {
             return;
         };
-        let outcome = diff_id(&location, &digest, check_digest);
+        let outcome = diff_id(&location, &digest, check_digest, Some(stop));
         results
             .lock()
             .expect("results lock")
@@ -124,6 +135,8 @@ pub(super) struct DiffIds {
     queue: DiffQueue,
     results: DiffResults,
     worker: Option<std::thread::JoinHandle<()>>,
+    /// Set when the read is abandoned: the worker stops mid-layer.
+    stop: Arc<AtomicBool>,
 }
 
 impl DiffIds {
@@ -131,15 +144,17 @@ impl DiffIds {
         let (sender, receiver) = mpsc::channel();
         let queue: DiffQueue = Arc::new(std::sync::Mutex::new(receiver));
         let results: DiffResults = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
         let worker = {
-            let (queue, results) = (queue.clone(), results.clone());
-            std::thread::spawn(move || diff_worker(queue, results))
+            let (queue, results, stop) = (queue.clone(), results.clone(), stop.clone());
+            std::thread::spawn(move || diff_worker(queue, results, &stop))
         };
         DiffIds {
             sender: Some(sender),
             queue,
             results,
             worker: Some(worker),
+            stop,
         }
     }
 
@@ -163,7 +178,8 @@ impl DiffIds {
         std::thread::scope(|scope| {
             for _ in 0..helpers {
                 let (queue, results) = (self.queue.clone(), self.results.clone());
-                scope.spawn(move || diff_worker(queue, results));
+                let stop = &self.stop;
+                scope.spawn(move || diff_worker(queue, results, stop));
             }
         });
         if let Some(worker) = self.worker.take() {
@@ -174,11 +190,12 @@ impl DiffIds {
 }
 
 /// A read that fails before `finish` still stops its worker: the queue is
-/// closed and emptied, the worker ends after the layer it is on, and no
-/// thread outlives the read.
+/// closed and emptied, the layer it is on is abandoned at its next read,
+/// and no thread outlives the read.
 impl Drop for DiffIds {
     fn drop(&mut self) {
         self.sender = None;
+        self.stop.store(true, Ordering::Relaxed);
         if let Some(worker) = self.worker.take() {
             if let Ok(queue) = self.queue.lock() {
                 while queue.try_recv().is_ok() {}
@@ -220,6 +237,7 @@ pub(super) fn check_diff_ids(
                         &(staged.path().to_owned(), staged.offset, staged.size),
                         &staged.digest,
                         !staged.verified && is_compressed(staged),
+                        None,
                     ),
                 };
                 let outcome = match actual {

@@ -117,11 +117,20 @@ impl<R> TarCheck<R> {
         Ok(())
     }
 
-    /// A GNU sparse extension block: another follows while byte 504 is set.
-    fn sparse_extension(&mut self) {
+    /// A GNU sparse extension block: 21 (offset, size) numeric pairs, and
+    /// another block follows while byte 504 is set.
+    fn sparse_extension(&mut self) -> Result<(), String> {
+        let numbers = self.header[..504].chunks(12).all(|f| numeric(f).is_some());
+        if !numbers {
+            return Err(format!(
+                "the sparse map at byte {} is not numbers",
+                self.total - 512
+            ));
+        }
         if self.header[504] == 0 {
             self.skip = self.sparse_data.take().unwrap_or(0);
         }
+        Ok(())
     }
 
     /// Collect a pax header's data as it passes; at its end, keep the
@@ -163,7 +172,9 @@ impl<R: Read> Read for TarCheck<R> {
                     self.total
                 )));
             }
-            if self.zero_blocks < 2 && (self.filled != 0 || self.skip != 0) {
+            if self.zero_blocks < 2
+                && (self.filled != 0 || self.skip != 0 || self.sparse_data.is_some())
+            {
                 return Err(invalid(format!(
                     "it ends in the middle of an entry (after {} bytes)",
                     self.total
@@ -191,7 +202,7 @@ impl<R: Read> Read for TarCheck<R> {
             if self.filled == 512 {
                 self.filled = 0;
                 if self.sparse_data.is_some() {
-                    self.sparse_extension();
+                    self.sparse_extension().map_err(invalid)?;
                 } else {
                     self.check_header().map_err(invalid)?;
                 }
@@ -322,5 +333,12 @@ mod tests {
         tar.extend(header("after", b'0', 0));
         tar.extend([0u8; 1024]);
         check(&tar).unwrap();
+        // Cut short before its extension blocks end: not a tar.
+        let cut = &tar[..512];
+        assert!(check(cut).is_err());
+        // An "extension" that is not a sparse map: not a tar.
+        let mut garbage = tar.clone();
+        garbage[512..524].copy_from_slice(b"not a number");
+        assert!(check(&garbage).is_err());
     }
 }

@@ -9,8 +9,8 @@
 //! deleted, and it is never deleted itself.
 
 use super::backup_place::{
-    exists, expired_chains, highest_run, listed_backups, object_key, previous_blobs, remove,
-    template_pattern,
+    exists, expired_chains, highest_run, listed_backups, previous_blobs, remove, template_pattern,
+    written_by,
 };
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
@@ -196,8 +196,8 @@ async fn next_archive(
 
 /// The blobs a delta leaves out: every blob of the chain it extends (the
 /// full archive and the deltas after it), so restoring it needs that chain
-/// whole. `None` (said in a note) when an archive of the chain is gone:
-/// the run writes a full archive instead.
+/// whole. `None` (said in a note) when an archive of the chain is gone or
+/// cannot be read whole: the run writes a full archive instead.
 async fn delta_base(
     context: &JobContext,
     state: &JobState,
@@ -205,10 +205,8 @@ async fn delta_base(
 ) -> Result<Option<std::collections::BTreeSet<crate::types::Digest>>, Stop> {
     match chain_blobs(context, state).await? {
         Ok(blobs) => Ok(Some(blobs)),
-        Err(gone) => {
-            report.notes.push(format!(
-                "{gone}, which the delta chain needs, is gone: writing a full archive"
-            ));
+        Err(why) => {
+            report.notes.push(format!("{why}: writing a full archive"));
             Ok(None)
         }
     }
@@ -330,7 +328,7 @@ fn archive_kind(
     }
     // A changed `output` starts a new chain where the template now points:
     // a delta there would need archives rotation no longer lists.
-    if !template_pattern(&spec.output, job).is_match(object_key(base)) {
+    if !written_by(&spec.output, job, base) {
         return (
             true,
             Some(format!(
@@ -410,7 +408,7 @@ async fn rotate(
 
 /// Every blob the current chain (the newest full archive and the deltas
 /// after it) holds: the newest record's list, else read from each archive.
-/// `Err(path)` names an archive of the chain that is gone.
+/// `Err(why)` says which archive of the chain is gone or unreadable.
 async fn chain_blobs(
     context: &JobContext,
     state: &JobState,
@@ -419,7 +417,10 @@ async fn chain_blobs(
     let chain = &state.backups[start..];
     for record in chain {
         if !exists(context, &record.path).await? {
-            return Ok(Err(record.path.clone()));
+            return Ok(Err(format!(
+                "{}, which the delta chain needs, is gone",
+                record.path
+            )));
         }
     }
     if let Some(blobs) = chain.last().and_then(|b| b.blobs.clone()) {
@@ -427,7 +428,18 @@ async fn chain_blobs(
     }
     let mut blobs = std::collections::BTreeSet::new();
     for record in chain {
-        blobs.extend(previous_blobs(context, &record.path).await?);
+        match previous_blobs(context, &record.path).await {
+            Ok(found) => blobs.extend(found),
+            // A chain archive that cannot be read whole (or lies about a
+            // blob) cannot be a delta's base: a full archive instead.
+            Err(Stop::Failed(error)) => {
+                return Ok(Err(format!(
+                    "{} cannot be a delta's base ({error:#})",
+                    record.path
+                )))
+            }
+            Err(other) => return Err(other),
+        }
     }
     Ok(Ok(blobs))
 }

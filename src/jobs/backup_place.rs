@@ -174,6 +174,14 @@ pub(super) fn object_key(path: &str) -> &str {
     })
 }
 
+/// Whether `path` (an archive written) lies where `template` now writes:
+/// the same bucket (or the filesystem) and a key the template produces.
+pub(super) fn written_by(template: &str, job: &str, path: &str) -> bool {
+    let place = |p: &str| p.len() - object_key(p).len();
+    template[..place(template)] == path[..place(path)]
+        && template_pattern(template, job).is_match(object_key(path))
+}
+
 /// The highest `{run}` number among `listed` archives of `template`: a
 /// reset state numbers its runs after them instead of overwriting them.
 pub(super) fn highest_run(template: &str, job: &str, listed: &[BackupRecord]) -> u64 {
@@ -214,6 +222,10 @@ mod tests {
 
     #[test]
     fn a_template_matches_the_keys_it_expands_to_and_no_others() {
+        assert!(written_by("s3://b/x-{run}.tar", "j", "s3://b/x-3.tar"));
+        assert!(!written_by("s3://new/x-{run}.tar", "j", "s3://old/x-3.tar"));
+        assert!(!written_by("/new/x-{run}.tar", "j", "/old/x-3.tar"));
+        assert!(!written_by("s3://b/x-{run}.tar", "j", "b/x-3.tar"));
         let pattern = template_pattern("s3://b/ferry/{job}-{date}-{time}-{run}.tar", "nightly");
         assert!(pattern.is_match("ferry/nightly-2026-11-26-061500-12.tar"));
         assert!(!pattern.is_match("ferry/other-2026-11-26-061500-12.tar"));

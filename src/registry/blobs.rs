@@ -68,6 +68,11 @@ impl DownloadState {
             let range_ok = status == StatusCode::PARTIAL_CONTENT
                 && header_string(response.headers(), "content-range")
                     .is_some_and(|range| range.starts_with(&format!("bytes {}-", self.offset)));
+            if !range_ok && !status.is_success() {
+                // An error answer (after the transport's own retries) is
+                // final, as it would be for the first request.
+                return Err(status_error(self.client.registry(), "GET", &path, response).await);
+            }
             if !range_ok {
                 return Err(RegistryError::StreamBroken {
                     registry: self.client.registry().to_owned(),
