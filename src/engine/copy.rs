@@ -3,9 +3,10 @@
 //! where it can), then write child manifests and finally the root, so a
 //! reader never sees a manifest whose parts are missing.
 
-use super::endpoint::{Destination, Source};
+use super::destination::Destination;
 use super::plan::{plan_image, ImagePlan};
 use super::referrers::{copy_referrers, subjects_of};
+use super::source::Source;
 use super::EngineError;
 use crate::progress::{BlobOutcome, Event, Reporter};
 use crate::store::index::TagChange;

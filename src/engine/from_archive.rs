@@ -6,7 +6,7 @@
 //! blobs verified as they stream — so the tag at the destination is written
 //! only after everything it points at is there.
 
-use super::endpoint::Source;
+use super::source::Source;
 use crate::archive::checked::{self, ArchiveInput, CheckedArchive};
 use crate::archive::load::LoadedImage;
 use crate::archive::{ArchiveError, KnownBlobs};

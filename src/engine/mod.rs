@@ -6,17 +6,18 @@
 
 mod copy;
 mod deletion;
-mod endpoint;
+mod destination;
 mod from_archive;
 mod plan;
 mod referrers;
 mod repository;
+mod source;
 mod to_archive;
 
 pub use crate::types::PlatformChoice;
 pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use deletion::{plan_deletions, Deletion};
-pub use endpoint::{Destination, Source};
+pub use destination::Destination;
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
 pub use referrers::{
@@ -24,6 +25,7 @@ pub use referrers::{
     PlannedReferrer, ReferrersOutcome,
 };
 pub use repository::{Repository, TaggedDigest};
+pub use source::Source;
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 
 use crate::registry::RegistryError;

@@ -3,7 +3,7 @@
 //! (one chooser, nested indexes followed), child manifests fetched once and
 //! ordered children before parents, and every distinct blob listed once.
 
-use super::endpoint::Source;
+use super::source::Source;
 use super::EngineError;
 use crate::types::choice::{self, ChoiceError, PlatformChoice, MAX_INDEX_DEPTH};
 use crate::types::manifest::{descriptor_digest, is_foreign_layer};

@@ -9,8 +9,9 @@
 //! nothing is written unverified.
 
 use super::copy::{transfer, CopyOptions};
-use super::endpoint::{Destination, Source};
+use super::destination::Destination;
 use super::plan::{plan_image, ImagePlan};
+use super::source::Source;
 use super::EngineError;
 use crate::registry::referrers::{Referrer, MAX_REFERRERS};
 use crate::registry::RegistryClient;

@@ -19,7 +19,7 @@
 //!   `deletes_by_digest` says so, and callers check for shared digests
 //!   first. The store only untags; blobs go with the last name.
 
-use super::endpoint::Destination;
+use super::destination::Destination;
 use super::EngineError;
 use crate::registry::RegistryClient;
 use crate::store::{IndexEntry, Store};

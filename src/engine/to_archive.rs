@@ -4,9 +4,9 @@
 //! the blobs stream from their sources into the tar in order, each through
 //! the source's verifying stream; a delta leaves out what an older archive has.
 
-use super::endpoint::Source;
 use super::plan::{plan_image, ImagePlan};
 use super::referrers::{discover_referrers, subjects_of};
+use super::source::Source;
 use super::EngineError;
 use crate::archive::save::{self, ArchiveImage, SavePlan};
 use crate::archive::{ArchiveError, Compression};
