@@ -12,6 +12,7 @@ mod bad_input;
 mod config_files;
 mod conformance;
 mod crash;
+mod endpoints;
 mod hostile;
 mod jobs;
 mod object_storage;

@@ -1,0 +1,185 @@
+//! The engine driven as a library: one suite run against every
+//! destination it writes through (the store, a real registry), in the
+//! style of containerd's content-store suite — a verified round trip,
+//! a write whose bytes fail their digest leaves nothing, "already there"
+//! is success, and a copy writes its tag last.
+
+use crate::support::registry::Registry;
+use crate::support::sha256;
+use bytes::Bytes;
+use ferry::engine::{copy_image, CopyOptions, Destination, PlatformChoice, Source};
+use ferry::registry::blobs::BlobStream;
+use ferry::registry::Registries;
+use ferry::store::Store;
+use ferry::types::{Digest, Reference, ReferrerFilter};
+use futures_util::StreamExt;
+use std::sync::Arc;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stream_of(bytes: &[u8]) -> BlobStream {
+    let chunk = Bytes::copy_from_slice(bytes);
+    futures_util::stream::iter([Ok(chunk)]).boxed()
+}
+
+fn registries() -> Registries {
+    Registries::new(Default::default(), Arc::new(ferry::progress::Silent))
+}
+
+/// Each destination under test, named for the failure message.
+fn destinations(
+    store: &Store,
+    registry: &Registry,
+    pool: &Registries,
+) -> Vec<(String, Destination)> {
+    let reference: Reference = format!("{}/suite/app:1", registry.host).parse().unwrap();
+    vec![
+        (
+            "store".into(),
+            Destination::Store {
+                store: store.clone(),
+                name: Some("suite.local/app:1".parse().unwrap()),
+                referrer: None,
+            },
+        ),
+        (
+            "registry".into(),
+            Destination::Registry {
+                client: pool.client(reference.registry()).unwrap(),
+                reference,
+            },
+        ),
+    ]
+}
+
+#[test]
+fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("store")).unwrap();
+    let pool = registries();
+    let runtime = runtime();
+    for (name, destination) in destinations(&store, &registry, &pool) {
+        runtime.block_on(async {
+            // Larger than one upload request, so the streamed path runs.
+            let good = crate::support::image::random_bytes(1_500_000, 7);
+            let digest: Digest = sha256(&good).parse().unwrap();
+            let size = good.len() as u64;
+            // Bytes that are not the blob: an error, and nothing visible.
+            let mut wrong = good.clone();
+            wrong[1000] ^= 1;
+            let refused = destination
+                .write_blob(&digest, size, stream_of(&wrong), |_| {})
+                .await;
+            assert!(refused.is_err(), "{name}: a corrupt write succeeded");
+            assert!(
+                !destination.has_blob(&digest, size).await.unwrap(),
+                "{name}: a refused write left the blob visible"
+            );
+            // The blob itself: written, then there.
+            destination
+                .write_blob(&digest, size, stream_of(&good), |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                destination.has_blob(&digest, size).await.unwrap(),
+                "{name}: a written blob is not there"
+            );
+            // Writing it again is success (already there), not an error.
+            destination
+                .write_blob(&digest, size, stream_of(&good), |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{name}: a second write failed: {e}"));
+        });
+    }
+}
+
+#[test]
+fn a_copy_through_the_engine_keeps_the_digest_and_tags_last() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("store")).unwrap();
+    // An image in the store (built in code, loaded through the CLI).
+    let ferry = crate::support::Ferry::new();
+    let built = crate::support::image::image(
+        vec![crate::support::image::random_layer("s", 2000, 9)],
+        "amd64",
+        "suite",
+    );
+    let layout = work.path().join("layout");
+    crate::support::image::write_layout(
+        &layout,
+        &[("1", crate::support::image::Content::Image(&built))],
+    );
+    let archive = work.path().join("suite.tar");
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
+        "annotations": {"io.containerd.image.name": "suite.local/app:1", "org.opencontainers.image.ref.name": "1"},
+    }]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    crate::support::tar_dir(&layout, &archive);
+    let load = ferry
+        .command(&[
+            "--store",
+            store.root().to_str().unwrap(),
+            "load",
+            "-i",
+            archive.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let entry = store
+        .lookup_tag(&"suite.local/app:1".parse().unwrap())
+        .unwrap()
+        .expect("loaded");
+    let source = Source::Store {
+        store: store.clone(),
+        entry,
+        name: "suite.local/app:1".into(),
+    };
+    let pool = registries();
+    let reference: Reference = format!("{}/suite/copied:1", registry.host).parse().unwrap();
+    let destination = Destination::Registry {
+        client: pool.client(reference.registry()).unwrap(),
+        reference,
+    };
+    let options = CopyOptions {
+        platforms: PlatformChoice::All,
+        concurrency: 2,
+        reporter: Arc::new(ferry::progress::Silent),
+        referrers: ReferrerFilter::All,
+    };
+    runtime().block_on(async {
+        copy_image(&source, &destination, &options).await.unwrap();
+    });
+    assert_eq!(
+        sha256(&registry.skopeo_raw("suite/copied:1")),
+        built.digest()
+    );
+    // Every blob went before the tag: the registry log has the manifest
+    // PUT after the last blob upload.
+    let log = registry.log_lines();
+    let manifest_put = log
+        .iter()
+        .rposition(|l| l.contains("PUT") && l.contains("/manifests/1"))
+        .expect("manifest PUT");
+    let last_blob = log
+        .iter()
+        .rposition(|l| l.contains("PUT") && l.contains("/blobs/uploads/"))
+        .expect("blob PUT");
+    assert!(last_blob < manifest_put, "{log:#?}");
+}
