@@ -345,6 +345,24 @@ fn account(
     None
 }
 
+/// Whether a tag needs no copy (pure): the target already has the source's
+/// digest — or, when `platforms` rebuild what is copied (another digest),
+/// both sides are still at the digests the last copy saw.
+fn is_unchanged(
+    rebuilt: bool,
+    source: Option<&Digest>,
+    target: Option<&Digest>,
+    remembered: Option<&SeenTag>,
+) -> bool {
+    let (Some(source), Some(target)) = (source, target) else {
+        return false;
+    };
+    (!rebuilt && source == target)
+        || remembered.is_some_and(|seen| {
+            seen.source.as_ref() == Some(source) && seen.target.as_ref() == Some(target)
+        })
+}
+
 /// Bring one tag up to date: HEADs to see whether it changed (and whether
 /// its referrers did), then the copy.
 async fn sync_one(
@@ -377,16 +395,12 @@ async fn sync_one(
     let from = source.with_tag(tag);
     let current = target.digest(tag).await?;
     let destination = target.destination(tag)?;
-    let unchanged = match (&source_digest, &current) {
-        (Some(source_digest), Some(current)) => {
-            (spec.platforms.is_none() && source_digest == current)
-                || remembered.as_ref().is_some_and(|seen| {
-                    seen.source.as_ref() == Some(source_digest)
-                        && seen.target.as_ref() == Some(current)
-                })
-        }
-        _ => false,
-    };
+    let unchanged = is_unchanged(
+        spec.platforms.is_some(),
+        source_digest.as_ref(),
+        current.as_ref(),
+        remembered.as_ref(),
+    );
     let fingerprint = match (&source_digest, spec.referrers.enabled()) {
         // A broken referrers listing never stops the image itself.
         (Some(digest), true) => match referrers_fingerprint(client, source, digest, tags).await {
@@ -555,6 +569,33 @@ async fn delete_extra(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_is_unchanged_when_the_target_holds_what_the_source_has() {
+        let digest = |c: char| -> Digest {
+            format!("sha256:{}", c.to_string().repeat(64))
+                .parse()
+                .unwrap()
+        };
+        let (a, b) = (digest('a'), digest('b'));
+        // Copied as is: equal digests are unchanged, different ones are not.
+        assert!(is_unchanged(false, Some(&a), Some(&a), None));
+        assert!(!is_unchanged(false, Some(&a), Some(&b), None));
+        // Nothing at the target, or the tag gone at the source: a copy.
+        assert!(!is_unchanged(false, Some(&a), None, None));
+        assert!(!is_unchanged(false, None, Some(&a), None));
+        // Rebuilt for platforms: only the digests the last copy saw count.
+        let seen = SeenTag {
+            source: Some(a.clone()),
+            target: Some(b.clone()),
+            referrers: None,
+        };
+        assert!(is_unchanged(true, Some(&a), Some(&b), Some(&seen)));
+        assert!(!is_unchanged(true, Some(&a), Some(&a), None));
+        assert!(!is_unchanged(true, Some(&b), Some(&b), Some(&seen)));
+    }
+
     #[test]
     fn a_backup_tag_uses_the_one_date_expansion() {
         let tag = super::backup_tag("{tag}-{date}", "1.0");
