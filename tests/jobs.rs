@@ -764,3 +764,33 @@ fn a_configured_platform_takes_a_single_platform_image_as_it_is() {
         .expect_code(1);
     assert!(copy.stderr.contains("linux/amd64"), "{}", copy.stderr);
 }
+
+#[test]
+fn archives_a_lost_state_forgot_rotate_together_so_no_delta_loses_its_base() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("backups");
+    std::fs::create_dir(&out).unwrap();
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"bk\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/bk-{{run}}.tar\"\nkeep = 2\nincremental = true\n",
+        host = registry.host,
+        out = out.display()
+    ));
+    ferry.run(&["run"]).ok();
+    ferry.run(&["run"]).ok();
+    // The state is lost (deleted by hand): bk-1 (full) and bk-2 (its
+    // delta) are archives nobody remembers.
+    std::fs::remove_file(ferry.store.join("ferry/jobs/bk.json")).unwrap();
+    let run = ferry.run(&["run"]).ok();
+    assert!(run.stdout.contains("full archive"), "{}", run.stdout);
+    assert_eq!(
+        file_names(&out),
+        ["bk-1.tar", "bk-2.tar", "bk-3.tar"],
+        "a full archive went while a delta that may need it stayed: {}",
+        run.stdout
+    );
+    // Once `keep` archives follow them, the two go together.
+    let run = ferry.run(&["run"]).ok();
+    assert_eq!(file_names(&out), ["bk-3.tar", "bk-4.tar"], "{}", run.stdout);
+}

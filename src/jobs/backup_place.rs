@@ -72,10 +72,11 @@ pub(super) fn template_pattern(template: &str, job: &str) -> regex::Regex {
 
 /// This job's archives as their place lists them (the bucket's keys, or
 /// the files of the output's directory), oldest first, each marked full or
-/// delta from what the state remembers (an archive the state does not know
-/// — a reset state's, an older ferry's — is taken as full: it is restorable
-/// alone or not at all). A template whose directory itself varies is not
-/// listed: the state's records are used as they are.
+/// delta from what the state remembers; archives the state does not know
+/// (a deleted state's, an older ferry's) are grouped: each run of them is
+/// one chain, so none of them loses a base it may need. A template whose
+/// directory itself varies is not listed: the state's records are used as
+/// they are.
 pub(super) async fn listed_backups(
     context: &JobContext,
     location: &Location,
@@ -152,12 +153,21 @@ pub(super) async fn listed_backups(
         (time, at.map_or(-1, |i| i as i64), path.to_owned())
     };
     listed.sort_by_cached_key(|(path, modified)| order(path, *modified));
+    // Archives the state does not know may be deltas of one another: a run
+    // of them is taken as one chain (its first as the full archive), so
+    // rotation removes them together or not at all.
+    let mut after_unknown = false;
     Ok(listed
         .into_iter()
         .map(|(path, modified)| {
             let known = known(&path);
+            let full = match known {
+                Some(b) => b.full,
+                None => !after_unknown,
+            };
+            after_unknown = known.is_none();
             BackupRecord {
-                full: known.is_none_or(|b| b.full),
+                full,
                 time: known.map_or(modified, |b| b.time),
                 blobs: known.and_then(|b| b.blobs.clone()),
                 path,
