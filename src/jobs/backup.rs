@@ -268,6 +268,18 @@ async fn write(
     if let Some(readers) = compression.unreadable_by() {
         report.notes.push(readers.to_owned());
     }
+    if let Location::File(path) = location {
+        // Temps a killed run of this job left beside its archives: with a
+        // `{time}` output no later write has the same name to sweep them.
+        let pattern = template_pattern(&spec.output, job);
+        let (dir, prefix) = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => (dir, format!("{}/", dir.display())),
+            _ => (std::path::Path::new("."), String::new()),
+        };
+        crate::types::atomic_file::sweep_stale_temps(dir, |name| {
+            pattern.is_match(&format!("{prefix}{name}"))
+        });
+    }
     if let Location::Object(url) = location {
         // Uploads an earlier run of this job left unfinished (it died):
         // runs of one job never overlap (lease or shard), so all are stale.

@@ -58,24 +58,32 @@ pub fn write_atomically<E: From<std::io::Error>>(
 }
 
 /// Remove temps of `name` that a process no longer running left (killed
-/// before it could clean up): `.NAME.<pid>.<hex>.partial` whose pid is gone
-/// and that nothing wrote to for five minutes (a writer in another PID
-/// namespace sharing the directory keeps writing to its temp).
+/// before it could clean up): see [`sweep_stale_temps`].
 fn sweep_stale(dir: &Path, name: &str) {
+    sweep_stale_temps(dir, |temp_of| temp_of == name);
+}
+
+/// Remove the temps in `dir` of the files `of` accepts (by final name)
+/// that a process no longer running left: `.NAME.<pid>.<hex>.partial`
+/// whose pid is gone and that nothing wrote to for five minutes (a writer
+/// in another PID namespace sharing the directory keeps writing to its
+/// temp). A writer whose names never repeat (a `{time}` backup output)
+/// sweeps with a pattern.
+pub fn sweep_stale_temps(dir: &Path, of: impl Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let prefix = format!(".{name}.");
     for entry in entries.flatten() {
         let file = entry.file_name();
         let Some(rest) = file
             .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_prefix('.'))
             .and_then(|f| f.strip_suffix(".partial"))
         else {
             continue;
         };
-        let Some((pid, hex)) = rest.split_once('.') else {
+        let mut parts = rest.rsplitn(3, '.');
+        let (Some(hex), Some(pid), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         let (Ok(pid), true) = (
@@ -84,6 +92,9 @@ fn sweep_stale(dir: &Path, name: &str) {
         ) else {
             continue;
         };
+        if !of(name) {
+            continue;
+        }
         let idle = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -93,5 +104,30 @@ fn sweep_stale(dir: &Path, name: &str) {
         if idle && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::sweep_stale_temps;
+
+    #[test]
+    fn a_dead_writers_idle_temp_of_a_matching_name_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid 4194305 is above any pid_max: no such process.
+        let ours = dir
+            .path()
+            .join(".bk-2026-12-03-101010.tar.4194305.beef.partial");
+        let other = dir.path().join(".notes.txt.4194305.beef.partial");
+        for path in [&ours, &other] {
+            let file = std::fs::File::create(path).unwrap();
+            file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+                .unwrap();
+        }
+        sweep_stale_temps(dir.path(), |name| {
+            name.starts_with("bk-") && name.ends_with(".tar")
+        });
+        assert!(!ours.exists(), "the matching temp stayed");
+        assert!(other.exists(), "a temp of another file was swept");
     }
 }
