@@ -122,6 +122,12 @@ fn the_daemon_serves_metrics_and_health() {
     let (mut child, mut lines, addr) = daemon_with_metrics(&ferry);
     let get = |path: &str| crate::support::http(&addr, "GET", path, &[], b"");
     assert_eq!(get("/healthz").0, 200);
+    // Ready once the daemon says its jobs are scheduled.
+    lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("scheduled jobs"))
+        .expect("the daemon says its jobs are scheduled");
     assert_eq!(get("/readyz").0, 200);
     // The daemon prints each run's report: after the first, metrics show it.
     lines

@@ -307,12 +307,13 @@ pub async fn daemon(
             ))?;
         }
     }
+    // Ready before it is announced: a probe that read the line sees it.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     if !context.quiet {
         println(&format!(
             "ferry daemon: {scheduled} scheduled jobs; SIGTERM or Ctrl-C stops"
         ))?;
     }
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let as_json = context.json;
     let quiet = context.quiet;
     let webhooks = Arc::new(context.config.notify.clone());
