@@ -331,3 +331,74 @@ fn nested_index_without_the_host_platform_is_an_error_naming_its_platforms() {
         .expect_code(1);
     assert!(wrong.stderr.contains("linux/riscv64"), "{}", wrong.stderr);
 }
+
+#[test]
+fn export_takes_the_last_of_a_name_long_implied_parents_and_refuses_sparse_files() {
+    let ferry = Ferry::new();
+    let mut builder = tar::Builder::new(Vec::new());
+    let long = format!("{}/f", "d".repeat(120));
+    for (path, data) in [
+        ("a", &b"one"[..]),
+        ("a", &b"two"[..]),
+        (long.as_str(), &b"x"[..]),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, path, data).unwrap();
+    }
+    let rootfs = ferry.dir.path().join("rootfs.tar");
+    std::fs::write(&rootfs, builder.into_inner().unwrap()).unwrap();
+    ferry
+        .run(&["import", rootfs.to_str().unwrap(), "local/odd:1"])
+        .ok();
+    let exported = ferry.command(&["export", "local/odd:1"]).output().unwrap();
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let listing = tar_listing(&exported.stdout);
+    // As tar extracts and docker applies a layer: the later entry wins.
+    assert_eq!(listing["a"].2, b"two");
+    // A parent the layer only implies, with a name over 100 bytes.
+    assert_eq!(
+        listing[&"d".repeat(120)].0,
+        'd',
+        "{listing:?}"
+    );
+    assert_eq!(listing[&long].2, b"x");
+    // A sparse file (GNU tar --sparse) is refused by name, not flattened wrong.
+    let dir = ferry.dir.path().join("sparse");
+    std::fs::create_dir(&dir).unwrap();
+    let file = std::fs::File::create(dir.join("holes")).unwrap();
+    file.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"data", 500_000).unwrap();
+    let sparse = ferry.dir.path().join("sparse.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("--sparse")
+            .arg("-cf")
+            .arg(&sparse)
+            .arg("-C")
+            .arg(&dir)
+            .arg("holes"),
+    );
+    ferry
+        .run(&["import", sparse.to_str().unwrap(), "local/sparse:1"])
+        .ok();
+    let refused = ferry
+        .run(&[
+            "export",
+            "local/sparse:1",
+            "-o",
+            ferry.dir.path().join("s.tar").to_str().unwrap(),
+        ])
+        .expect_code(1);
+    assert!(
+        refused.stderr.contains("sparse file (holes)"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!ferry.dir.path().join("s.tar").exists());
+}

@@ -229,11 +229,12 @@ fn open_layer(store: &Store, digest: &Digest, size: u64) -> std::io::Result<Box<
     )))
 }
 
-/// A directory entry for a parent that a layer implies but does not list.
-fn implied_directory(path: &str) -> std::io::Result<tar::Header> {
+/// A directory entry for a parent that a layer implies but does not list
+/// (its name is given when it is appended, so a long one gets a GNU
+/// long-name record).
+fn implied_directory() -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Directory);
-    header.set_path(format!("{path}/"))?;
     // Docker applies layers creating missing parents with mode 0600
     // (UnpackLayer's MkdirAll), and `docker export` shows exactly that.
     header.set_mode(0o600);
@@ -241,8 +242,20 @@ fn implied_directory(path: &str) -> std::io::Result<tar::Header> {
     header.set_gid(0);
     header.set_size(0);
     header.set_mtime(0);
-    header.set_cksum();
-    Ok(header)
+    header
+}
+
+/// Whether an entry is a sparse file (GNU `S`, or PAX sparse records).
+fn is_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> bool {
+    if entry.header().entry_type() == tar::EntryType::GNUSparse {
+        return true;
+    }
+    match entry.pax_extensions() {
+        Ok(Some(extensions)) => extensions
+            .flatten()
+            .any(|e| e.key().is_ok_and(|k| k.starts_with("GNU.sparse."))),
+        _ => false,
+    }
 }
 
 /// Whether `path` is `dir` or lies beneath it.
@@ -289,11 +302,20 @@ pub fn export(
     for (index, (digest, size)) in layers.iter().enumerate().rev() {
         let mut layer_removed = Vec::new();
         let mut layer_opaque = Vec::new();
+        // Within one layer a later entry of a name replaces an earlier one
+        // (as tar extracts and docker applies a layer).
+        let mut layer_seen: std::collections::HashMap<String, usize> = Default::default();
         let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
         for entry in tar.entries().map_err(io)? {
-            let entry = entry.map_err(io)?;
+            let mut entry = entry.map_err(io)?;
             let path = clean(&entry.path_bytes())
                 .map_err(|why| bad(format!("layer {digest} holds {why}")))?;
+            if is_sparse(&mut entry) {
+                return Err(bad(format!(
+                    "layer {digest} holds a sparse file ({path}), which export cannot \
+                     flatten yet; nothing was written"
+                )));
+            }
             let (parent, file) = match path.rsplit_once('/') {
                 Some((parent, file)) => (parent.to_owned(), file),
                 None => (String::new(), path.as_str()),
@@ -317,10 +339,13 @@ pub fn export(
             } else if path.is_empty() || hidden || seen.contains(&path) {
                 keep[index].push(false);
             } else {
-                seen.insert(path);
+                if let Some(earlier) = layer_seen.insert(path, keep[index].len()) {
+                    keep[index][earlier] = false;
+                }
                 keep[index].push(true);
             }
         }
+        seen.extend(layer_seen.into_keys());
         removed.extend(layer_removed);
         opaque.extend(layer_opaque);
     }
@@ -343,7 +368,11 @@ pub fn export(
                 let parent = &path[..at];
                 if !seen.contains(parent) && written.insert(parent.to_owned()) {
                     builder
-                        .append(&implied_directory(parent).map_err(io)?, std::io::empty())
+                        .append_data(
+                            &mut implied_directory(),
+                            format!("{parent}/"),
+                            std::io::empty(),
+                        )
                         .map_err(io)?;
                 }
             }
