@@ -362,11 +362,7 @@ fn export_takes_the_last_of_a_name_long_implied_parents_and_refuses_sparse_files
     // As tar extracts and docker applies a layer: the later entry wins.
     assert_eq!(listing["a"].2, b"two");
     // A parent the layer only implies, with a name over 100 bytes.
-    assert_eq!(
-        listing[&"d".repeat(120)].0,
-        'd',
-        "{listing:?}"
-    );
+    assert_eq!(listing[&"d".repeat(120)].0, 'd', "{listing:?}");
     assert_eq!(listing[&long].2, b"x");
     // A sparse file (GNU tar --sparse) is refused by name, not flattened wrong.
     let dir = ferry.dir.path().join("sparse");

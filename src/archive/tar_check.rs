@@ -26,6 +26,38 @@ pub(super) struct TarCheck<R> {
     /// GNU sparse extension blocks follow (no checksum of their own);
     /// the entry's data (this many bytes, padded) comes after the last.
     sparse_data: Option<u64>,
+    /// The type of the extension header whose data is being collected
+    /// (`x` pax records, `L` a GNU long name).
+    pax_kind: u8,
+    /// A name a pax `path` record or a GNU long-name entry gave the next entry.
+    next_name: Option<Vec<u8>>,
+}
+
+/// Why the input is refused: not a tar at all, or a tar with an entry
+/// whose name would land outside the root.
+enum Problem {
+    Format(String),
+    Name(String),
+}
+
+impl From<String> for Problem {
+    fn from(why: String) -> Problem {
+        Problem::Format(why)
+    }
+}
+
+/// An entry's name as its ustar header gives it (prefix, then name).
+fn ustar_name(header: &[u8; 512]) -> Vec<u8> {
+    let field = |range: std::ops::Range<usize>| {
+        let bytes = &header[range];
+        bytes[..bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len())].to_vec()
+    };
+    let name = field(0..100);
+    let prefix = field(345..500);
+    match &header[257..262] == b"ustar" && !prefix.is_empty() {
+        true => [prefix, b"/".to_vec(), name].concat(),
+        false => name,
+    }
 }
 
 /// A numeric header field as tar readers take it: octal digits between
@@ -63,10 +95,12 @@ impl<R> TarCheck<R> {
             pax_size: None,
             pax_remaining: 0,
             sparse_data: None,
+            pax_kind: 0,
+            next_name: None,
         }
     }
 
-    fn check_header(&mut self) -> Result<(), String> {
+    fn check_header(&mut self) -> Result<(), Problem> {
         if self.header.iter().all(|&b| b == 0) {
             self.zero_blocks += 1;
             return Ok(());
@@ -86,21 +120,33 @@ impl<R> TarCheck<R> {
                     (unsigned + u64::from(b), signed + i64::from(b as i8))
                 });
         if stored != unsigned && i64::try_from(stored).ok() != Some(signed) {
-            return Err(format!(
+            return Err(Problem::Format(format!(
                 "the header at byte {} has a wrong checksum",
                 self.total - 512
-            ));
+            )));
         }
         let size = numeric(&self.header[124..136])
             .ok_or_else(|| "a header's size field is not a number".to_owned())?;
-        let size = match self.header[156] {
-            // A pax header's own data; its records apply to the next entry.
-            b'x' => {
+        let kind = self.header[156];
+        let size = match kind {
+            // A pax header's (or a GNU long name's) own data: it applies to
+            // the next entry.
+            b'x' | b'L' => {
                 self.pax = (size <= 1 << 20).then(|| Vec::with_capacity(size as usize));
+                self.pax_kind = kind;
                 size
             }
-            b'g' => size,
-            _ => self.pax_size.take().unwrap_or(size),
+            b'g' | b'K' => size,
+            _ => {
+                // One name rule with every other door (export, load): no
+                // absolute names, nothing that climbs out with `..`.
+                let name = self
+                    .next_name
+                    .take()
+                    .unwrap_or_else(|| ustar_name(&self.header));
+                super::names::clean(&name).map_err(Problem::Name)?;
+                self.pax_size.take().unwrap_or(size)
+            }
         };
         let padded = size
             .div_ceil(512)
@@ -141,13 +187,25 @@ impl<R> TarCheck<R> {
         if let Some(pax) = &mut self.pax {
             pax.extend_from_slice(&bytes[..data]);
             if self.pax_remaining == 0 {
-                let text = String::from_utf8_lossy(pax).into_owned();
+                let data = std::mem::take(pax);
                 self.pax = None;
+                if self.pax_kind == b'L' {
+                    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+                    self.next_name = Some(data[..end].to_vec());
+                    return;
+                }
+                let text = String::from_utf8_lossy(&data).into_owned();
                 // Records are "LEN key=value\n".
-                self.pax_size = text.lines().find_map(|record| {
-                    let (_, pair) = record.split_once(' ')?;
-                    pair.strip_prefix("size=")?.parse().ok()
-                });
+                let record = |key: &str| {
+                    text.lines().find_map(|record| {
+                        let (_, pair) = record.split_once(' ')?;
+                        pair.strip_prefix(key).map(str::to_owned)
+                    })
+                };
+                self.pax_size = record("size=").and_then(|s| s.parse().ok());
+                if let Some(path) = record("path=") {
+                    self.next_name = Some(path.into_bytes());
+                }
             }
         }
     }
@@ -204,7 +262,16 @@ impl<R: Read> Read for TarCheck<R> {
                 if self.sparse_data.is_some() {
                     self.sparse_extension().map_err(invalid)?;
                 } else {
-                    self.check_header().map_err(invalid)?;
+                    self.check_header().map_err(|problem| match problem {
+                        Problem::Format(why) => invalid(why),
+                        Problem::Name(why) => std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "the tar has an entry with {why}: a layer must stay inside its \
+                                 root (make the names relative, e.g. `tar -C DIR -cf x.tar .`)"
+                            ),
+                        ),
+                    })?;
                 }
             }
         }
@@ -340,5 +407,66 @@ mod tests {
         let mut garbage = tar.clone();
         garbage[512..524].copy_from_slice(b"not a number");
         assert!(check(&garbage).is_err());
+    }
+
+    /// A regular-file header whose name field holds `name` as it is.
+    fn raw_named(name: &[u8]) -> Vec<u8> {
+        let mut block = header("placeholder", b'0', 0);
+        block[..100].fill(0);
+        block[..name.len()].copy_from_slice(name);
+        let sum: u32 = block
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
+            .sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        block
+    }
+
+    #[test]
+    fn names_that_leave_the_root_are_refused_however_they_are_written() {
+        let ended = |mut tar: Vec<u8>| {
+            tar.extend([0u8; 1024]);
+            tar
+        };
+        check(&ended(raw_named(b"etc/ok"))).unwrap();
+        for bad in [&b"../etc/evil"[..], b"a/../../etc/evil"] {
+            let error = check(&ended(raw_named(bad))).unwrap_err().to_string();
+            assert!(error.contains("climbs out"), "{error}");
+        }
+        let error = check(&ended(raw_named(b"/etc/abs")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("absolute name"), "{error}");
+        // A GNU long name is the name that counts.
+        let long = format!("{}/../../../etc/evil", "d".repeat(150)).into_bytes();
+        let mut tar = header("././@LongLink", b'L', long.len() as u64 + 1);
+        tar.extend(padded([long, vec![0]].concat()));
+        tar.extend(raw_named(b"harmless"));
+        assert!(check(&ended(tar))
+            .unwrap_err()
+            .to_string()
+            .contains("climbs out"));
+        // So is a pax `path` record.
+        let record = b"26 path=../../etc/evil\n".to_vec();
+        let mut tar = header("PaxHeaders/x", b'x', record.len() as u64);
+        tar.extend(padded(record));
+        tar.extend(raw_named(b"harmless"));
+        assert!(check(&ended(tar))
+            .unwrap_err()
+            .to_string()
+            .contains("climbs out"));
+        // A long name that stays inside is fine.
+        let inside = format!("{}/ok", "d".repeat(150)).into_bytes();
+        let mut tar = header("././@LongLink", b'L', inside.len() as u64 + 1);
+        tar.extend(padded([inside, vec![0]].concat()));
+        tar.extend(raw_named(b"harmless"));
+        check(&ended(tar)).unwrap();
     }
 }
