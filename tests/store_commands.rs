@@ -596,3 +596,22 @@ fn a_large_image_config_is_read_for_its_platform_not_called_corrupt() {
         other.stderr
     );
 }
+
+#[test]
+fn a_missing_archive_and_a_reset_with_no_store_make_no_store() {
+    let ferry = Ferry::new().with_config(
+        "version = 1\n[[backup]]\nname = \"b\"\nimages = [\"localhost:1/a:1\"]\noutput = \"/tmp/never-{run}.tar\"\n",
+    );
+    let missing = ferry.dir.path().join("missing.tar");
+    let load = ferry
+        .run(&["load", "-i", missing.to_str().unwrap()])
+        .expect_code(1);
+    assert!(load.stderr.contains("missing.tar"), "{}", load.stderr);
+    let reset = ferry.run(&["jobs", "--reset", "b"]).ok();
+    assert!(reset.stdout.contains("no saved state"), "{}", reset.stdout);
+    assert!(
+        !ferry.store.exists(),
+        "a store was made at {}",
+        ferry.store.display()
+    );
+}

@@ -278,13 +278,23 @@ async fn read_archive(
         true => Some(Scratch::new("verify")?),
         false => None,
     };
-    let store = match &scratch {
-        Some(scratch) => Store::open(&scratch.path)?,
-        None => context.store()?,
-    };
     let location = match input {
         Some(path) => Location::from_path(path).map_err(UsageError)?,
         None => Location::Stdio,
+    };
+    // A file that is not there fails before any store is made for it.
+    if let Location::File(path) = &location {
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(ArchiveError::Io {
+                archive: path.display().to_string(),
+                source,
+            }
+            .into());
+        }
+    }
+    let store = match &scratch {
+        Some(scratch) => Store::open(&scratch.path)?,
+        None => context.store()?,
     };
     let hint = "no archive given: use -i FILE or pipe one to standard input";
     read_from(context, &location, hint, |input, name| match input {

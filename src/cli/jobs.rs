@@ -412,7 +412,12 @@ pub async fn list(context: &Context, shards: Option<u32>) -> anyhow::Result<Exit
 /// `ferry jobs --reset NAME`.
 pub async fn reset(context: &Context, name: &str) -> anyhow::Result<ExitCode> {
     let spec = selected_jobs(context, &[name.to_owned()])?;
-    let removed = crate::jobs::reset_state(&state_store(context, None, true).await?, name).await?;
+    // Local state lives in the store: with no store there is none to
+    // forget, and none is made to say so.
+    let removed = match context.config.state.is_none() && !context.has_store() {
+        true => false,
+        false => crate::jobs::reset_state(&state_store(context, None, true).await?, name).await?,
+    };
     if !context.quiet {
         // What a reset leaves: a backup job's archives stay where they are.
         let left = match spec.first().map(|j| &j.kind) {
