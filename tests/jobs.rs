@@ -794,3 +794,33 @@ fn archives_a_lost_state_forgot_rotate_together_so_no_delta_loses_its_base() {
     let run = ferry.run(&["run"]).ok();
     assert_eq!(file_names(&out), ["bk-3.tar", "bk-4.tar"], "{}", run.stdout);
 }
+
+#[test]
+fn a_chain_archive_cut_short_is_no_deltas_base() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let ferry = Ferry::new();
+    let out = ferry.dir.path().join("backups");
+    std::fs::create_dir(&out).unwrap();
+    let ferry = ferry.with_config(&format!(
+        "version = 1\n[[backup]]\nname = \"bk\"\nimages = [\"{host}/team/app:*\"]\noutput = \"{out}/bk-{{run}}.tar\"\nincremental = true\n",
+        host = registry.host,
+        out = out.display()
+    ));
+    ferry.run(&["run"]).ok();
+    let base = out.join("bk-1.tar");
+    let size = std::fs::metadata(&base).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&base)
+        .unwrap()
+        .set_len(size / 2)
+        .unwrap();
+    let run = ferry.run(&["run"]).ok();
+    assert!(
+        run.stdout.contains("full archive") && run.stdout.contains("cut short"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(archive_blobs(&out.join("bk-2.tar")).len(), 3);
+}

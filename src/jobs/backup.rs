@@ -9,8 +9,8 @@
 //! deleted, and it is never deleted itself.
 
 use super::backup_place::{
-    exists, expired_chains, highest_run, listed_backups, previous_blobs, remove, template_pattern,
-    written_by,
+    archive_size, expired_chains, highest_run, listed_backups, previous_blobs, remove,
+    template_pattern, written_by,
 };
 use super::state::{BackupRecord, JobState};
 use super::{ImageResult, JobContext, JobReport, Stop};
@@ -160,7 +160,8 @@ pub async fn run(
     if !full {
         chain.extend(exclude);
     }
-    record(state, run, &output, full, now, chain);
+    let size = archive_size(context, &output).await?;
+    record(state, run, &output, full, now, chain, size);
     rotate(context, spec, job, state, &location, &output, report).await?;
     if !failed.is_empty() {
         return Err(all_failed());
@@ -372,6 +373,7 @@ fn record(
     full: bool,
     now: i64,
     chain: std::collections::BTreeSet<crate::types::Digest>,
+    size: Option<u64>,
 ) {
     state.backup_runs = run;
     state.new_chain = false;
@@ -384,6 +386,7 @@ fn record(
         full,
         time: now,
         blobs: Some(chain),
+        size,
     });
 }
 
@@ -428,11 +431,21 @@ async fn chain_blobs(
     let start = state.backups.iter().rposition(|b| b.full).unwrap_or(0);
     let chain = &state.backups[start..];
     for record in chain {
-        if !exists(context, &record.path).await? {
-            return Ok(Err(format!(
-                "{}, which the delta chain needs, is gone",
-                record.path
-            )));
+        match (archive_size(context, &record.path).await?, record.size) {
+            (None, _) => {
+                return Ok(Err(format!(
+                    "{}, which the delta chain needs, is gone",
+                    record.path
+                )))
+            }
+            (Some(now), Some(written)) if now != written => {
+                return Ok(Err(format!(
+                    "{} is {now} bytes, not the {written} it was written with (changed or cut \
+                     short since), so it is no delta's base",
+                    record.path
+                )))
+            }
+            _ => {}
         }
     }
     if let Some(blobs) = chain.last().and_then(|b| b.blobs.clone()) {
@@ -529,6 +542,7 @@ mod tests {
             full,
             time: 0,
             blobs: None,
+            size: None,
         }
     }
 

@@ -7,8 +7,8 @@ use super::state::{BackupRecord, JobState};
 use super::{JobContext, Stop};
 use crate::archive::location::{archive_blobs, Location};
 
-/// Whether an archive the state remembers is still there.
-pub(super) async fn exists(context: &JobContext, path: &str) -> Result<bool, Stop> {
+/// The size of an archive, `None` when it is not there.
+pub(super) async fn archive_size(context: &JobContext, path: &str) -> Result<Option<u64>, Stop> {
     match Location::parse(path) {
         Ok(Location::Object(url)) => {
             let bucket = context.objects.bucket(&url).map_err(anyhow::Error::from)?;
@@ -16,9 +16,12 @@ pub(super) async fn exists(context: &JobContext, path: &str) -> Result<bool, Sto
                 .head(&url.key)
                 .await
                 .map_err(anyhow::Error::from)?
-                .is_some())
+                .map(|info| info.size))
         }
-        _ => Ok(std::path::Path::new(path).exists()),
+        _ => Ok(std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())),
     }
 }
 
@@ -170,6 +173,7 @@ pub(super) async fn listed_backups(
                 full,
                 time: known.map_or(modified, |b| b.time),
                 blobs: known.and_then(|b| b.blobs.clone()),
+                size: known.and_then(|b| b.size),
                 path,
             }
         })
@@ -250,6 +254,7 @@ mod tests {
             full,
             time: 0,
             blobs: None,
+            size: None,
         };
         let mut state = JobState {
             backups: vec![

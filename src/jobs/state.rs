@@ -35,6 +35,10 @@ pub struct BackupRecord {
     /// the next delta is made against them without downloading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blobs: Option<std::collections::BTreeSet<Digest>>,
+    /// Its size when written: a chain archive of another size was changed
+    /// (cut short, replaced) and is no delta's base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// Everything a job remembers between runs.
