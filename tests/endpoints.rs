@@ -1,8 +1,9 @@
 //! The engine driven as a library: one suite run against every
-//! destination it writes through (the store, a real registry), in the
-//! style of containerd's content-store suite — a verified round trip,
-//! a write whose bytes fail their digest leaves nothing, "already there"
-//! is success, and a copy writes its tag last.
+//! destination it writes through (the store, a real registry) and every
+//! source it reads (a registry, the store), in the style of containerd's
+//! content-store suite — a verified round trip, a write whose bytes fail
+//! their digest leaves nothing, "already there" is success, a source never
+//! passes bytes that fail their digest, and a copy writes its tag last.
 
 use crate::support::registry::Registry;
 use crate::support::sha256;
@@ -182,4 +183,71 @@ fn a_copy_through_the_engine_keeps_the_digest_and_tags_last() {
         .rposition(|l| l.contains("PUT") && l.contains("/blobs/uploads/"))
         .expect("blob PUT");
     assert!(last_blob < manifest_put, "{log:#?}");
+}
+
+/// Drain a blob stream: its bytes, or the error it ended with.
+async fn drained(mut stream: BlobStream) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+    }
+    Ok(bytes)
+}
+
+#[test]
+fn every_source_refuses_bytes_that_fail_their_digest() {
+    use crate::support::fake::{FakeRegistry, Faults};
+    let built = crate::support::image::image(
+        vec![crate::support::image::random_layer("c", 300_000, 5)],
+        "amd64",
+        "corrupt",
+    );
+    let layer = built.layers[0].clone();
+    let digest: Digest = layer.digest.parse().unwrap();
+    let size = layer.gzip.len() as u64;
+    let runtime = runtime();
+    // A registry that flips a byte of the layer.
+    let fake = FakeRegistry::start(
+        &built,
+        "1",
+        Faults {
+            corrupt: Some(layer.digest.clone()),
+            ..Faults::default()
+        },
+    );
+    let pool = registries();
+    let reference: Reference = format!("{}/app:1", fake.host).parse().unwrap();
+    let registry = Source::Registry {
+        client: pool.client(reference.registry()).unwrap(),
+        reference,
+    };
+    let served = runtime.block_on(drained(registry.blob(&digest, size, true)));
+    assert!(served.is_err(), "the registry source passed corrupt bytes");
+    // The store, with its copy of the blob altered on disk.
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("store")).unwrap();
+    runtime
+        .block_on(store.put_blob_bytes(&digest, &layer.gzip))
+        .unwrap();
+    let path = store.blob_path(&digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let manifest_digest: Digest = built.digest().parse().unwrap();
+    let source = Source::Store {
+        store: store.clone(),
+        entry: ferry::store::IndexEntry::new(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest_digest,
+            built.manifest.len() as u64,
+        ),
+        name: "suite.local/corrupt:1".into(),
+    };
+    let read = runtime.block_on(drained(source.blob(&digest, size, false)));
+    let error = read.expect_err("the store source passed corrupt bytes");
+    assert!(error.contains("corrupt"), "{error}");
 }
