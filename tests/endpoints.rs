@@ -8,11 +8,14 @@
 use crate::support::registry::Registry;
 use crate::support::sha256;
 use bytes::Bytes;
-use ferry::engine::{copy_image, CopyOptions, Destination, PlatformChoice, Source};
+use ferry::engine::{
+    copy_image, CopyOptions, Destination, EngineError, PlatformChoice, ReferrerCandidate,
+    RegistryDestination, RegistrySource, Source, StoreDestination, StoreSource,
+};
 use ferry::registry::blobs::BlobStream;
 use ferry::registry::Registries;
 use ferry::store::Store;
-use ferry::types::{Digest, Reference, ReferrerFilter};
+use ferry::types::{Digest, ParsedManifest, Reference, ReferrerFilter};
 use futures_util::StreamExt;
 use std::sync::Arc;
 
@@ -28,6 +31,30 @@ fn stream_of(bytes: &[u8]) -> BlobStream {
     futures_util::stream::iter([Ok(chunk)]).boxed()
 }
 
+/// A source that serves whatever bytes it is given for any blob, as a
+/// source that lies would: what a destination writes must not depend on
+/// the source being honest.
+struct BytesSource(Vec<u8>);
+
+#[async_trait::async_trait]
+impl Source for BytesSource {
+    fn describe(&self) -> String {
+        "test bytes".into()
+    }
+    async fn root(&self) -> Result<ParsedManifest, EngineError> {
+        unreachable!("blob-only source")
+    }
+    async fn manifest(&self, _: &Digest, _: &str) -> Result<ParsedManifest, EngineError> {
+        unreachable!("blob-only source")
+    }
+    fn blob(&self, _: &Digest, _: u64) -> BlobStream {
+        stream_of(&self.0)
+    }
+    async fn referrers(&self, _: &Digest, _: &mut Vec<String>) -> Vec<ReferrerCandidate> {
+        Vec::new()
+    }
+}
+
 fn registries() -> Registries {
     Registries::new(Default::default(), Arc::new(ferry::progress::Silent))
 }
@@ -37,23 +64,22 @@ fn destinations(
     store: &Store,
     registry: &Registry,
     pool: &Registries,
-) -> Vec<(String, Destination)> {
+) -> Vec<(String, Box<dyn Destination>)> {
     let reference: Reference = format!("{}/suite/app:1", registry.host).parse().unwrap();
     vec![
         (
             "store".into(),
-            Destination::Store {
-                store: store.clone(),
-                name: Some("suite.local/app:1".parse().unwrap()),
-                referrer: None,
-            },
+            Box::new(StoreDestination::new(
+                store.clone(),
+                Some("suite.local/app:1".parse().unwrap()),
+            )),
         ),
         (
             "registry".into(),
-            Destination::Registry {
-                client: pool.client(reference.registry()).unwrap(),
+            Box::new(RegistryDestination::new(
+                pool.client(reference.registry()).unwrap(),
                 reference,
-            },
+            )),
         ),
     ]
 }
@@ -75,7 +101,7 @@ fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
             let mut wrong = good.clone();
             wrong[1000] ^= 1;
             let refused = destination
-                .write_blob(&digest, size, stream_of(&wrong), |_| {})
+                .write_blob(&BytesSource(wrong), &digest, size, Arc::new(|_| {}))
                 .await;
             assert!(refused.is_err(), "{name}: a corrupt write succeeded");
             assert!(
@@ -83,8 +109,9 @@ fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
                 "{name}: a refused write left the blob visible"
             );
             // The blob itself: written, then there.
+            let honest = BytesSource(good.clone());
             destination
-                .write_blob(&digest, size, stream_of(&good), |_| {})
+                .write_blob(&honest, &digest, size, Arc::new(|_| {}))
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(
@@ -93,7 +120,7 @@ fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
             );
             // Writing it again is success (already there), not an error.
             destination
-                .write_blob(&digest, size, stream_of(&good), |_| {})
+                .write_blob(&honest, &digest, size, Arc::new(|_| {}))
                 .await
                 .unwrap_or_else(|e| panic!("{name}: a second write failed: {e}"));
         });
@@ -147,17 +174,11 @@ fn a_copy_through_the_engine_keeps_the_digest_and_tags_last() {
         .lookup_tag(&"suite.local/app:1".parse().unwrap())
         .unwrap()
         .expect("loaded");
-    let source = Source::Store {
-        store: store.clone(),
-        entry,
-        name: "suite.local/app:1".into(),
-    };
+    let source = StoreSource::new(store.clone(), entry, "suite.local/app:1".into());
     let pool = registries();
     let reference: Reference = format!("{}/suite/copied:1", registry.host).parse().unwrap();
-    let destination = Destination::Registry {
-        client: pool.client(reference.registry()).unwrap(),
-        reference,
-    };
+    let destination =
+        RegistryDestination::new(pool.client(reference.registry()).unwrap(), reference);
     let options = CopyOptions {
         platforms: PlatformChoice::All,
         concurrency: 2,
@@ -217,11 +238,8 @@ fn every_source_refuses_bytes_that_fail_their_digest() {
     );
     let pool = registries();
     let reference: Reference = format!("{}/app:1", fake.host).parse().unwrap();
-    let registry = Source::Registry {
-        client: pool.client(reference.registry()).unwrap(),
-        reference,
-    };
-    let served = runtime.block_on(drained(registry.blob(&digest, size, true)));
+    let registry = RegistrySource::new(pool.client(reference.registry()).unwrap(), reference);
+    let served = runtime.block_on(drained(registry.blob(&digest, size)));
     assert!(served.is_err(), "the registry source passed corrupt bytes");
     // The store, with its copy of the blob altered on disk.
     let work = tempfile::tempdir().unwrap();
@@ -238,16 +256,16 @@ fn every_source_refuses_bytes_that_fail_their_digest() {
     std::fs::set_permissions(&path, permissions).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     let manifest_digest: Digest = built.digest().parse().unwrap();
-    let source = Source::Store {
-        store: store.clone(),
-        entry: ferry::store::IndexEntry::new(
+    let source = StoreSource::new(
+        store.clone(),
+        ferry::store::IndexEntry::new(
             "application/vnd.oci.image.manifest.v1+json",
             manifest_digest,
             built.manifest.len() as u64,
         ),
-        name: "suite.local/corrupt:1".into(),
-    };
-    let read = runtime.block_on(drained(source.blob(&digest, size, false)));
+        "suite.local/corrupt:1".into(),
+    );
+    let read = runtime.block_on(drained(source.blob(&digest, size)));
     let error = read.expect_err("the store source passed corrupt bytes");
     assert!(error.contains("corrupt"), "{error}");
 }

@@ -11,7 +11,7 @@ use crate::archive::location::{
 };
 use crate::archive::ArchiveError;
 use crate::archive::{load as loader, rootfs, Compression};
-use crate::engine::{plan_archive, write_archive, PlatformChoice, Source};
+use crate::engine::{plan_archive, write_archive, PlatformChoice, SharedSource, StoreSource};
 use crate::progress::Reporter;
 use crate::store::Store;
 use crate::types::Platform;
@@ -51,13 +51,12 @@ pub async fn save(context: &Context, args: SaveArgs) -> anyhow::Result<ExitCode>
     for text in &args.images {
         let image = store.resolve(text)?;
         let name = image.entry.name().filter(|n| n.tag().is_some());
-        let source = Source::Store {
-            store: store.clone(),
-            entry: image.entry.clone(),
-            name: name
-                .as_ref()
+        let source: SharedSource = Arc::new(StoreSource::new(
+            store.clone(),
+            image.entry.clone(),
+            name.as_ref()
                 .map_or_else(|| text.clone(), ToString::to_string),
-        };
+        ));
         sources.push((source, name));
     }
     let choice = PlatformChoice::from_list(platforms.clone(), true, PlatformChoice::All);

@@ -11,7 +11,7 @@ use super::{Context, UsageError};
 use crate::archive::location::Location;
 use crate::engine::{
     copy_image, plan_archive, write_archive, ArchiveSource, ArchiveTarget, CopyOptions,
-    Destination, DestinationBlobs, PlatformChoice, Source,
+    DestinationBlobs, PlatformChoice, RegistryDestination, RegistrySource, SharedSource,
 };
 use crate::progress::Reporter;
 use crate::types::Reference;
@@ -68,11 +68,8 @@ pub async fn from_archive(
         for to in targets {
             let client = registries.client(to.registry())?;
             let outcome = copy_image(
-                &source.source(index),
-                &Destination::Registry {
-                    client,
-                    reference: to.clone(),
-                },
+                source.source(index).as_ref(),
+                &RegistryDestination::new(client, to.clone()),
                 options,
             )
             .await
@@ -115,14 +112,11 @@ pub async fn to_archive(
     } else {
         vec![Reference::parse(source).map_err(|e| UsageError(e.to_string()))?]
     };
-    let sources: Vec<(Source, Option<Reference>)> = references
+    let sources: Vec<(SharedSource, Option<Reference>)> = references
         .into_iter()
         .map(|reference| {
             let name = reference.tag().is_some().then(|| reference.clone());
-            let source = Source::Registry {
-                client: client.clone(),
-                reference,
-            };
+            let source: SharedSource = Arc::new(RegistrySource::new(client.clone(), reference));
             (source, name)
         })
         .collect();

@@ -66,8 +66,8 @@ async fn job_context(
         objects: context.objects(),
         lease_lost: None,
         shard: None,
+        endpoints: crate::engine::Endpoints::new(Arc::new(context.registries()), store.clone()),
         store,
-        registries: Arc::new(context.registries()),
         concurrency: context.config.concurrency,
         parallel_images: parallel_images
             .unwrap_or(context.config.parallel_images)

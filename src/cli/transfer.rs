@@ -7,7 +7,10 @@ use super::args::{CopyArgs, LoginArgs, PullArgs, PushArgs};
 use super::output::{json, println};
 use super::{Context, UsageError};
 use crate::config::DefaultPlatforms;
-use crate::engine::{copy_image, CopyOptions, CopyOutcome, Destination, PlatformChoice, Source};
+use crate::engine::{
+    copy_image, CopyOptions, CopyOutcome, PlatformChoice, RegistryDestination, RegistrySource,
+    StoreDestination, StoreSource,
+};
 use crate::registry::credentials;
 use crate::registry::{Registries, RegistrySettings};
 use crate::store::index::TagChange;
@@ -127,15 +130,8 @@ pub async fn pull(context: &Context, args: PullArgs) -> anyhow::Result<ExitCode>
                 reference.repository()
             ))?;
         }
-        let source = Source::Registry {
-            client: client.clone(),
-            reference: reference.clone(),
-        };
-        let destination = Destination::Store {
-            store: store.clone(),
-            name: Some(reference.clone()),
-            referrer: None,
-        };
+        let source = RegistrySource::new(client.clone(), reference.clone());
+        let destination = StoreDestination::new(store.clone(), Some(reference.clone()));
         let outcome = copy_image(&source, &destination, &options)
             .await
             .with_context(|| {
@@ -206,15 +202,8 @@ pub async fn push(context: &Context, args: PushArgs) -> anyhow::Result<ExitCode>
     }
     context.reporter.set_verb("Push");
     let name = source_name.map_or_else(|| args.image.clone(), |n| n.to_string());
-    let source = Source::Store {
-        store: (*store).clone(),
-        entry: image.entry.clone(),
-        name,
-    };
-    let target = Destination::Registry {
-        client,
-        reference: destination.clone(),
-    };
+    let source = StoreSource::new((*store).clone(), image.entry.clone(), name);
+    let target = RegistryDestination::new(client, destination.clone());
     let options = copy_options(
         context,
         PlatformChoice::All,
@@ -312,14 +301,8 @@ async fn registry_copy(
     context.reporter.set_verb("Copy");
     let mut outcomes = Vec::new();
     for (from, to) in pairs {
-        let source = Source::Registry {
-            client: source_client.clone(),
-            reference: from.clone(),
-        };
-        let target = Destination::Registry {
-            client: destination_client.clone(),
-            reference: to.clone(),
-        };
+        let source = RegistrySource::new(source_client.clone(), from.clone());
+        let target = RegistryDestination::new(destination_client.clone(), to.clone());
         let outcome = copy_image(&source, &target, options)
             .await
             .with_context(|| {

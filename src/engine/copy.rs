@@ -54,8 +54,8 @@ pub struct CopyOutcome {
 
 /// Copy one image from `source` to `destination`: plan, then transfer.
 pub async fn copy_image(
-    source: &Source,
-    destination: &Destination,
+    source: &dyn Source,
+    destination: &dyn Destination,
     options: &CopyOptions,
 ) -> Result<CopyOutcome, EngineError> {
     let plan = plan_image(source, &options.platforms).await?;
@@ -72,11 +72,11 @@ pub async fn copy_image(
     Ok(outcome)
 }
 
-/// Step two: execute a plan against a registry or store destination.
+/// Step two: execute a plan against a destination.
 pub async fn transfer(
-    source: &Source,
+    source: &dyn Source,
     plan: &ImagePlan,
-    destination: &Destination,
+    destination: &dyn Destination,
     options: &CopyOptions,
 ) -> Result<CopyOutcome, EngineError> {
     // Into the store, every blob committed or found present is protected
@@ -174,20 +174,13 @@ fn upload_lock(key: String) -> Arc<tokio::sync::Mutex<()>> {
 
 /// Move one blob, retrying the whole transfer on transient or integrity failures.
 async fn transfer_blob(
-    source: &Source,
-    destination: &Destination,
+    source: &dyn Source,
+    destination: &dyn Destination,
     digest: &Digest,
     size: u64,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<BlobOutcome, EngineError> {
-    let lock = match destination {
-        Destination::Registry { client, reference } => Some(upload_lock(format!(
-            "{}/{}@{digest}",
-            client.registry(),
-            reference.repository()
-        ))),
-        Destination::Store { .. } => None,
-    };
+    let lock = destination.writer_key(digest).map(upload_lock);
     let _one_writer = match &lock {
         Some(lock) => Some(lock.lock().await),
         None => None,
@@ -214,29 +207,15 @@ async fn transfer_blob(
     loop {
         let progress_reporter = reporter.clone();
         let progress_digest = digest.clone();
-        let on_progress = move |done| {
+        let on_progress = Arc::new(move |done| {
             progress_reporter.report(Event::BlobProgress {
                 digest: progress_digest.clone(),
                 done,
             })
-        };
-        let written = match destination.resumes_from(source) {
-            true => {
-                destination
-                    .write_blob_resuming(source, digest, size, on_progress)
-                    .await
-            }
-            false => {
-                destination
-                    .write_blob(
-                        digest,
-                        size,
-                        source.blob(digest, size, !destination.verifies_writes()),
-                        on_progress,
-                    )
-                    .await
-            }
-        };
+        });
+        let written = destination
+            .write_blob(source, digest, size, on_progress)
+            .await;
         match written {
             Ok(()) => {
                 reporter.report(Event::BlobFinished {

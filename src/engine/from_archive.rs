@@ -6,7 +6,7 @@
 //! blobs verified as they stream — so the tag at the destination is written
 //! only after everything it points at is there.
 
-use super::source::Source;
+use super::source::{ArchiveImageSource, SharedSource};
 use crate::archive::checked::{self, ArchiveInput, CheckedArchive};
 use crate::archive::load::LoadedImage;
 use crate::archive::{ArchiveError, KnownBlobs};
@@ -65,11 +65,11 @@ impl ArchiveSource {
     }
 
     /// The engine source for image `index` of the archive.
-    pub fn source(self: &Arc<Self>, index: usize) -> Source {
-        Source::Archive {
+    pub fn source(self: &Arc<Self>, index: usize) -> SharedSource {
+        Arc::new(ArchiveImageSource {
             archive: self.clone(),
             image: index,
-        }
+        })
     }
 
     /// A name for image `index`, for messages.

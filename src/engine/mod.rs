@@ -17,15 +17,18 @@ mod to_archive;
 pub use crate::types::PlatformChoice;
 pub use copy::{copy_image, transfer, CopyOptions, CopyOutcome};
 pub use deletion::{plan_deletions, Deletion};
-pub use destination::Destination;
+pub use destination::{Destination, Progress, RegistryDestination, StoreDestination};
 pub use from_archive::{ArchiveSource, ArchiveTarget, DestinationBlobs};
 pub use plan::{plan_image, ImagePlan};
 pub use referrers::{
-    copy_referrers, discover_referrers, referrers_fingerprint, subjects_of, Discovered,
-    PlannedReferrer, ReferrersOutcome,
+    copy_referrers, discover_referrers, subjects_of, Discovered, PlannedReferrer, ReferrersOutcome,
 };
-pub use repository::{Repository, TaggedDigest};
-pub use source::Source;
+pub use repository::{
+    Endpoints, RegistryRepository, Repository, StoreRepository, TagHead, TaggedDigest,
+};
+pub use source::{
+    ArchiveImageSource, ReferrerCandidate, RegistrySource, SharedSource, Source, StoreSource,
+};
 pub use to_archive::{plan_archive, write_archive, ArchivePlan};
 
 use crate::registry::RegistryError;

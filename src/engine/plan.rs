@@ -32,7 +32,7 @@ fn invalid(image: &str, message: impl Into<String>) -> EngineError {
 
 /// Walk `source` into a plan.
 pub async fn plan_image(
-    source: &Source,
+    source: &dyn Source,
     choice: &PlatformChoice,
 ) -> Result<ImagePlan, EngineError> {
     let image = source.describe();
@@ -64,7 +64,7 @@ pub async fn plan_image(
 
 /// Apply the platform choice to the fetched root.
 async fn choose_root(
-    source: &Source,
+    source: &dyn Source,
     root: ParsedManifest,
     choice: &PlatformChoice,
     image: &str,
@@ -83,7 +83,7 @@ async fn choose_root(
         if config.size() <= crate::types::manifest::MAX_CONFIG_BYTES {
             let digest = descriptor_digest(config).map_err(|e| invalid(image, e.to_string()))?;
             let mut bytes = Vec::new();
-            let mut stream = source.blob(&digest, config.size(), true);
+            let mut stream = source.blob(&digest, config.size());
             while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
                 bytes.extend_from_slice(&chunk?);
             }
@@ -115,7 +115,7 @@ async fn choose_root(
 /// The image for `wanted` from an index, through the one chooser (nested
 /// indexes followed; an error naming what the index has).
 async fn choose_single(
-    source: &Source,
+    source: &dyn Source,
     root: ParsedManifest,
     wanted: &Platform,
     image: &str,
@@ -155,7 +155,7 @@ fn rebuilt_subset(
 
 /// Fetch the manifests an index refers to, depth first, children before parents.
 async fn collect_children(
-    source: &Source,
+    source: &dyn Source,
     manifest: &ParsedManifest,
     depth: usize,
     out: &mut Vec<ParsedManifest>,

@@ -11,15 +11,11 @@
 use super::copy::{transfer, CopyOptions};
 use super::destination::Destination;
 use super::plan::{plan_image, ImagePlan};
-use super::source::Source;
+use super::source::{SharedSource, Source};
 use super::EngineError;
-use crate::registry::referrers::{Referrer, MAX_REFERRERS};
-use crate::registry::RegistryClient;
-use crate::store::IndexEntry;
-use crate::types::referrer::{cosign_artifact_type, fallback_tag, COSIGN_SUFFIXES};
-use crate::types::{Digest, PlatformChoice, Reference, ReferrerFilter, ReferrerLink};
+use crate::registry::referrers::MAX_REFERRERS;
+use crate::types::{Digest, PlatformChoice, ReferrerFilter, ReferrerLink};
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
 
 /// How deep referrers of referrers are followed (a signature on an SBOM on an image).
 const MAX_DEPTH: usize = 3;
@@ -35,7 +31,7 @@ pub struct ReferrersOutcome {
 /// A referrer found at a source, planned and checked.
 pub struct PlannedReferrer {
     pub link: ReferrerLink,
-    pub source: Source,
+    pub source: SharedSource,
     pub plan: ImagePlan,
 }
 
@@ -47,32 +43,6 @@ pub struct Discovered {
     pub notes: Vec<String>,
 }
 
-/// A cheap fingerprint of what refers to `subject` in `from`'s repository
-/// (its OCI 1.1 referrers and cosign tags): compared with the last run's,
-/// it tells a sync whether an unchanged image got new signatures, with no
-/// manifest or blob GETs. `tags` is the repository's tag list.
-pub async fn referrers_fingerprint(
-    client: &Arc<RegistryClient>,
-    from: &Reference,
-    subject: &Digest,
-    tags: &BTreeSet<String>,
-) -> Result<String, EngineError> {
-    let mut parts = vec![
-        client
-            .referrers_fingerprint(from.repository(), subject)
-            .await?,
-    ];
-    for (suffix, _) in COSIGN_SUFFIXES {
-        let tag = format!("{}{suffix}", fallback_tag(subject));
-        if tags.contains(&tag) {
-            let head = client.head_manifest(from.repository(), &tag).await?;
-            let digest = head.and_then(|h| h.digest).map(|d| d.to_string());
-            parts.push(format!("{tag}={}", digest.unwrap_or_default()));
-        }
-    }
-    Ok(parts.join(";"))
-}
-
 /// The subjects of an image's referrers: its root and child manifests.
 pub fn subjects_of(plan: &ImagePlan) -> Vec<Digest> {
     let mut subjects = vec![plan.root.digest.clone()];
@@ -80,145 +50,11 @@ pub fn subjects_of(plan: &ImagePlan) -> Vec<Digest> {
     subjects
 }
 
-/// One referrer a source lists for a subject, before planning.
-struct Candidate {
-    link: ReferrerLink,
-    source: Source,
-    artifact_type: Option<String>,
-}
-
-/// What a source lists, read once per discovery.
-#[derive(Default)]
-struct Listing {
-    /// A registry repository's tags (for cosign tags).
-    tags: Option<BTreeSet<String>>,
-    /// The store's referrer entries.
-    entries: Option<Vec<IndexEntry>>,
-}
-
-/// The referrers `source` lists for `subject`.
-async fn candidates(
-    source: &Source,
-    subject: &Digest,
-    listing: &mut Listing,
-    notes: &mut Vec<String>,
-) -> Vec<Candidate> {
-    let mut found = Vec::new();
-    match source {
-        Source::Registry { client, reference } => {
-            let from = reference;
-            if listing.tags.is_none() {
-                let tags = match client.list_tags(from.repository()).await {
-                    Ok(tags) => tags.into_iter().collect(),
-                    Err(error) => {
-                        notes.push(format!(
-                            "cannot list {} for cosign signature tags: {error}",
-                            from.name()
-                        ));
-                        BTreeSet::new()
-                    }
-                };
-                listing.tags = Some(tags);
-            }
-            match client.referrers(from.repository(), subject).await {
-                Ok(listed) => {
-                    for Referrer {
-                        digest, descriptor, ..
-                    } in listed
-                    {
-                        found.push(Candidate {
-                            link: ReferrerLink {
-                                subject: subject.clone(),
-                                tag: None,
-                            },
-                            source: Source::Registry {
-                                client: client.clone(),
-                                reference: from.with_digest(digest),
-                            },
-                            artifact_type: descriptor["artifactType"].as_str().map(str::to_owned),
-                        });
-                    }
-                }
-                Err(error) => notes.push(format!(
-                    "referrers of {}@{subject} not copied: {error}",
-                    from.name()
-                )),
-            }
-            let tags = listing.tags.as_ref().expect("listed above");
-            for (suffix, kind) in COSIGN_SUFFIXES {
-                let tag = format!("{}{suffix}", fallback_tag(subject));
-                if tags.contains(&tag) {
-                    found.push(Candidate {
-                        link: ReferrerLink {
-                            subject: subject.clone(),
-                            tag: Some(tag.clone()),
-                        },
-                        source: Source::Registry {
-                            client: client.clone(),
-                            reference: from.with_tag(&tag),
-                        },
-                        artifact_type: Some(kind.to_owned()),
-                    });
-                }
-            }
-        }
-        Source::Store { store, .. } => {
-            if listing.entries.is_none() {
-                let entries = match crate::store::index::read_index(store) {
-                    Ok(entries) => entries.into_iter().filter(|e| e.is_referrer()).collect(),
-                    Err(error) => {
-                        notes.push(format!("referrers in the store not read: {error}"));
-                        Vec::new()
-                    }
-                };
-                listing.entries = Some(entries);
-            }
-            for entry in listing.entries.iter().flatten() {
-                let Some(link) = entry.link().filter(|l| &l.subject == subject) else {
-                    continue;
-                };
-                let artifact_type = link
-                    .tag
-                    .as_deref()
-                    .and_then(cosign_artifact_type)
-                    .map(str::to_owned)
-                    .or_else(|| entry.artifact_type.clone());
-                found.push(Candidate {
-                    link,
-                    source: Source::Store {
-                        store: store.clone(),
-                        entry: entry.clone(),
-                        name: format!("referrer {}", entry.digest),
-                    },
-                    artifact_type,
-                });
-            }
-        }
-        Source::Archive { archive, .. } => {
-            for (index, image) in archive.images().iter().enumerate() {
-                let Some(link) = image.link.as_ref().filter(|l| &l.subject == subject) else {
-                    continue;
-                };
-                let artifact_type = archive
-                    .checked
-                    .root(index)
-                    .and_then(|root| link.artifact_type(root));
-                found.push(Candidate {
-                    link: link.clone(),
-                    source: archive.source(index),
-                    artifact_type,
-                });
-            }
-        }
-    }
-    found
-}
-
 /// Find, plan and check the referrers of `subjects` at `source`, and
 /// theirs, to [`MAX_DEPTH`]; each manifest once, at most
 /// [`MAX_REFERRERS`] in all.
 pub async fn discover_referrers(
-    source: &Source,
+    source: &dyn Source,
     subjects: Vec<Digest>,
     filter: &ReferrerFilter,
 ) -> Discovered {
@@ -226,14 +62,13 @@ pub async fn discover_referrers(
     if !filter.enabled() {
         return discovered;
     }
-    let mut listing = Listing::default();
     let mut seen: BTreeSet<Digest> = subjects.iter().cloned().collect();
     let mut queue: VecDeque<(Digest, usize)> = subjects.into_iter().map(|d| (d, 0)).collect();
     while let Some((subject, depth)) = queue.pop_front() {
         if depth >= MAX_DEPTH {
             continue;
         }
-        let found = candidates(source, &subject, &mut listing, &mut discovered.notes).await;
+        let found = source.referrers(&subject, &mut discovered.notes).await;
         for candidate in found {
             if !filter.admits(candidate.artifact_type.as_deref()) {
                 continue;
@@ -246,7 +81,7 @@ pub async fn discover_referrers(
                 return discovered;
             }
             let what = candidate.source.describe();
-            let plan = match plan_image(&candidate.source, &PlatformChoice::All).await {
+            let plan = match plan_image(candidate.source.as_ref(), &PlatformChoice::All).await {
                 Ok(plan) => plan,
                 Err(error) => {
                     discovered
@@ -290,8 +125,8 @@ pub async fn discover_referrers(
 /// Copy the referrers of `subjects` (an image's root and child manifests)
 /// from `source` to `destination`, any pair of registry and store.
 pub async fn copy_referrers(
-    source: &Source,
-    destination: &Destination,
+    source: &dyn Source,
+    destination: &dyn Destination,
     subjects: Vec<Digest>,
     options: &CopyOptions,
 ) -> Result<ReferrersOutcome, EngineError> {
@@ -306,18 +141,16 @@ pub async fn copy_referrers(
     };
     for referrer in discovered.referrers {
         let target = destination.for_referrer(&referrer.link, &referrer.plan.root.digest);
-        let copied = transfer(&referrer.source, &referrer.plan, &target, &whole).await?;
-        if let (Destination::Registry { client, reference }, None, false) =
-            (destination, &referrer.link.tag, copied.subject_indexed)
-        {
-            client
-                .add_to_fallback_index(
-                    reference.repository(),
-                    &referrer.link.subject,
-                    &referrer.plan.root,
-                )
-                .await?;
-        }
+        let copied = transfer(
+            referrer.source.as_ref(),
+            &referrer.plan,
+            target.as_ref(),
+            &whole,
+        )
+        .await?;
+        target
+            .referrer_written(&referrer.link, &referrer.plan.root, copied.subject_indexed)
+            .await?;
         outcome.copied += 1;
     }
     Ok(outcome)

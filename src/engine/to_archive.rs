@@ -6,7 +6,7 @@
 
 use super::plan::{plan_image, ImagePlan};
 use super::referrers::{discover_referrers, subjects_of};
-use super::source::Source;
+use super::source::SharedSource;
 use super::EngineError;
 use crate::archive::save::{self, ArchiveImage, SavePlan};
 use crate::archive::{ArchiveError, Compression};
@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// An archive ready to be written: its layout and where each blob comes from.
 pub struct ArchivePlan {
     pub layout: SavePlan,
-    sources: Vec<Source>,
+    sources: Vec<SharedSource>,
     owner: BTreeMap<Digest, usize>,
 }
 
@@ -31,7 +31,7 @@ pub struct ArchivePlan {
 /// (default: the host's); an index without it is left out of
 /// `manifest.json` (the OCI part still carries it) rather than guessed.
 pub async fn plan_archive(
-    images: Vec<(Source, Option<Reference>)>,
+    images: Vec<(SharedSource, Option<Reference>)>,
     choice: &PlatformChoice,
     docker_platform: Option<&Platform>,
     exclude: BTreeSet<Digest>,
@@ -42,9 +42,9 @@ pub async fn plan_archive(
     let mut planned = Planned::default();
     let mut attached = BTreeSet::new();
     for (source, name) in images {
-        let plan = plan_image(&source, choice).await?;
+        let plan = plan_image(source.as_ref(), choice).await?;
         let docker = docker_manifest(&plan, wanted);
-        let discovered = discover_referrers(&source, subjects_of(&plan), referrers).await;
+        let discovered = discover_referrers(source.as_ref(), subjects_of(&plan), referrers).await;
         for note in discovered.notes {
             tracing::warn!("{note}");
         }
@@ -73,14 +73,14 @@ pub async fn plan_archive(
 #[derive(Default)]
 struct Planned {
     images: Vec<ArchiveImage>,
-    sources: Vec<Source>,
+    sources: Vec<SharedSource>,
     owner: BTreeMap<Digest, usize>,
 }
 
 impl Planned {
     fn add(
         &mut self,
-        source: Source,
+        source: SharedSource,
         plan: ImagePlan,
         name: Option<Reference>,
         docker: Option<ParsedManifest>,
@@ -178,7 +178,7 @@ pub fn write_archive(
             size,
         });
         Ok(Box::new(StreamReader {
-            stream: plan.sources[index].blob(digest, size, true),
+            stream: plan.sources[index].blob(digest, size),
             handle: handle.clone(),
             chunk: bytes::Bytes::new(),
             reporter: reporter.clone(),

@@ -18,8 +18,8 @@ use crate::archive::location::{sweep_unfinished, write_atomically, Location, STA
 use crate::archive::Compression;
 use crate::config::jobs::{BackupImage, BackupSpec};
 use crate::engine::{
-    copy_image, plan_archive, write_archive, ArchivePlan, CopyOptions, Destination, PlatformChoice,
-    Source,
+    copy_image, plan_archive, write_archive, ArchivePlan, CopyOptions, PlatformChoice,
+    SharedSource, StoreDestination, StoreSource,
 };
 use crate::types::referrer::image_tags;
 use crate::types::time::{expand_date_time, now_unix};
@@ -55,8 +55,12 @@ async fn selection(
     }
     for repository in repositories {
         let listed = async {
-            let client = context.registries.client(repository.registry())?;
-            Ok::<_, Stop>(image_tags(client.list_tags(repository.repository()).await?))
+            let listed = context
+                .endpoints
+                .registry(&repository)?
+                .listed_tags()
+                .await?;
+            Ok::<_, Stop>(image_tags(listed))
         };
         match listed.await {
             Ok(tags) => images.extend(
@@ -222,7 +226,7 @@ async fn open_sources(
     options: &CopyOptions,
     report: &mut JobReport,
     failed: &mut Vec<String>,
-) -> Result<Vec<(Source, Option<Reference>)>, Stop> {
+) -> Result<Vec<(SharedSource, Option<Reference>)>, Stop> {
     let mut sources = Vec::new();
     for image in images {
         if context.cancelled() {
@@ -478,19 +482,14 @@ async fn source_for(
     image: &Reference,
     options: &CopyOptions,
     report: &mut JobReport,
-) -> Result<Source, Stop> {
-    let client = context.registries.client(image.registry())?;
-    let registry = Source::Registry {
-        client,
-        reference: image.clone(),
-    };
+) -> Result<SharedSource, Stop> {
+    let registry = context
+        .endpoints
+        .registry(image)?
+        .source(&image.manifest_reference())?;
     let outcome = if spec.keep_in_store {
-        let destination = Destination::Store {
-            store: context.store.clone(),
-            name: Some(image.clone()),
-            referrer: None,
-        };
-        copy_image(&registry, &destination, options)
+        let destination = StoreDestination::new(context.store.clone(), Some(image.clone()));
+        copy_image(registry.as_ref(), &destination, options)
             .await
             .map(|_| ())
     } else {
@@ -510,11 +509,11 @@ async fn source_for(
             .notes
             .push(format!("{image}: using the store's copy ({error})"));
     }
-    Ok(Source::Store {
-        store: context.store.clone(),
+    Ok(std::sync::Arc::new(StoreSource::new(
+        context.store.clone(),
         entry,
-        name: image.to_string(),
-    })
+        image.to_string(),
+    )))
 }
 
 #[cfg(test)]

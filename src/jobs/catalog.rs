@@ -18,9 +18,8 @@ pub(super) async fn repositories_under(
     let SyncSource::Under { registry, .. } = source else {
         return Ok(Vec::new());
     };
-    let client = context.registries.client(registry)?;
     let mut found = Vec::new();
-    for path in client.catalog().await? {
+    for path in context.endpoints.catalog(registry).await? {
         let Some(relative) = source.relative(&path) else {
             continue;
         };

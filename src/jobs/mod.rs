@@ -55,9 +55,8 @@ async fn forget(state: &StateStore, name: &str) -> anyhow::Result<bool> {
 }
 
 use crate::config::{JobKind, JobSpec, RepositoryTarget};
-use crate::engine::Repository;
+use crate::engine::{Endpoints, Repository};
 use crate::progress::Reporter;
-use crate::registry::Registries;
 use crate::store::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,7 +65,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct JobContext {
     pub store: Store,
-    pub registries: Arc<Registries>,
+    /// The registries and the store, as repositories and sources.
+    pub endpoints: Endpoints,
     pub concurrency: usize,
     /// Images a job copies at once.
     pub parallel_images: usize,
@@ -97,16 +97,10 @@ impl JobContext {
 
     /// The repository a job's `repository`/`target` key names: the one
     /// place that tells a registry from the store.
-    fn repository(&self, target: &RepositoryTarget) -> Result<Repository, Stop> {
+    fn repository(&self, target: &RepositoryTarget) -> Result<Arc<dyn Repository>, Stop> {
         Ok(match target {
-            RepositoryTarget::Registry(name) => Repository::Registry {
-                client: self.registries.client(name.registry())?,
-                name: name.clone(),
-            },
-            RepositoryTarget::Store(name) => Repository::Store {
-                store: self.store.clone(),
-                name: name.clone(),
-            },
+            RepositoryTarget::Registry(name) => self.endpoints.registry(name)?,
+            RepositoryTarget::Store(name) => self.endpoints.store(name.clone()),
         })
     }
 }

@@ -9,10 +9,9 @@ use super::{ImageResult, JobContext, JobReport, Stop};
 use crate::config::jobs::{SyncSource, SyncSpec};
 use crate::config::RepositoryTarget;
 use crate::engine::{
-    copy_image, copy_referrers, plan_deletions, referrers_fingerprint, CopyOptions, Deletion,
-    Destination, PlatformChoice, Repository, Source,
+    copy_image, copy_referrers, plan_deletions, CopyOptions, Deletion, Destination, PlatformChoice,
+    Repository,
 };
-use crate::registry::RegistryClient;
 use crate::types::referrer::image_tags;
 use crate::types::time::now_unix;
 use crate::types::Digest;
@@ -85,10 +84,11 @@ async fn repositories(
 
 /// One selected tag to bring up to date.
 struct Item {
-    client: Arc<RegistryClient>,
+    /// The source repository, and its name.
+    from: Arc<dyn Repository>,
     source: Reference,
     tag: String,
-    target: Arc<Repository>,
+    target: Arc<dyn Repository>,
     tags: Arc<BTreeSet<String>>,
     remembered: Option<SeenTag>,
 }
@@ -182,7 +182,7 @@ pub async fn run(
     }
     if spec.delete_extra {
         for (target, selected) in &per_target {
-            delete_extra(target, selected, dry_run, state, report).await?;
+            delete_extra(target.as_ref(), selected, dry_run, state, report).await?;
         }
     }
     if !failed.is_empty() {
@@ -213,15 +213,15 @@ async fn select(
     repositories: Vec<(Reference, RepositoryTarget)>,
     report: &mut JobReport,
     failed: &mut Vec<String>,
-) -> Result<(Vec<Item>, Vec<(Arc<Repository>, Vec<String>)>), Stop> {
+) -> Result<(Vec<Item>, Vec<(Arc<dyn Repository>, Vec<String>)>), Stop> {
     // Tag lists, several at once (a remote registry's latency dominates).
     let listed: Vec<_> = futures_util::stream::iter(repositories)
         .map(|(source, target)| async move {
             let listing = async {
-                let client = context.registries.client(source.registry())?;
-                let tags = client.list_tags(source.repository()).await?;
+                let from = context.endpoints.registry(&source)?;
+                let tags = from.listed_tags().await?;
                 let target = context.repository(&target)?;
-                Ok::<_, Stop>((client, tags, target))
+                Ok::<_, Stop>((from, tags, target))
             };
             let listing = listing.await;
             (source, listing)
@@ -230,9 +230,9 @@ async fn select(
         .collect()
         .await;
     let mut items = Vec::new();
-    let mut per_target: Vec<(Arc<Repository>, Vec<String>)> = Vec::new();
+    let mut per_target: Vec<(Arc<dyn Repository>, Vec<String>)> = Vec::new();
     for (source, listing) in listed {
-        let (client, tags, target) = match listing {
+        let (from, tags, target) = match listing {
             Ok(found) => found,
             Err(Stop::Failed(error)) => {
                 let error = format!("{error:#}");
@@ -253,11 +253,10 @@ async fn select(
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let target = Arc::new(target);
         let tag_set = Arc::new(tags.iter().cloned().collect::<BTreeSet<String>>());
         for tag in &selected {
             items.push(Item {
-                client: client.clone(),
+                from: from.clone(),
                 source: source.clone(),
                 tag: tag.clone(),
                 target: target.clone(),
@@ -372,14 +371,14 @@ async fn sync_one(
     dry_run: bool,
 ) -> Result<Done, Stop> {
     let Item {
-        client,
+        from: repository,
         source,
         tag,
         target,
         tags,
         remembered,
     } = item;
-    let Some(head) = client.head_manifest(source.repository(), tag).await? else {
+    let Some(head) = repository.head(tag).await? else {
         return Ok(Done::Gone);
     };
     if let Some(remaining) = head.rate_limit_remaining {
@@ -403,8 +402,8 @@ async fn sync_one(
     );
     let fingerprint = match (&source_digest, spec.referrers.enabled()) {
         // A broken referrers listing never stops the image itself.
-        (Some(digest), true) => match referrers_fingerprint(client, source, digest, tags).await {
-            Ok(fingerprint) => Some(fingerprint),
+        (Some(digest), true) => match repository.referrers_fingerprint(digest, tags).await {
+            Ok(fingerprint) => fingerprint,
             Err(error) => {
                 tracing::warn!("referrers of {from} not checked: {error}");
                 None
@@ -428,9 +427,8 @@ async fn sync_one(
             });
         }
         let copied = copy_new_referrers(
-            client,
-            &from,
-            &destination,
+            repository.as_ref(),
+            destination.as_ref(),
             source_digest.as_ref(),
             head.media_type.as_deref(),
             options,
@@ -467,11 +465,12 @@ async fn sync_one(
         ));
         backup_tag_kept = Some(backup);
     }
-    let source_endpoint = Source::Registry {
-        client: client.clone(),
-        reference: from.clone(),
-    };
-    let outcome = copy_image(&source_endpoint, &destination, options).await?;
+    let outcome = copy_image(
+        repository.source(tag)?.as_ref(),
+        destination.as_ref(),
+        options,
+    )
+    .await?;
     changes.push(format!(
         "copied {from} → {shown} ({}, {} blobs copied)",
         outcome.digest, outcome.blobs_copied
@@ -491,9 +490,8 @@ async fn sync_one(
 /// Copy the referrers of an image that is already at the destination: its
 /// own, and (for an index) its platform manifests'.
 async fn copy_new_referrers(
-    client: &std::sync::Arc<crate::registry::RegistryClient>,
-    from: &Reference,
-    destination: &Destination,
+    from: &dyn Repository,
+    destination: &dyn Destination,
     digest: Option<&Digest>,
     media_type: Option<&str>,
     options: &CopyOptions,
@@ -502,21 +500,16 @@ async fn copy_new_referrers(
         return Ok(0);
     };
     let mut subjects = vec![digest.clone()];
+    let source = from.source(&digest.to_string())?;
     if media_type.is_some_and(crate::types::media::is_index) {
-        let index = client
-            .get_manifest(from.repository(), &digest.to_string())
-            .await?;
+        let index = source.root().await?;
         for child in index.children() {
             if let Ok(child) = crate::types::manifest::descriptor_digest(child) {
                 subjects.push(child);
             }
         }
     }
-    let source = Source::Registry {
-        client: client.clone(),
-        reference: from.clone(),
-    };
-    let copied = copy_referrers(&source, destination, subjects, options).await?;
+    let copied = copy_referrers(source.as_ref(), destination, subjects, options).await?;
     for note in copied.notes {
         tracing::warn!("{note}");
     }
@@ -526,7 +519,7 @@ async fn copy_new_referrers(
 /// Remove target tags that left the selection. A registry deletes by
 /// digest, so a tag whose digest a kept tag shares stays (with a note).
 async fn delete_extra(
-    target: &Repository,
+    target: &dyn Repository,
     selected: &[String],
     dry_run: bool,
     state: &JobState,
