@@ -9,10 +9,8 @@ use super::docker_archive::DockerItem;
 use super::load::{Found, LoadedImage, Loader};
 use super::read::{index_entries, read_entries, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
-use crate::store::index::IndexEntry;
-use crate::store::staging::StagedBlob;
-use crate::store::Store;
-use crate::types::{Digest, ParsedManifest, Reference};
+use crate::types::staging::{StagedBlob, Staging};
+use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
@@ -38,7 +36,7 @@ pub struct CheckedArchive {
 /// blobs a delta leaves out (looked up in `known`). Files are staged in
 /// `spool` (or left in place for an uncompressed archive file).
 pub fn check(
-    spool: &Store,
+    spool: &dyn Staging,
     known: &dyn KnownBlobs,
     input: ArchiveInput<'_>,
     archive: &str,
@@ -216,32 +214,41 @@ impl CheckedArchive {
         self.blobs.get(digest)
     }
 
-    /// Add everything to the store: data first, then tags.
-    pub fn commit(self, store: &Store) -> Result<(), ArchiveError> {
-        // Everything verified: data first, then tags.
-        for (_, blob) in self.blobs {
-            blob.commit(store)?;
+    /// What the archive adds to a store, for the engine's load to commit
+    /// (data first, then names).
+    pub fn into_content(self) -> ArchiveContent {
+        let mut built = Vec::new();
+        let mut images = Vec::new();
+        for found in self.found {
+            built.extend(found.built);
+            images.push(ArchiveEntry {
+                root: found.root,
+                names: found.names,
+                link: found.link,
+            });
         }
-        for image in &self.found {
-            for built in &image.built {
-                store.stage_bytes(&built.bytes)?.commit(store)?;
-            }
-            if let Some(link) = &image.link {
-                store.add_referrer(IndexEntry::referrer(&image.root, link))?;
-                continue;
-            }
-            let entry = IndexEntry::new(
-                &image.root.media_type,
-                image.root.digest.clone(),
-                image.root.bytes.len() as u64,
-            );
-            if image.names.is_empty() {
-                store.add_untagged(entry.clone())?;
-            }
-            for name in &image.names {
-                store.set_tag(name, entry.clone())?;
-            }
+        ArchiveContent {
+            blobs: self.blobs.into_values().collect(),
+            built,
+            images,
         }
-        Ok(())
     }
+}
+
+/// A checked archive's content, in commit order.
+pub struct ArchiveContent {
+    /// Every blob the images need that the archive carries (staged, verified).
+    pub blobs: Vec<StagedBlob>,
+    /// Manifests ferry built (for `docker save`'s legacy layout).
+    pub built: Vec<ParsedManifest>,
+    pub images: Vec<ArchiveEntry>,
+}
+
+/// One image (or referrer) of a checked archive.
+pub struct ArchiveEntry {
+    pub root: ParsedManifest,
+    /// The names it is tagged with (none: kept untagged).
+    pub names: Vec<Reference>,
+    /// Set for a referrer: kept with its subject, never named.
+    pub link: Option<ReferrerLink>,
 }

@@ -4,7 +4,7 @@
 
 use super::read::{Contents, MAX_RATIO, RATIO_SLACK};
 use super::{ArchiveError, Compression, LimitedReader};
-use crate::store::staging::StagedBlob;
+use crate::types::staging::StagedBlob;
 use crate::types::{Digest, Verifier};
 use std::collections::HashMap;
 use std::io::{BufRead, Read};

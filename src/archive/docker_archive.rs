@@ -7,7 +7,7 @@
 use super::load::{Found, Loader};
 use super::read::Item;
 use super::{ArchiveError, Compression};
-use crate::store::staging::StagedBlob;
+use crate::types::staging::StagedBlob;
 use crate::types::{media, Digest, ParsedManifest, Reference};
 use std::collections::BTreeSet;
 use std::io::Read;

@@ -6,15 +6,13 @@
 //! Layer counts and diffIDs are checked against each config, and only when
 //! every image verified are blobs committed and tags applied.
 
-use super::checked::{check, ArchiveInput};
 use super::diff_ids::DiffChecks;
 use super::read::{Contents, MAX_METADATA};
 use super::{ArchiveError, KnownBlobs};
-use crate::store::Store;
 use crate::types::manifest::descriptor_digest;
+use crate::types::staging::Staging;
 use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 
 /// One image an archive holds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,7 +46,7 @@ pub(super) struct Loader<'a> {
     /// name: an image's size is that of its distinct blobs, as `images`
     /// counts it.
     pub(super) sizes: BTreeMap<Digest, u64>,
-    pub(super) store: &'a Store,
+    pub(super) store: &'a dyn Staging,
     pub(super) known: &'a dyn KnownBlobs,
     pub(super) contents: Contents,
     pub(super) checks: DiffChecks,
@@ -271,7 +269,7 @@ impl Loader<'_> {
         if version["imageLayoutVersion"] != "1.0.0" {
             return Err(self.contents.invalid("oci-layout is not version 1.0.0"));
         }
-        let index: crate::store::index::IndexFileView =
+        let index: crate::types::layout::IndexFileView =
             serde_json::from_slice(&self.contents.bytes("index.json")?)
                 .map_err(|e| self.contents.invalid(format!("index.json: {e}")))?;
         let mut found = Vec::new();
@@ -368,32 +366,4 @@ impl Loader<'_> {
         }
         Ok(found)
     }
-}
-
-/// Read an archive, check it, and (unless `dry_run`) add its images to the store.
-pub fn load(
-    store: &Store,
-    input: &mut dyn Read,
-    archive: &str,
-    dry_run: bool,
-) -> Result<Vec<LoadedImage>, ArchiveError> {
-    load_with(store, store, input, archive, dry_run)
-}
-
-/// [`load`], finding a delta's left-out blobs in `known` instead of `store`.
-pub fn load_with(
-    store: &Store,
-    known: &dyn KnownBlobs,
-    input: &mut dyn Read,
-    archive: &str,
-    dry_run: bool,
-) -> Result<Vec<LoadedImage>, ArchiveError> {
-    // Staged blobs are private files; blobs the load finds present are
-    // claimed (protected) as it checks; the commit checks every graph.
-    let checked = check(store, known, ArchiveInput::Stream(input), archive)?;
-    let images = checked.images.clone();
-    if !dry_run {
-        checked.commit(store)?;
-    }
-    Ok(images)
 }

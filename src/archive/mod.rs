@@ -1,8 +1,10 @@
 //! Archives: one tar that is at once an OCI image layout and a
 //! `docker load` archive (`save`), and a reader for what ferry, `docker
 //! save` (legacy and 25+), podman, skopeo and crane write (`load`). Archive
-//! entries are never extracted by name: bytes go into the store under their
-//! verified digest, and tags are applied only when everything verified.
+//! entries are never extracted by name: bytes are staged under their
+//! verified digest through the [`Staging`](crate::types::staging::Staging)
+//! interface (the engine commits them to the store, tags last, only when
+//! everything verified). `archive` never touches the store itself.
 
 pub mod checked;
 mod diff_ids;
@@ -16,14 +18,15 @@ pub mod rootfs;
 pub mod save;
 mod tar_check;
 
-use crate::store::StoreError;
+use crate::types::staging::StageError;
 use crate::types::Digest;
 
 /// An archive could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// Where the archive stages its blobs could not take them.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Staging(#[from] StageError),
     #[error("{archive}: {message}")]
     Invalid { archive: String, message: String },
     #[error("{archive}: {source}")]
@@ -59,31 +62,6 @@ pub trait KnownBlobs {
     /// (so they need no staging).
     fn is_destination(&self) -> bool {
         false
-    }
-}
-
-impl KnownBlobs for crate::store::Store {
-    fn has(&self, _image: &str, digest: &Digest) -> bool {
-        // Protected from gc until the load's tags commit.
-        self.claim(digest, None).ok().flatten().is_some()
-    }
-
-    fn read(
-        &self,
-        _image: &str,
-        digest: &Digest,
-        _manifest: bool,
-        limit: u64,
-    ) -> Result<Option<Vec<u8>>, ArchiveError> {
-        match self.read_blob(digest, limit) {
-            Ok(bytes) => Ok(Some(bytes.to_vec())),
-            Err(StoreError::MissingBlob(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn is_destination(&self) -> bool {
-        true
     }
 }
 

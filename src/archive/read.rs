@@ -7,8 +7,7 @@
 use super::diff_ids::DiffIds;
 use super::names::{clean, resolve_link};
 use super::{ArchiveError, Compression};
-use crate::store::staging::{StageError, StagedBlob};
-use crate::store::Store;
+use crate::types::staging::{StageError, StagedBlob, Staging};
 use crate::types::Digest;
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
@@ -207,7 +206,7 @@ fn in_place<R: Read>(
 /// files are hashed where they lie. Nothing is copied. `None`: the file is
 /// compressed, so it must be read as a stream ([`read_entries`]).
 pub(super) fn index_entries(
-    store: &Store,
+    store: &dyn Staging,
     path: &std::path::Path,
     archive: &str,
     diff_ids: &DiffIds,
@@ -277,7 +276,7 @@ pub(super) fn tar_stream<'a>(
 /// Read an archive from a stream (any compression), staging every
 /// non-metadata file under its computed digest.
 pub(super) fn read_entries(
-    store: &Store,
+    store: &dyn Staging,
     input: &mut dyn Read,
     archive: &str,
     diff_ids: &DiffIds,
@@ -293,7 +292,7 @@ pub(super) fn read_entries(
 /// Take the archive's entries one by one: names cleaned, metadata
 /// buffered under caps, other files placed as `place` says.
 fn collect<R: Read>(
-    store: &Store,
+    store: &dyn Staging,
     entries: tar::Entries<'_, R>,
     archive: &str,
     diff_ids: &DiffIds,
@@ -355,7 +354,7 @@ fn collect<R: Read>(
                         Placement::InPlace(path) => in_place(path, &name, &mut entry, declared),
                     };
                     let staged = staged.map_err(|e| match e {
-                        StageError::Store(e) => ArchiveError::Store(e),
+                        StageError::Write(e) => ArchiveError::Staging(StageError::Write(e)),
                         other => contents.invalid(format!("{name}: {other} (truncated?)")),
                     })?;
                     if staged.size != declared {

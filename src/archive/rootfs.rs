@@ -6,10 +6,10 @@
 
 use super::names::clean;
 use super::{ArchiveError, Compression, LimitedReader};
-use crate::store::{IndexEntry, Store};
 use crate::types::manifest::descriptor_digest;
+use crate::types::staging::{StagedBlob, Staging};
 use crate::types::time::{format_rfc3339, now_unix};
-use crate::types::{media, Digest, Hasher, ParsedManifest, Platform, Reference};
+use crate::types::{media, Digest, Hasher, ParsedManifest, Platform};
 use std::collections::HashSet;
 use std::io::{BufRead, Read, Write};
 
@@ -147,14 +147,25 @@ fn dockerfile_words(text: &str) -> Result<Vec<(String, Option<usize>)>, String> 
     Ok(words)
 }
 
-/// Import a root filesystem tar (optionally compressed) as a one-layer image named `name`.
+/// A one-layer image built from a root filesystem tar, not yet in a store.
+pub struct ImportedImage {
+    /// The layer (gzip), staged and hashed.
+    pub layer: StagedBlob,
+    pub config: Vec<u8>,
+    /// The image ID (the config's digest).
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+}
+
+/// Build a one-layer image from a root filesystem tar (optionally
+/// compressed), its layer staged in `staging`; the engine commits it.
 pub fn import(
-    store: &Store,
+    staging: &dyn Staging,
     input: &mut dyn Read,
     source: &str,
-    name: &Reference,
     changes: &[String],
-) -> Result<Digest, ArchiveError> {
+) -> Result<ImportedImage, ArchiveError> {
     let io = |source_error| ArchiveError::Io {
         archive: source.to_owned(),
         source: source_error,
@@ -168,7 +179,7 @@ pub fn import(
     };
     let layer = {
         let mut gzip = flate2::read::GzEncoder::new(&mut diff, flate2::Compression::fast());
-        store
+        staging
             .stage(&mut gzip, u64::MAX)
             .map_err(|e| ArchiveError::Invalid {
                 archive: source.to_owned(),
@@ -203,23 +214,21 @@ pub fn import(
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON serialises");
     let manifest_digest = Digest::sha256_of(&manifest_bytes);
-    layer.commit(store)?;
-    store.stage_bytes(&config_bytes)?.commit(store)?;
-    store.stage_bytes(&manifest_bytes)?.commit(store)?;
-    store.set_tag(
-        name,
-        IndexEntry::new(
-            media::OCI_MANIFEST,
-            manifest_digest,
-            manifest_bytes.len() as u64,
-        ),
-    )?;
-    Ok(config_digest)
+    Ok(ImportedImage {
+        layer,
+        config: config_bytes,
+        config_digest,
+        manifest: manifest_bytes,
+        manifest_digest,
+    })
 }
 
-fn open_layer(store: &Store, digest: &Digest, size: u64) -> std::io::Result<Box<dyn Read>> {
-    let mut reader =
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(store.blob_path(digest))?);
+/// Opens a layer blob by digest and size: a reader of exactly its bytes,
+/// verified against its digest as they are read (the store's blob files).
+pub type OpenLayer<'a> = &'a dyn Fn(&Digest, u64) -> std::io::Result<Box<dyn Read>>;
+
+fn open_layer(open: OpenLayer<'_>, digest: &Digest, size: u64) -> std::io::Result<Box<dyn Read>> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, open(digest, size)?);
     let compression = Compression::detect(reader.fill_buf()?);
     let limit = size.saturating_mul(1000) + (1 << 30);
     Ok(Box::new(LimitedReader::new(
@@ -266,9 +275,10 @@ fn under(path: &str, dir: &str) -> bool {
 
 /// Flatten the image's layers into one tar on `out`.
 /// `manifest` is the image's single-platform manifest
-/// ([`Store::resolve_platform`]); `image` names it in errors.
+/// (the store's `resolve_platform`); `image` names it in errors, and
+/// `open` reads its layers.
 pub fn export(
-    store: &Store,
+    open: OpenLayer<'_>,
     image: &str,
     manifest: &ParsedManifest,
     out: &mut dyn Write,
@@ -305,7 +315,7 @@ pub fn export(
         // Within one layer a later entry of a name replaces an earlier one
         // (as tar extracts and docker applies a layer).
         let mut layer_seen: std::collections::HashMap<String, usize> = Default::default();
-        let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
+        let mut tar = tar::Archive::new(open_layer(open, digest, *size).map_err(io)?);
         for entry in tar.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;
             let path = clean(&entry.path_bytes())
@@ -355,7 +365,7 @@ pub fn export(
     let mut builder = tar::Builder::new(out);
     let mut written: HashSet<String> = HashSet::new();
     for (index, (digest, size)) in layers.iter().enumerate() {
-        let mut tar = tar::Archive::new(open_layer(store, digest, *size).map_err(io)?);
+        let mut tar = tar::Archive::new(open_layer(open, digest, *size).map_err(io)?);
         for (position, entry) in tar.entries().map_err(io)?.enumerate() {
             let mut entry = entry.map_err(io)?;
             if !keep[index].get(position).copied().unwrap_or(false) {

@@ -8,7 +8,7 @@
 //! over as a verifying reader; this module only lays out the tar.
 
 use super::{ArchiveError, Compression};
-use crate::store::{CONTAINERD_NAME, REF_NAME};
+use crate::types::layout::{CONTAINERD_NAME, REF_NAME};
 use crate::types::manifest::descriptor_digest;
 use crate::types::{media, Digest, ParsedManifest, Reference, ReferrerLink};
 use bytes::Bytes;

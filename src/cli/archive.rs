@@ -10,7 +10,8 @@ use crate::archive::location::{
     archive_blobs, open_object, sweep_unfinished, write_atomically, Location, STALE_UPLOAD,
 };
 use crate::archive::ArchiveError;
-use crate::archive::{load as loader, rootfs, Compression};
+use crate::archive::Compression;
+use crate::engine::load as loader;
 use crate::engine::{plan_archive, write_archive, PlatformChoice, SharedSource, StoreSource};
 use crate::progress::Reporter;
 use crate::store::Store;
@@ -200,10 +201,10 @@ pub fn import(
     let name = crate::types::Reference::parse(image).map_err(|e| UsageError(e.to_string()))?;
     let id = if file == "-" {
         let mut stdin = std::io::stdin().lock();
-        rootfs::import(&store, &mut stdin, "standard input", &name, changes)?
+        loader::import(&store, &mut stdin, "standard input", &name, changes)?
     } else {
         let mut input = std::fs::File::open(file).with_context(|| format!("cannot open {file}"))?;
-        rootfs::import(&store, &mut input, file, &name, changes)?
+        loader::import(&store, &mut input, file, &name, changes)?
     };
     if context.json {
         json(&serde_json::json!({"name": name, "id": id}))?;
@@ -224,7 +225,7 @@ pub async fn export(
     // Choose before the output file exists: a wrong platform writes nothing.
     let (_, manifest) = store.resolve_container(image, platform)?;
     write_output(context, output, |out| {
-        Ok(rootfs::export(&store, image, &manifest, out)?)
+        Ok(loader::export(&store, image, &manifest, out)?)
     })
     .await?;
     Ok(ExitCode::SUCCESS)
@@ -237,7 +238,7 @@ pub async fn read_from<T>(
     context: &Context,
     location: &Location,
     stdin_hint: &str,
-    read: impl FnOnce(ArchiveInput<'_>, &str) -> Result<T, ArchiveError>,
+    read: impl FnOnce(ArchiveInput<'_>, &str) -> Result<T, crate::engine::EngineError>,
 ) -> anyhow::Result<T> {
     match location {
         Location::File(path) => {

@@ -271,6 +271,12 @@ fn report_error(error: &anyhow::Error) -> ExitCode {
                 cause.downcast_ref::<crate::archive::ArchiveError>(),
                 Some(crate::archive::ArchiveError::Usage(_))
             )
+            || matches!(
+                cause.downcast_ref::<crate::engine::EngineError>(),
+                Some(crate::engine::EngineError::Archive(
+                    crate::archive::ArchiveError::Usage(_)
+                ))
+            )
     });
     ExitCode::from(if usage { 2 } else { 1 })
 }

@@ -41,7 +41,7 @@ impl ArchiveSource {
         input: ArchiveInput<'_>,
         name: &str,
         known: Option<&dyn KnownBlobs>,
-    ) -> Result<Arc<ArchiveSource>, ArchiveError> {
+    ) -> Result<Arc<ArchiveSource>, super::EngineError> {
         let base = std::env::var_os("FERRY_TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -51,7 +51,7 @@ impl ArchiveSource {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let spool = Store::open(&dir).map_err(ArchiveError::Store)?;
+        let spool = Store::open(&dir)?;
         let mut cleanup = Cleanup(Some(dir));
         let known = known.unwrap_or(&spool);
         let checked = checked::check(&spool, known, input, name)?;

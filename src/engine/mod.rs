@@ -8,6 +8,7 @@ mod copy;
 mod deletion;
 mod destination;
 mod from_archive;
+pub mod load;
 mod plan;
 mod referrers;
 mod repository;

@@ -493,7 +493,7 @@ impl Commit {
         manifest: &ParsedManifest,
         repo: &Repo,
     ) -> Result<(), StoreError> {
-        store.stage_bytes(&manifest.bytes)?.commit(store)?;
+        store.commit_bytes(&manifest.bytes)?;
         let entry = IndexEntry::new(
             &manifest.media_type,
             manifest.digest.clone(),

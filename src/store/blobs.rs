@@ -30,6 +30,20 @@ impl Store {
             .map(|m| m.len())
     }
 
+    /// Open a blob for reading after re-hashing it whole: a corrupt or
+    /// missing blob is an error that names it, never bytes (blocking).
+    pub fn open_verified(&self, digest: &Digest, size: u64) -> std::io::Result<std::fs::File> {
+        let path = self.blob_path(digest);
+        let (actual, length) = super::maintenance::hash_file(&path, digest)?;
+        if actual != *digest || length != size {
+            return Err(std::io::Error::other(format!(
+                "the store's blob {digest} ({}) is corrupt: {length} bytes hashing to {actual}; `ferry verify --read-data` lists the images it affects",
+                path.display()
+            )));
+        }
+        std::fs::File::open(&path)
+    }
+
     /// Read a small blob (manifests, configs) whole, checking its digest:
     /// a corrupt blob is reported, never served.
     pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<bytes::Bytes, StoreError> {

@@ -1,59 +1,25 @@
-//! Staged blobs for all-or-nothing imports (archives): bytes are hashed
-//! into a private file under `ingest/` while they stream past, and become
-//! visible only through [`StagedBlob::commit`] after the caller has checked
-//! the whole import. Dropping a staged blob deletes it. A staged blob may
-//! instead name a byte range of a file it does not own (an uncompressed
-//! archive read in place): that one is never deleted or committed, and its
-//! digest is only claimed until a reader verifies it.
+//! The store as the [`Staging`] area of archive imports: staged blobs are
+//! private files under `ingest/`, hashed as they are written, and become
+//! blobs only through [`Store::commit_staged`] — the same verified publish
+//! as every other ingest.
 
 use super::{Store, StoreError};
 use crate::types::digest::Algorithm;
-use crate::types::{Digest, Hasher};
+use crate::types::staging::{StageError, StagedBlob, Staging};
+use crate::types::Hasher;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
-/// A blob written and hashed, not yet visible in the store.
-#[derive(Debug)]
-pub struct StagedBlob {
-    path: Option<PathBuf>,
-    pub digest: Digest,
-    pub size: u64,
-    /// Where the bytes start in `path` (0 for a staged file).
-    pub offset: u64,
-    /// Whether the bytes were hashed (false: `digest` is only claimed by a name).
-    pub verified: bool,
-    /// Whether this blob owns its file (staged) or names a range of another.
-    owned: bool,
-}
-
-/// Why staging stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("reading the input failed: {0}")]
-    Read(#[source] std::io::Error),
-    #[error("more than {0} bytes")]
-    TooLarge(u64),
-}
-
-impl Store {
+impl Staging for Store {
     /// Copy `reader` into a staged blob (sha256), failing past `limit` bytes.
-    pub fn stage(&self, reader: &mut dyn Read, limit: u64) -> Result<StagedBlob, StageError> {
+    fn stage(&self, reader: &mut dyn Read, limit: u64) -> Result<StagedBlob, StageError> {
         let path = self.root().join("ingest").join(format!(
             "stage-{}-{:x}.partial",
             std::process::id(),
             rand::random::<u64>()
         ));
-        let mut staged = StagedBlob {
-            path: Some(path.clone()),
-            digest: Digest::sha256_of(b""),
-            size: 0,
-            offset: 0,
-            verified: true,
-            owned: true,
-        };
-        let file = std::fs::File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+        let write = |e| StageError::Write(Box::new(StoreError::io(&path, e)));
+        let mut staged = StagedBlob::owned(path.clone());
+        let file = std::fs::File::create(&path).map_err(write)?;
         let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
         let mut hasher = Hasher::new(Algorithm::Sha256);
         let mut buffer = vec![0u8; 256 * 1024];
@@ -69,78 +35,29 @@ impl Store {
                 return Err(StageError::TooLarge(limit));
             }
             hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read])
-                .map_err(|e| StoreError::io(&path, e))?;
+            file.write_all(&buffer[..read]).map_err(write)?;
         }
-        let file = file
-            .into_inner()
-            .map_err(|e| StoreError::io(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+        let file = file.into_inner().map_err(|e| write(e.into_error()))?;
+        file.sync_all().map_err(write)?;
         staged.digest = hasher.finish();
         Ok(staged)
     }
-
-    /// Stage bytes held in memory.
-    pub fn stage_bytes(&self, bytes: &[u8]) -> Result<StagedBlob, StoreError> {
-        match self.stage(&mut &bytes[..], u64::MAX) {
-            Ok(staged) => Ok(staged),
-            Err(StageError::Store(e)) => Err(e),
-            Err(other) => Err(StoreError::Io {
-                path: self.root().join("ingest").display().to_string(),
-                source: std::io::Error::other(other.to_string()),
-                hint: "",
-            }),
-        }
-    }
 }
 
-impl StagedBlob {
-    /// `size` bytes at `offset` of a file this blob does not own.
-    pub fn in_file(
-        path: PathBuf,
-        offset: u64,
-        size: u64,
-        digest: Digest,
-        verified: bool,
-    ) -> StagedBlob {
-        StagedBlob {
-            path: Some(path),
-            digest,
-            size,
-            offset,
-            verified,
-            owned: false,
-        }
-    }
-
-    /// A reader over exactly the blob's bytes (not verified: wrap it).
-    pub fn open(&self) -> std::io::Result<std::io::Take<std::io::BufReader<std::fs::File>>> {
-        use std::io::Seek;
-        let mut file = std::fs::File::open(self.path())?;
-        file.seek(std::io::SeekFrom::Start(self.offset))?;
-        Ok(std::io::BufReader::with_capacity(256 * 1024, file).take(self.size))
-    }
-
-    /// Where the staged bytes are, for reading them back before commit.
-    pub fn path(&self) -> &std::path::Path {
-        self.path
-            .as_deref()
-            .expect("staged blob is live until commit")
-    }
-
-    /// Publish the blob under its digest, replacing an existing file (which
-    /// is the same content, or a corrupt copy this repairs).
-    pub fn commit(mut self, store: &Store) -> Result<(), StoreError> {
-        let (true, Some(path)) = (self.owned, self.path.take()) else {
+impl Store {
+    /// Publish a staged blob under its digest, replacing an existing file
+    /// (the same content, or a corrupt copy this repairs).
+    pub fn commit_staged(&self, staged: StagedBlob) -> Result<(), StoreError> {
+        let digest = staged.digest.clone();
+        let Some(path) = staged.into_owned_file() else {
             return Err(StoreError::Conflict(format!(
-                "blob {} is a range of an archive, not a staged file; it cannot be committed",
-                self.digest
+                "blob {digest} is a range of an archive, not a staged file; it cannot be committed"
             )));
         };
         // Verified bytes replace whatever is there: a blob already in the
         // store may be corrupt (disk rot, a hand edit), and an identical one
         // is replaced by itself.
-        let result = store.publish_verified(&path, &self.digest);
+        let result = self.publish_verified(&path, &digest);
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
         }
@@ -148,13 +65,19 @@ impl StagedBlob {
     }
 }
 
-impl Drop for StagedBlob {
-    fn drop(&mut self) {
-        if !self.owned {
-            return;
-        }
-        if let Some(path) = self.path.take() {
-            let _ = std::fs::remove_file(path);
-        }
+impl Store {
+    /// Store bytes held in memory (a manifest ferry built) under their
+    /// digest, through the same staging and publish; blocking.
+    pub fn commit_bytes(&self, bytes: &[u8]) -> Result<crate::types::Digest, StoreError> {
+        let staged = self.stage_bytes(bytes).map_err(|e| match e {
+            StageError::Write(e) => match e.downcast::<StoreError>() {
+                Ok(e) => *e,
+                Err(e) => StoreError::Conflict(e.to_string()),
+            },
+            other => StoreError::Conflict(other.to_string()),
+        })?;
+        let digest = staged.digest.clone();
+        self.commit_staged(staged)?;
+        Ok(digest)
     }
 }

@@ -7,6 +7,7 @@ pub mod atomic_file;
 pub mod choice;
 pub mod digest;
 pub mod interrupt;
+pub mod layout;
 pub mod manifest;
 pub mod object_settings;
 pub mod platform;
@@ -15,6 +16,7 @@ pub mod reference;
 pub mod referrer;
 pub mod registry_settings;
 pub mod secret;
+pub mod staging;
 pub mod time;
 pub mod verify;
 
