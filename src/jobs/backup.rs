@@ -13,7 +13,7 @@ use super::backup_place::{
     template_pattern, written_by,
 };
 use super::state::{BackupRecord, JobState};
-use super::{ImageResult, JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobError, JobReport, Stop};
 use crate::archive::location::{sweep_unfinished, write_atomically, Location, STALE_UPLOAD};
 use crate::archive::Compression;
 use crate::config::jobs::{BackupImage, BackupSpec};
@@ -70,7 +70,7 @@ async fn selection(
                     .map(|t| repository.with_tag(t)),
             ),
             Err(Stop::Failed(error)) => {
-                let error = format!("{error:#}");
+                let error = crate::types::error_text::error_chain(&error);
                 failed.push(format!("{} ({error})", repository.name()));
                 report
                     .images
@@ -110,11 +110,10 @@ pub async fn run(
         false => open_sources(context, spec, &images, &options, report, &mut failed).await?,
     };
     let all_failed = || {
-        Stop::Failed(anyhow::anyhow!(
-            "{} images could not be backed up: {}",
-            failed.len(),
-            failed.join("; ")
-        ))
+        Stop::Failed(JobError::NoneReadable {
+            count: failed.len(),
+            list: failed.join("; "),
+        })
     };
     if !dry_run && sources.is_empty() {
         return Err(all_failed());
@@ -186,7 +185,7 @@ async fn next_archive(
 ) -> Result<(u64, String, Location, Vec<BackupRecord>), Stop> {
     let parse = |output: &str| {
         Location::parse(output)
-            .map_err(|e| Stop::Failed(anyhow::anyhow!("backup output {output}: {e}")))
+            .map_err(|e| Stop::Failed(JobError::Refused(format!("backup output {output}: {e}"))))
     };
     let there = parse(&expand(&spec.output, job, now, state.backup_runs + 1))?;
     let listed = listed_backups(context, &there, &spec.output, job, &state.backups).await?;
@@ -241,7 +240,7 @@ async fn open_sources(
                 sources.push((source, Some(image.clone())));
             }
             Err(Stop::Failed(error)) => {
-                let error = format!("{error:#}");
+                let error = crate::types::error_text::error_chain(&error);
                 failed.push(format!("{image} ({error})"));
                 report
                     .images
@@ -293,8 +292,9 @@ async fn write(
             true => None,
             false => Some(now - STALE_UPLOAD),
         };
-        let swept =
-            sweep_unfinished(&context.objects, url, |k| pattern.is_match(k), older_than).await?;
+        let swept = sweep_unfinished(&context.objects, url, |k| pattern.is_match(k), older_than)
+            .await
+            .map_err(JobError::Output)?;
         report.changes.extend(swept);
     }
     let written = write_atomically(location, &context.objects, |out| {
@@ -304,7 +304,7 @@ async fn write(
     written.map_err(|error| match context.cancelled() {
         // A stop mid-write abandons the archive: nothing was written.
         true => Stop::Cancelled,
-        false => Stop::Failed(error),
+        false => Stop::Failed(JobError::Output(error)),
     })
 }
 
@@ -417,8 +417,9 @@ async fn rotate(
                 .changes
                 .push(format!("removed old backup {}", record.path)),
             Err(e) => report.notes.push(format!(
-                "could not remove old backup {}: {e:#}",
-                record.path
+                "could not remove old backup {}: {}",
+                record.path,
+                e.chain()
             )),
         }
     }
@@ -463,8 +464,9 @@ async fn chain_blobs(
             // blob) cannot be a delta's base: a full archive instead.
             Err(Stop::Failed(error)) => {
                 return Ok(Err(format!(
-                    "{} cannot be a delta's base ({error:#})",
-                    record.path
+                    "{} cannot be a delta's base ({})",
+                    record.path,
+                    error.chain()
                 )))
             }
             Err(other) => return Err(other),
@@ -501,8 +503,11 @@ async fn source_for(
         Err(error) => Some(error),
     };
     let Some(entry) = context.store.lookup_tag(image)? else {
-        let error = error.map_or_else(|| anyhow::anyhow!("not in the store"), anyhow::Error::new);
-        return Err(Stop::Failed(error.context(format!("backup of {image}"))));
+        let cause = error.map_or(JobError::NotInStore, JobError::from);
+        return Err(Stop::Failed(JobError::Image {
+            image: format!("backup of {image}"),
+            cause: Box::new(cause),
+        }));
     };
     if let Some(error) = error {
         report

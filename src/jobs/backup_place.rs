@@ -4,19 +4,15 @@
 //! which chains `keep` expires.
 
 use super::state::{BackupRecord, JobState};
-use super::{JobContext, Stop};
+use super::{JobContext, JobError, Stop};
 use crate::archive::location::{archive_blobs, Location};
 
 /// The size of an archive, `None` when it is not there.
 pub(super) async fn archive_size(context: &JobContext, path: &str) -> Result<Option<u64>, Stop> {
     match Location::parse(path) {
         Ok(Location::Object(url)) => {
-            let bucket = context.objects.bucket(&url).map_err(anyhow::Error::from)?;
-            Ok(bucket
-                .head(&url.key)
-                .await
-                .map_err(anyhow::Error::from)?
-                .map(|info| info.size))
+            let bucket = context.objects.bucket(&url)?;
+            Ok(bucket.head(&url.key).await?.map(|info| info.size))
         }
         _ => Ok(std::fs::metadata(path)
             .ok()
@@ -30,15 +26,18 @@ pub(super) async fn previous_blobs(
     context: &JobContext,
     path: &str,
 ) -> Result<std::collections::BTreeSet<crate::types::Digest>, Stop> {
-    let place = Location::parse(path).map_err(|e| Stop::Failed(anyhow::anyhow!(e)))?;
+    let place = Location::parse(path).map_err(|e| Stop::Failed(JobError::Refused(e)))?;
     Ok(archive_blobs(&context.objects, &place).await?)
 }
 
-pub(super) async fn remove(context: &JobContext, path: &str) -> anyhow::Result<()> {
+pub(super) async fn remove(context: &JobContext, path: &str) -> Result<(), JobError> {
     match Location::parse(path) {
         Ok(Location::Object(url)) => Ok(context.objects.bucket(&url)?.delete(&url.key).await?),
         _ => match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JobError::Io {
+                what: format!("cannot remove {path}"),
+                source: e,
+            }),
             _ => Ok(()),
         },
     }
@@ -92,22 +91,16 @@ pub(super) async fn listed_backups(
     let mut listed: Vec<(String, i64)> = Vec::new();
     match location {
         Location::Object(url) => {
-            let bucket = context.objects.bucket(url).map_err(anyhow::Error::from)?;
+            let bucket = context.objects.bucket(url)?;
             let key = template
                 .strip_prefix("s3://")
                 .and_then(|rest| rest.split_once('/'))
                 .map_or("", |(_, key)| key);
             let fixed = &key[..key.find('{').unwrap_or(key.len())];
-            for object in bucket.list(fixed).await.map_err(anyhow::Error::from)? {
+            for object in bucket.list(fixed).await? {
                 // Some servers (Garage) may list a key for a moment after its
                 // delete: a HEAD, which is consistent, confirms each one.
-                if pattern.is_match(&object.key)
-                    && bucket
-                        .head(&object.key)
-                        .await
-                        .map_err(anyhow::Error::from)?
-                        .is_some()
-                {
+                if pattern.is_match(&object.key) && bucket.head(&object.key).await?.is_some() {
                     listed.push((
                         url.with_key(object.key.clone()).to_string(),
                         object.modified,
@@ -128,9 +121,10 @@ pub(super) async fn listed_backups(
                 // Not made yet: the first backup there creates it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => {
-                    return Err(Stop::Failed(anyhow::anyhow!(
-                        "cannot list the backups in {dir}: {e}"
-                    )))
+                    return Err(Stop::Failed(JobError::Io {
+                        what: format!("cannot list the backups in {dir}"),
+                        source: e,
+                    }))
                 }
             };
             for entry in entries.flatten() {

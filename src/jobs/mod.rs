@@ -8,6 +8,7 @@
 mod backup;
 mod backup_place;
 mod catalog;
+mod error;
 mod lock;
 pub mod notify;
 mod prune;
@@ -16,15 +17,18 @@ pub mod scheduler;
 mod state;
 mod sync;
 
+pub use error::JobError;
 pub use state::{JobState, StateStore};
 
 /// Forget a job's saved state (`ferry jobs --reset NAME`), under its lock.
-pub async fn reset_state(state: &StateStore, name: &str) -> anyhow::Result<bool> {
+pub async fn reset_state(state: &StateStore, name: &str) -> Result<bool, JobError> {
     let cancel = Arc::new(AtomicBool::new(false));
     let lock = match state.try_lock(name, &cancel).await? {
         Ok(lock) => lock,
         Err(why) => {
-            anyhow::bail!("job {name} is running ({why}); reset its state when it has finished")
+            return Err(JobError::State(format!(
+                "job {name} is running ({why}); reset its state when it has finished"
+            )))
         }
     };
     let removed = forget(state, name).await;
@@ -36,7 +40,7 @@ pub async fn reset_state(state: &StateStore, name: &str) -> anyhow::Result<bool>
 /// archives it wrote (which of them are deltas of which full archive), so
 /// the old chains still rotate whole and `{run}` goes on; its next archive
 /// is a full one. A state that cannot be read is removed.
-async fn forget(state: &StateStore, name: &str) -> anyhow::Result<bool> {
+async fn forget(state: &StateStore, name: &str) -> Result<bool, JobError> {
     let backups = match state.load(name).await {
         Ok(old) if !old.backups.is_empty() => JobState {
             backups: old.backups,
@@ -218,30 +222,32 @@ impl ImageResult {
 }
 
 /// A job whose loop went on past failures fails at its end, listing them.
-fn failed_images(what: &str, failed: &[String], total: usize) -> Result<(), Stop> {
+fn failed_images(what: &'static str, failed: &[String], total: usize) -> Result<(), Stop> {
     let others = match total.saturating_sub(failed.len()) {
         0 => "none was done".to_owned(),
         done => format!("the other {done} were done"),
     };
     match failed {
         [] => Ok(()),
-        failed => Err(Stop::Failed(anyhow::anyhow!(
-            "{} of {total} {what} failed ({others}): {}",
-            failed.len(),
-            failed.join("; ")
-        ))),
+        failed => Err(Stop::Failed(JobError::SomeFailed {
+            what,
+            failed: failed.len(),
+            total,
+            others,
+            list: failed.join("; "),
+        })),
     }
 }
 
 /// Why a job stopped early.
 #[derive(Debug)]
 pub enum Stop {
-    Failed(anyhow::Error),
+    Failed(JobError),
     Deferred(String),
     Cancelled,
 }
 
-impl<E: Into<anyhow::Error>> From<E> for Stop {
+impl<E: Into<JobError>> From<E> for Stop {
     fn from(error: E) -> Stop {
         Stop::Failed(error.into())
     }
@@ -342,7 +348,7 @@ async fn finish(
         Ok(()) => {}
         Err(Stop::Failed(error)) => {
             report.status = Status::Failed;
-            report.error = Some(format!("{error:#}"));
+            report.error = Some(error.chain());
         }
         Err(Stop::Deferred(why)) => {
             report.status = Status::Deferred;

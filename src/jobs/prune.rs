@@ -6,7 +6,7 @@
 //! `allow_empty = true`.
 
 use super::state::JobState;
-use super::{ImageResult, JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobError, JobReport, Stop};
 use crate::config::jobs::PruneSpec;
 use crate::engine::{plan_deletions, Deletion, TaggedDigest};
 use crate::policy::TagVersion;
@@ -93,10 +93,10 @@ pub async fn run(
         .copied()
         .collect();
     if doomed.len() == all.len() && !all.is_empty() && !spec.allow_empty {
-        return Err(Stop::Failed(anyhow::anyhow!(
+        return Err(Stop::Failed(JobError::Refused(format!(
             "this prune would remove every tag of the repository ({}); set allow_empty = true if that is intended",
             all.len()
-        )));
+        ))));
     }
     let doomed_tags: Vec<&str> = doomed.iter().map(|c| c.tag.as_str()).collect();
     let tagged = |c: &Candidate| TaggedDigest {
@@ -147,7 +147,7 @@ pub async fn run(
             Deletion::Delete => {
                 // One tag that cannot be deleted is reported; the others still go.
                 if let Err(error) = repository.delete(&candidate.tag, &candidate.digest).await {
-                    let error = format!("{error:#}");
+                    let error = crate::types::error_text::error_chain(&error);
                     failed.push(format!("{line} ({error})"));
                     report.images.push(ImageResult::failed(line, None, error));
                     not_deleted.push(&candidate.digest);

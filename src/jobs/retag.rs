@@ -4,7 +4,7 @@
 //! under the alias, so no blob is transferred.
 
 use super::state::JobState;
-use super::{ImageResult, JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobError, JobReport, Stop};
 use crate::config::jobs::RetagSpec;
 use crate::config::RepositoryTarget;
 use crate::policy::{compute_aliases, TagVersion};
@@ -35,8 +35,8 @@ pub async fn run(
     report: &mut JobReport,
 ) -> Result<(), Stop> {
     if matches!(spec.repository, RepositoryTarget::Store(None)) {
-        return Err(Stop::Failed(anyhow::anyhow!(
-            "retag needs a repository, e.g. store/team/app"
+        return Err(Stop::Failed(JobError::Refused(
+            "retag needs a repository, e.g. store/team/app".into(),
         )));
     }
     // Every tag's digest: HEADs on a registry, the index in the store.
@@ -92,7 +92,7 @@ pub async fn run(
         }
         // One alias that cannot be written is reported; the others still move.
         if let Err(error) = repository.put_tag(&alias, &target_digest).await {
-            let error = format!("{error:#}");
+            let error = crate::types::error_text::error_chain(&error);
             failed.push(format!("{alias} ({error})"));
             report.images.push(ImageResult::failed(
                 repository.describe(),

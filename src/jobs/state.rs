@@ -5,7 +5,7 @@
 //! last one stopped.
 
 use super::lock::{holder, renew_in_background, JobLock};
-use super::Status;
+use super::{JobError, Status};
 use crate::config::objects::{Locking, StateSpec};
 use crate::objects::conditional::{self, Lease, LeaseError, Write};
 use crate::objects::{Bucket, ObjectError, ObjectUrl, Objects};
@@ -128,7 +128,7 @@ impl StateStore {
         objects: &Objects,
         runs: bool,
         notes: &mut Vec<String>,
-    ) -> anyhow::Result<StateStore> {
+    ) -> Result<StateStore, JobError> {
         let Some(spec) = spec else {
             return Ok(StateStore::Local(store.clone()));
         };
@@ -139,18 +139,18 @@ impl StateStore {
         };
         let conditional = conditional::probe(&bucket, &prefix)
             .await
-            .map_err(|e| anyhow::anyhow!("[state] url = {}: {e}", spec.url))?;
+            .map_err(|e| JobError::State(format!("[state] url = {}: {e}", spec.url)))?;
         if !conditional {
             match spec.locking {
                 Locking::Leases if !runs => notes.push(format!(
                     "{}: the server does not enforce conditional writes, so `ferry run` will refuse leases there; set locking = \"shards-only\"",
                     spec.url
                 )),
-                Locking::Leases => anyhow::bail!(
+                Locking::Leases => return Err(JobError::State(format!(
                     "[state] url = {}: the server at {} does not enforce conditional writes (If-None-Match/If-Match), so leases could not keep two runs of a job apart; set locking = \"shards-only\" in [state] and give each worker its own shard (ferry run --shard I/N, one pod per index)",
                     spec.url,
                     bucket.endpoint()
-                ),
+                ))),
                 Locking::ShardsOnly => notes.push(format!(
                     "{}: the server does not enforce conditional writes; relying on shards alone (locking = \"shards-only\")",
                     spec.url
@@ -184,22 +184,25 @@ impl StateStore {
     /// cannot be read or parsed is an error: an empty state in its place
     /// would make a backup job forget its archive chain, or a prune job its
     /// first-seen times.
-    pub async fn load(&self, name: &str) -> anyhow::Result<JobState> {
+    pub async fn load(&self, name: &str) -> Result<JobState, JobError> {
         let fix = fix(name);
         let shown = self.describe(name);
         let bytes = match self {
             StateStore::Local(store) => match std::fs::read(path(store, name)) {
                 Ok(bytes) => Some(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => anyhow::bail!("cannot read job state {shown}: {e}; {fix}"),
+                Err(e) => {
+                    return Err(JobError::State(format!(
+                        "cannot read job state {shown}: {e}; {fix}"
+                    )))
+                }
             },
             StateStore::Objects(remote) => {
                 let key = remote.prefix.join(&format!("{name}.json")).key;
-                let found = remote
-                    .bucket
-                    .get_small(&key, 64 << 20)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot read job state {shown}: {e}"))?;
+                let found =
+                    remote.bucket.get_small(&key, 64 << 20).await.map_err(|e| {
+                        JobError::State(format!("cannot read job state {shown}: {e}"))
+                    })?;
                 let (bytes, etag) = match found {
                     Some((bytes, etag)) => (Some(bytes.to_vec()), etag),
                     None => (None, None),
@@ -215,19 +218,20 @@ impl StateStore {
         match bytes {
             None => Ok(JobState::default()),
             Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("job state {shown} is corrupt ({e}); {fix}")),
+                .map_err(|e| JobError::State(format!("job state {shown} is corrupt ({e}); {fix}"))),
         }
     }
 
     /// Save a job's state atomically; on object storage, only over the
     /// version this process read (compare-and-swap) where the server
     /// enforces it.
-    pub async fn save(&self, name: &str, state: &JobState) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec_pretty(state)?;
+    pub async fn save(&self, name: &str, state: &JobState) -> Result<(), JobError> {
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| JobError::State(format!("cannot encode job state: {e}")))?;
         match self {
             StateStore::Local(store) => {
                 let directory = dir(store);
-                std::fs::create_dir_all(&directory)?;
+                std::fs::create_dir_all(&directory).map_err(|e| io(&directory, e))?;
                 store.write_atomic(&directory.join(format!("{name}.json")), &bytes)?;
             }
             StateStore::Objects(remote) => {
@@ -244,11 +248,11 @@ impl StateStore {
                     (true, _) => Write::Create,
                 };
                 let etag = remote.bucket.put_small(&key, bytes, mode).await.map_err(|e| match e {
-                    ObjectError::Conflict { .. } => anyhow::anyhow!(
+                    ObjectError::Conflict { .. } => JobError::State(format!(
                         "job state {} changed since this run read it (another worker ran the job); this run's state was not saved",
                         self.describe(name)
-                    ),
-                    other => anyhow::anyhow!("cannot save job state: {other}"),
+                    )),
+                    other => JobError::State(format!("cannot save job state: {other}")),
                 })?;
                 remote
                     .etags
@@ -261,14 +265,17 @@ impl StateStore {
     }
 
     /// Forget a job's state. Returns whether there was any.
-    pub async fn reset(&self, name: &str) -> anyhow::Result<bool> {
+    pub async fn reset(&self, name: &str) -> Result<bool, JobError> {
         match self {
             StateStore::Local(store) => {
                 let path = path(store, name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => Ok(true),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", path.display())),
+                    Err(e) => Err(JobError::State(format!(
+                        "cannot remove {}: {e}",
+                        path.display()
+                    ))),
                 }
             }
             StateStore::Objects(remote) => {
@@ -286,22 +293,24 @@ impl StateStore {
         &self,
         name: &str,
         cancel: &Arc<AtomicBool>,
-    ) -> anyhow::Result<Result<JobLock, String>> {
+    ) -> Result<Result<JobLock, String>, JobError> {
         let remote = match self {
             StateStore::Local(store) => {
                 let directory = dir(store);
-                std::fs::create_dir_all(&directory)?;
+                std::fs::create_dir_all(&directory).map_err(|e| io(&directory, e))?;
+                let path = directory.join(format!("{name}.lock"));
                 let file = std::fs::File::options()
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .open(directory.join(format!("{name}.lock")))?;
+                    .open(&path)
+                    .map_err(|e| io(&path, e))?;
                 return Ok(match file.try_lock() {
                     Ok(()) => Ok(JobLock::Local(file)),
                     Err(std::fs::TryLockError::WouldBlock) => {
                         Err("another run of this job is still going".into())
                     }
-                    Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+                    Err(std::fs::TryLockError::Error(e)) => return Err(io(&path, e)),
                 });
             }
             StateStore::Objects(remote) => remote,
@@ -323,5 +332,13 @@ impl StateStore {
             Err(LeaseError::Object(e)) => return Err(e.into()),
         };
         Ok(Ok(renew_in_background(lease, cancel.clone())))
+    }
+}
+
+/// A job state file or directory that could not be used.
+fn io(path: &std::path::Path, source: std::io::Error) -> JobError {
+    JobError::Io {
+        what: path.display().to_string(),
+        source,
     }
 }

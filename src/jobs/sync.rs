@@ -5,7 +5,7 @@
 //! tag before overwriting, and deletes target tags that left the selection.
 
 use super::state::{JobState, SeenTag};
-use super::{ImageResult, JobContext, JobReport, Stop};
+use super::{ImageResult, JobContext, JobError, JobReport, Stop};
 use crate::config::jobs::{SyncSource, SyncSpec};
 use crate::config::RepositoryTarget;
 use crate::engine::{
@@ -41,7 +41,7 @@ fn target_for(
             let name = format!("{}/{below}", target.name());
             RepositoryTarget::Registry(
                 Reference::parse_repository_or_ref(&name)
-                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
+                    .map_err(|e| JobError::Refused(format!("{name}: {e}")))?,
             )
         }
         RepositoryTarget::Registry(target) => RepositoryTarget::Registry(target.clone()),
@@ -191,11 +191,13 @@ pub async fn run(
             true => "none was synced".to_owned(),
             false => format!("the other {} were synced", total - failed.len()),
         };
-        return Err(Stop::Failed(anyhow::anyhow!(
-            "{} of {total} images failed ({others}; the next run retries the failed ones): {}",
-            failed.len(),
-            failed.join("; ")
-        )));
+        return Err(Stop::Failed(JobError::SomeFailed {
+            what: "images",
+            failed: failed.len(),
+            total,
+            others: format!("{others}; the next run retries the failed ones"),
+            list: failed.join("; "),
+        }));
     }
     Ok(())
 }
@@ -235,7 +237,7 @@ async fn select(
         let (from, tags, target) = match listing {
             Ok(found) => found,
             Err(Stop::Failed(error)) => {
-                let error = format!("{error:#}");
+                let error = crate::types::error_text::error_chain(&error);
                 failed.push(format!("{} ({error})", source.name()));
                 report
                     .images
@@ -332,7 +334,7 @@ fn account(
             return Some(Stop::Deferred(why));
         }
         Some(Err(Stop::Failed(error))) => {
-            let error = format!("{error:#}");
+            let error = crate::types::error_text::error_chain(&error);
             tracing::warn!("{image}: {error}");
             failed.push(format!("{image} ({error})"));
             report

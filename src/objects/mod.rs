@@ -40,7 +40,7 @@ pub enum ObjectError {
 impl ObjectError {
     /// Classify an `object_store` error about `url`.
     pub fn from_store(error: object_store::Error, url: &ObjectUrl, endpoint: &str) -> ObjectError {
-        let detail = full_message(&error);
+        let detail = crate::types::error_text::error_chain(&error);
         let url_text = url.to_string();
         match error {
             _ if detail.contains("NoSuchBucket") => ObjectError::NoBucket {
@@ -71,21 +71,6 @@ impl ObjectError {
             },
         }
     }
-}
-
-/// An error and all its sources on one line.
-fn full_message(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let next = inner.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 /// The server's error code when the text holds one, else the HTTP
@@ -149,7 +134,7 @@ impl Objects {
             ObjectError::Config(format!(
                 "cannot set up object storage for s3://{}: {}",
                 url.bucket,
-                full_message(&e)
+                crate::types::error_text::error_chain(&e)
             ))
         })?;
         let part_size = self

@@ -6,6 +6,7 @@
 pub mod atomic_file;
 pub mod choice;
 pub mod digest;
+pub mod error_text;
 pub mod interrupt;
 pub mod layout;
 pub mod manifest;
