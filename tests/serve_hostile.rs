@@ -23,15 +23,15 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(40);
 // Harness
 
 /// One answer, with the request it answers for messages.
-struct Answer {
+pub(crate) struct Answer {
     what: String,
-    status: u16,
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -42,7 +42,7 @@ impl Answer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn expect(self, status: u16) -> Answer {
+    pub(crate) fn expect(self, status: u16) -> Answer {
         assert_eq!(
             self.status,
             status,
@@ -112,7 +112,7 @@ fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
 
 /// Read one response (headers and a `Content-Length` body) from a
 /// keep-alive connection.
-fn read_response(stream: &mut TcpStream, head_only: bool) -> std::io::Result<Answer> {
+pub(crate) fn read_response(stream: &mut TcpStream, head_only: bool) -> std::io::Result<Answer> {
     let mut raw = Vec::new();
     let mut chunk = [0u8; 8192];
     let end = loop {
@@ -200,7 +200,13 @@ fn call_as(
 }
 
 /// [`call_as`] with the address as the Host header.
-fn call(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+pub(crate) fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     call_as(addr, addr, method, path, headers, body)
 }
 
@@ -219,7 +225,7 @@ fn upload_as(addr: &str, host: &str, repo: &str, bytes: &[u8]) -> String {
     digest
 }
 
-fn upload(addr: &str, repo: &str, bytes: &[u8]) -> String {
+pub(crate) fn upload(addr: &str, repo: &str, bytes: &[u8]) -> String {
     upload_as(addr, addr, repo, bytes)
 }
 
@@ -279,7 +285,7 @@ fn small_image(label: &str, seed: u64) -> Image {
 }
 
 /// `GET /v2/`: its status.
-fn base_status(addr: &str) -> u16 {
+pub(crate) fn base_status(addr: &str) -> u16 {
     call(addr, "GET", "/v2/", &[], b"").status
 }
 
@@ -308,7 +314,7 @@ fn stored_digest(owner: &Ferry, name: &str) -> Option<String> {
 }
 
 /// Wait (polling) until `done`, failing after `limit`. How long it took.
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     loop {
         if done() {
@@ -322,7 +328,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Dura
 /// Wait until the server closes `stream` (EOF or a reset; any bytes it
 /// sends first are read and dropped); panic if it is still open after
 /// `limit`. How long it took.
-fn closed_within(stream: &mut TcpStream, what: &str, limit: Duration) -> Duration {
+pub(crate) fn closed_within(stream: &mut TcpStream, what: &str, limit: Duration) -> Duration {
     let started = Instant::now();
     let mut buffer = [0u8; 4096];
     loop {
@@ -369,7 +375,7 @@ fn silent_for(stream: &mut TcpStream, wait: Duration) -> Result<(), String> {
 
 /// A keep-alive connection that has had one `GET /v2/` answered: the
 /// server has accepted it and holds it.
-fn held_connection(addr: &str) -> TcpStream {
+pub(crate) fn held_connection(addr: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(ANSWER_LIMIT)).unwrap();
     write!(stream, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -387,9 +393,9 @@ fn held_connection(addr: &str) -> TcpStream {
 
 /// A `ferry serve` this file starts itself (pushes allowed anonymously),
 /// for the tests that need its process: signals, limits, CPU time.
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    host: String,
+    pub(crate) host: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -397,7 +403,7 @@ impl Process {
     /// `ferry serve --addr 127.0.0.1:0 --allow-anonymous-push EXTRA` over
     /// `owner`'s store, run through `wrapper` (a command that execs the
     /// rest, like `prlimit`) when it is not empty.
-    fn start(owner: &Ferry, wrapper: &[&str], extra: &[&str]) -> Process {
+    pub(crate) fn start(owner: &Ferry, wrapper: &[&str], extra: &[&str]) -> Process {
         let ferry = env!("CARGO_BIN_EXE_ferry");
         let mut command = match wrapper {
             [] => Command::new(ferry),
@@ -448,11 +454,11 @@ impl Process {
         Process { child, host, log }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn log_lines(&self) -> Vec<String> {
+    pub(crate) fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 

@@ -25,6 +25,7 @@ mod round_trip;
 mod serve;
 mod serve_crash;
 mod serve_hostile;
+mod serve_limits;
 mod signals;
 mod store_commands;
 mod stored_referrers;

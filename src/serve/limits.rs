@@ -40,6 +40,47 @@ impl Default for Limits {
     }
 }
 
+/// Descriptors the server needs beyond its connections and uploads (the
+/// store's files, the listener, logs, TLS files).
+const DESCRIPTOR_SLACK: u64 = 256;
+
+/// What the descriptor budget came to at start.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// The soft limit now in force.
+    pub limit: u64,
+    /// What the bounds can use at once: one per connection, one per upload
+    /// session holding bytes, plus [`DESCRIPTOR_SLACK`].
+    pub needed: u64,
+}
+
+impl Limits {
+    /// Raise the soft `RLIMIT_NOFILE` to the hard limit (as Go servers do
+    /// at start), so the default bounds fit the descriptors they need, and
+    /// say what the budget is; a warning is the caller's when it is short.
+    pub fn descriptor_budget(&self) -> DescriptorBudget {
+        let needed = self.max_connections as u64 + self.max_uploads as u64 + DESCRIPTOR_SLACK;
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut limit = getrlimit(Resource::Nofile);
+        if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
+            if soft < hard {
+                let raised = rustix::process::Rlimit {
+                    current: Some(hard),
+                    maximum: Some(hard),
+                };
+                if setrlimit(Resource::Nofile, raised).is_ok() {
+                    limit.current = Some(hard);
+                }
+            }
+        }
+        DescriptorBudget {
+            // `None`: unlimited.
+            limit: limit.current.unwrap_or(u64::MAX),
+            needed,
+        }
+    }
+}
+
 /// An I/O stream that fails with `TimedOut` when no byte has moved in
 /// either direction for `timeout` while one is wanted. Progress only
 /// records the time; the timer is re-armed when it fires early, so a busy

@@ -109,6 +109,15 @@ pub struct Listening {
 /// Bind the address and read the auth and TLS files: every configuration
 /// error shows before the first request.
 pub async fn bind(store: Store, options: &ServeOptions) -> Result<Listening, ServeError> {
+    let budget = options.limits.descriptor_budget();
+    if budget.limit < budget.needed {
+        tracing::warn!(
+            "the descriptor limit is {}, below the {} the bounds can use at once (one per connection and per upload session holding bytes, plus {} for the store); past it the server pauses accepting: raise it (LimitNOFILE= in systemd, ulimit -n) or lower --max-connections / --max-uploads",
+            budget.limit,
+            budget.needed,
+            budget.needed - (options.limits.max_connections + options.limits.max_uploads) as u64
+        );
+    }
     let auth = match &options.htpasswd {
         Some(path) => Some(Arc::new(
             auth::Htpasswd::read(path).map_err(ServeError::Config)?,

@@ -10,8 +10,10 @@
 //!   shadow an image mirrored now or later under its full path.
 //! - Reads resolve a path in this order: the server's own repository of
 //!   that path; the full name (`/v2/docker.io/library/nginx/…` for
-//!   `docker.io/library/nginx`, for registries without a port); the one
-//!   other registry that holds the path (`/v2/library/nginx/…`). When two
+//!   `docker.io/library/nginx`; a port's `:`, which no repository path may
+//!   hold, is written `_`: `/v2/harbor.corp_8443/team/app/…` for
+//!   `harbor.corp:8443/team/app`); the one other registry that holds the
+//!   path (`/v2/library/nginx/…`). When two
 //!   or more other registries hold the same path, the short path is
 //!   refused as ambiguous and the answer names the full paths.
 //! - A repository shows only what it references: the manifests and blobs
@@ -73,6 +75,25 @@ pub fn valid_own_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The registry a path's first component names by docker's rule (it has a
+/// dot, or is `localhost`), with a port written `_PORT` (a host name has
+/// no `_`, so the form is unambiguous): `harbor.corp_8443` is
+/// `harbor.corp:8443`.
+fn registry_component(first: &str) -> Option<String> {
+    let names_host = |host: &str| host.contains('.') || host == "localhost";
+    if let Some((host, port)) = first.rsplit_once('_') {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && names_host(host) {
+            return Some(format!("{host}:{port}"));
+        }
+    }
+    names_host(first).then(|| first.to_owned())
+}
+
+/// The first path component that names `registry` (see [`registry_component`]).
+fn registry_path(registry: &str) -> String {
+    registry.replacen(':', "_", 1)
+}
+
 /// Which stored repository a read of `path` means (see the module rules).
 fn resolve(
     own: &str,
@@ -88,8 +109,10 @@ fn resolve(
         return Ok(repo(own, path));
     }
     if let Some((first, rest)) = path.split_once('/') {
-        if first.contains('.') && holders.get(rest).is_some_and(|r| r.contains(first)) {
-            return Ok(repo(first, rest));
+        if let Some(registry) = registry_component(first) {
+            if holders.get(rest).is_some_and(|r| r.contains(&registry)) {
+                return Ok(repo(&registry, rest));
+            }
         }
     }
     match held.map(|r| r.iter().collect::<Vec<_>>()) {
@@ -100,7 +123,7 @@ fn resolve(
             format!(
                 "{path} is held from several registries ({}); ask for one by its full path, e.g. {}/{path}",
                 others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                others[0]
+                registry_path(others[0])
             ),
         )),
         None => Ok(repo(own, path)),
@@ -114,8 +137,8 @@ fn push_target(own: &str, path: &str, view: &IndexView) -> Result<Repo, ApiError
     // By docker's rule a first component with a dot names a registry: such
     // a path is the full-name form of a mirrored image (now, or once the
     // store holds that registry), never a repository of this server.
-    if let Some(first) = first.filter(|f| f.contains('.') || *f == "localhost") {
-        let held = view.named.iter().any(|(n, _)| n.registry() == first);
+    if let Some((first, registry)) = first.and_then(|f| Some((f, registry_component(f)?))) {
+        let held = view.named.iter().any(|(n, _)| n.registry() == registry);
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "DENIED",
@@ -143,9 +166,7 @@ fn served_paths(own: &str, holders: &HashMap<String, BTreeSet<String>>) -> BTree
         let registries: &BTreeSet<String> = registries;
         if registries.len() > 1 {
             for registry in others {
-                if !registry.contains(':') {
-                    paths.insert(format!("{registry}/{path}"));
-                }
+                paths.insert(format!("{}/{path}", registry_path(registry)));
             }
         }
     }
@@ -374,5 +395,48 @@ mod tests {
         assert!(paths.contains("library/alpine") && paths.contains("docker.io/library/alpine"));
         assert!(paths.contains("docker.io/library/nginx") && !paths.contains("library/nginx"));
         assert!(valid_own_name(own).is_ok() && valid_own_name("buildbox").is_err());
+    }
+
+    #[test]
+    fn a_registry_with_a_port_has_a_full_path_too() {
+        let own = "127.0.0.1:5000";
+        let entries = [
+            entry("harbor.corp:8443/team/app:1"),
+            entry("localhost:5001/team/app:1"),
+        ];
+        let view = IndexView::new(entries.to_vec(), None);
+        let found = |path: &str| view.resolve(own, path).map(|r| r.full());
+        // The short path is ambiguous and the answer names a path that works.
+        let refused = found("team/app").unwrap_err().message;
+        assert!(refused.contains("harbor.corp_8443/team/app"), "{refused}");
+        assert_eq!(
+            found("harbor.corp_8443/team/app").unwrap(),
+            "harbor.corp:8443/team/app"
+        );
+        assert_eq!(
+            found("localhost_5001/team/app").unwrap(),
+            "localhost:5001/team/app"
+        );
+        // `_x` is no port: the component is the host itself.
+        assert_eq!(
+            registry_component("registry.corp_x").unwrap(),
+            "registry.corp_x"
+        );
+        assert_eq!(registry_component("team_8443"), None);
+        // The catalog lists each by a path that resolves to it.
+        let paths = view.served_paths(own);
+        for path in &paths {
+            assert!(found(path).is_ok(), "{path} in {paths:?}");
+        }
+        assert!(paths.contains("harbor.corp_8443/team/app"), "{paths:?}");
+        assert!(paths.contains("localhost_5001/team/app"), "{paths:?}");
+        // And no push can take such a path.
+        for shadowing in ["harbor.corp_8443/team/app", "localhost_5001/x"] {
+            assert_eq!(
+                view.push_target(own, shadowing).unwrap_err().status,
+                StatusCode::FORBIDDEN,
+                "{shadowing}"
+            );
+        }
     }
 }
