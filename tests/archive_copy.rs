@@ -348,24 +348,12 @@ fn backup_goes_registry_to_archive_then_delta_and_restores_with_copy() {
 
 #[test]
 fn a_layer_that_does_not_match_its_config_diff_id_is_refused_while_streaming() {
-    use crate::support::image::{self, Content};
+    use crate::support::image;
     let work = tempfile::tempdir().unwrap();
     let mut lying = image::random_layer("x", 300_000, 11);
     lying.diff_id = sha256(b"some other layer");
     let built = image::image(vec![lying], "amd64", "lying");
-    let layout = work.path().join("layout");
-    image::write_layout(&layout, &[("1", Content::Image(&built))]);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
-        "annotations": {"io.containerd.image.name": "example.com/lying:1", "org.opencontainers.image.ref.name": "1"},
-    }]});
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    let archive = work.path().join("lying.tar");
-    crate::support::tar_dir(&layout, &archive);
+    let archive = image::named_archive(work.path(), "lying.tar", &built, "example.com/lying:1");
     let target = Registry::start();
     let ferry = Ferry::new();
     // Read in place (the check runs while the layer streams) and from a pipe (checked first).

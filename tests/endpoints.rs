@@ -1,16 +1,19 @@
 //! The engine driven as a library: one suite run against every
-//! destination it writes through (the store, a real registry) and every
-//! source it reads (a registry, the store), in the style of containerd's
-//! content-store suite — a verified round trip, a write whose bytes fail
-//! their digest leaves nothing, "already there" is success, a source never
-//! passes bytes that fail their digest, and a copy writes its tag last.
+//! destination it writes through (the store, a real registry), every
+//! source it reads (a registry, the store, an archive) and every
+//! repository jobs use (a registry, the store), in the style of
+//! containerd's content-store suite — a verified round trip, a write whose
+//! bytes fail their digest leaves nothing, an interrupted write leaves
+//! nothing, "already there" is success, a source never passes bytes that
+//! fail their digest, a copy writes its tag last, and referrer tags are
+//! never listed as images.
 
 use crate::support::registry::Registry;
 use crate::support::sha256;
 use bytes::Bytes;
 use ferry::engine::{
-    copy_image, CopyOptions, Destination, EngineError, PlatformChoice, ReferrerCandidate,
-    RegistryDestination, RegistrySource, Source, StoreDestination, StoreSource,
+    copy_image, ArchiveSource, CopyOptions, Destination, EngineError, PlatformChoice,
+    ReferrerCandidate, RegistryDestination, RegistrySource, Source, StoreDestination, StoreSource,
 };
 use ferry::registry::blobs::BlobStream;
 use ferry::registry::Registries;
@@ -139,22 +142,8 @@ fn a_copy_through_the_engine_keeps_the_digest_and_tags_last() {
         "amd64",
         "suite",
     );
-    let layout = work.path().join("layout");
-    crate::support::image::write_layout(
-        &layout,
-        &[("1", crate::support::image::Content::Image(&built))],
-    );
-    let archive = work.path().join("suite.tar");
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
-        "annotations": {"io.containerd.image.name": "suite.local/app:1", "org.opencontainers.image.ref.name": "1"},
-    }]});
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    crate::support::tar_dir(&layout, &archive);
+    let archive =
+        crate::support::image::named_archive(work.path(), "suite.tar", &built, "suite.local/app:1");
     let load = ferry
         .command(&[
             "--store",
@@ -268,4 +257,177 @@ fn every_source_refuses_bytes_that_fail_their_digest() {
     let read = runtime.block_on(drained(source.blob(&digest, size)));
     let error = read.expect_err("the store source passed corrupt bytes");
     assert!(error.contains("corrupt"), "{error}");
+    // An archive read in place, whose file changes after its check: the
+    // layer's bytes are read again at the transfer, and refused there.
+    let archive =
+        crate::support::image::named_archive(work.path(), "a.tar", &built, "suite.local/a:1");
+    let input = ferry::archive::checked::ArchiveInput::File(&archive);
+    let checked = ArchiveSource::read(input, "a.tar", None).unwrap();
+    let source = checked.source(0);
+    assert_eq!(
+        runtime.block_on(source.root()).unwrap().digest.to_string(),
+        built.digest()
+    );
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(layer.gzip.len())
+        .position(|w| w == layer.gzip.as_slice())
+        .expect("the layer is stored whole in the tar");
+    bytes[at + 100] ^= 1;
+    std::fs::write(&archive, &bytes).unwrap();
+    let read = runtime.block_on(drained(source.blob(&digest, size)));
+    assert!(
+        read.is_err(),
+        "the archive source passed bytes that changed after its check"
+    );
+}
+
+/// A source whose blob stream breaks half way, as a dropped connection does.
+struct BrokenSource(Vec<u8>);
+
+#[async_trait::async_trait]
+impl Source for BrokenSource {
+    fn describe(&self) -> String {
+        "a broken stream".into()
+    }
+    async fn root(&self) -> Result<ParsedManifest, EngineError> {
+        unreachable!("blob-only source")
+    }
+    async fn manifest(&self, _: &Digest, _: &str) -> Result<ParsedManifest, EngineError> {
+        unreachable!("blob-only source")
+    }
+    fn blob(&self, _: &Digest, _: u64) -> BlobStream {
+        let half = Bytes::copy_from_slice(&self.0[..self.0.len() / 2]);
+        let broken = ferry::registry::RegistryError::StreamBroken {
+            registry: "test".into(),
+            what: "test blob".into(),
+            reason: "connection reset".into(),
+        };
+        futures_util::stream::iter([Ok(half), Err(broken)]).boxed()
+    }
+    async fn referrers(&self, _: &Digest, _: &mut Vec<String>) -> Vec<ReferrerCandidate> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn an_interrupted_write_leaves_nothing_at_any_destination() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::open(work.path().join("store")).unwrap();
+    let pool = registries();
+    let runtime = runtime();
+    for (name, destination) in destinations(&store, &registry, &pool) {
+        runtime.block_on(async {
+            let bytes = crate::support::image::random_bytes(1_500_000, 8);
+            let digest: Digest = sha256(&bytes).parse().unwrap();
+            let size = bytes.len() as u64;
+            let written = destination
+                .write_blob(&BrokenSource(bytes), &digest, size, Arc::new(|_| {}))
+                .await;
+            let error = written.expect_err("an interrupted write succeeded");
+            assert!(error.is_retryable(), "{name}: {error} is not worth a retry");
+            assert!(
+                !destination.has_blob(&digest, size).await.unwrap(),
+                "{name}: an interrupted write left the blob visible"
+            );
+        });
+    }
+    // Nothing half-written is left in the store's ingest area either
+    // (a partial kept for a resume is only kept for a registry source).
+    let left: Vec<_> = std::fs::read_dir(store.root().join("ingest"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn every_repository_lists_image_tags_only_and_keeps_its_tag_contract() {
+    let registry = Registry::start();
+    let ferry = crate::support::Ferry::new();
+    let work = tempfile::tempdir().unwrap();
+    // An image with a cosign signature tag beside it, at the registry.
+    let built = crate::support::image::image(
+        vec![crate::support::image::random_layer("r", 2000, 21)],
+        "amd64",
+        "repo",
+    );
+    let signature = crate::support::image::image(
+        vec![crate::support::image::random_layer("sig", 100, 22)],
+        "amd64",
+        "signature",
+    );
+    let hex = built.digest().trim_start_matches("sha256:").to_owned();
+    let name = format!("{}/suite/app", registry.host);
+    for (image, tag) in [
+        (&built, "1".to_owned()),
+        (&signature, format!("sha256-{hex}.sig")),
+    ] {
+        let archive = crate::support::image::named_archive(
+            work.path(),
+            &format!("{tag}.tar"),
+            image,
+            &format!("{name}:{tag}"),
+        );
+        ferry
+            .run(&[
+                "copy",
+                &format!("archive:{}", archive.display()),
+                &format!("{name}:{tag}"),
+            ])
+            .ok();
+    }
+    // The same in the store: the image, its signature kept as a referrer.
+    ferry.run(&["pull", &format!("{name}:1")]).ok();
+    let store = Store::open(&ferry.store).unwrap();
+    let endpoints = ferry::engine::Endpoints::new(Arc::new(registries()), store);
+    let reference: Reference = name.parse().unwrap();
+    let repositories = [
+        ("registry", endpoints.registry(&reference).unwrap(), true),
+        ("store", endpoints.store(Some(reference.clone())), false),
+    ];
+    let runtime = runtime();
+    for (kind, repository, by_digest) in repositories {
+        runtime.block_on(async {
+            let tags: Vec<String> = repository
+                .tags()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.tag)
+                .collect();
+            assert_eq!(tags, ["1"], "{kind}: referrer tags are not image tags");
+            assert_eq!(repository.deletes_by_digest(), by_digest, "{kind}");
+            // put_tag: the same digest under another tag, nothing moved.
+            let digest: Digest = built.digest().parse().unwrap();
+            repository.put_tag("2", &digest).await.unwrap();
+            assert_eq!(
+                repository.digest("2").await.unwrap(),
+                Some(digest.clone()),
+                "{kind}"
+            );
+            let head = repository.head("1").await.unwrap().expect("tag 1");
+            assert_eq!(head.digest, Some(digest.clone()), "{kind}");
+            // The source for a tag reads the same image.
+            let source = repository.source("2").unwrap();
+            assert_eq!(source.root().await.unwrap().digest, digest, "{kind}");
+            if !by_digest {
+                // The store untags only: the other tag keeps the image.
+                repository.delete("2", &digest).await.unwrap();
+                assert_eq!(repository.digest("2").await.unwrap(), None, "{kind}");
+                assert_eq!(
+                    repository.digest("1").await.unwrap(),
+                    Some(digest),
+                    "{kind}"
+                );
+            }
+        });
+    }
+    let listed = runtime
+        .block_on(endpoints.registry(&reference).unwrap().listed_tags())
+        .unwrap();
+    assert!(
+        listed.iter().any(|t| t.ends_with(".sig")),
+        "listed tags include referrer tags: {listed:?}"
+    );
 }

@@ -557,7 +557,7 @@ fn prune_says_deleted_once_per_image_after_its_names() {
 
 #[test]
 fn a_large_image_config_is_read_for_its_platform_not_called_corrupt() {
-    use crate::support::image::{self, Content};
+    use crate::support::image;
     // A config of 6 MiB (a large label, as some build tools write; the
     // label is in its history too): over the old 4 MiB read limit, under
     // the 16 MiB every door accepts.
@@ -568,19 +568,7 @@ fn a_large_image_config_is_read_for_its_platform_not_called_corrupt() {
     );
     assert!(built.config.len() > 6 << 20);
     let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    image::write_layout(&layout, &[("1", Content::Image(&built))]);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": built.digest(), "size": built.manifest.len(),
-        "annotations": {"io.containerd.image.name": "example.com/big:1", "org.opencontainers.image.ref.name": "1"},
-    }]});
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    let archive = work.path().join("big.tar");
-    crate::support::tar_dir(&layout, &archive);
+    let archive = image::named_archive(work.path(), "big.tar", &built, "example.com/big:1");
     let ferry = Ferry::new();
     ferry.run(&["load", "-i", archive.to_str().unwrap()]).ok();
     let found = ferry

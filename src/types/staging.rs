@@ -73,6 +73,12 @@ impl StagedBlob {
         }
     }
 
+    /// Whether the bytes are a range of a file this blob does not own (an
+    /// archive read in place, which may change after it was checked).
+    pub fn is_range(&self) -> bool {
+        !self.owned
+    }
+
     /// A reader over exactly the blob's bytes (not verified: wrap it).
     pub fn open(&self) -> std::io::Result<std::io::Take<std::io::BufReader<std::fs::File>>> {
         use std::io::Seek;

@@ -256,3 +256,24 @@ pub fn write_layout(dir: &Path, entries: &[(&str, Content)]) {
     let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
 }
+
+/// An uncompressed OCI-layout archive at `dir/<file>` holding `image` under
+/// its full name `name` (`io.containerd.image.name`, as Docker 25+ writes):
+/// what `ferry load` and `copy archive:` read. Its path.
+pub fn named_archive(dir: &Path, file: &str, image: &Image, name: &str) -> std::path::PathBuf {
+    let layout = dir.join(format!("{file}.layout"));
+    write_layout(&layout, &[("unused", Content::Image(image))]);
+    let tag = name.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.digest(), "size": image.manifest.len(),
+        "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
+    }]});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let archive = dir.join(file);
+    super::tar_dir(&layout, &archive);
+    archive
+}

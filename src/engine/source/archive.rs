@@ -39,15 +39,17 @@ impl Source for ArchiveImageSource {
 
     fn blob(&self, digest: &Digest, size: u64) -> BlobStream {
         match self.archive.checked.blob(digest) {
-            // A blob whose digest the archive check already hashed (staged,
-            // or read with its diffID) is not hashed twice; one whose name
-            // only claims it is hashed here. The size is always checked.
+            // A blob the archive check staged and hashed into its private
+            // spool is not hashed twice; a range of the archive file itself
+            // (read in place: the file may change after its check) and one
+            // whose name only claims its digest are hashed here. The size
+            // is always checked.
             Some(staged) => file_blob_stream(
                 staged.path().to_owned(),
                 staged.offset,
                 digest.clone(),
                 size,
-                !staged.verified,
+                !staged.verified || staged.is_range(),
                 "archive blob",
             ),
             None => {

@@ -28,10 +28,12 @@ pub type SharedSource = Arc<dyn Source>;
 ///   a child by digest, checked against that digest. Nothing a source
 ///   returns was trusted before it was verified.
 /// - `blob` is the one verified stream: exactly `size` bytes whose digest
-///   is checked as they pass; a wrong size or digest ends the stream in an
-///   error that names where the bytes came from (a registry, a store file,
-///   an archive member) and whether trying again can help. A stream that
-///   ends cleanly has delivered the blob.
+///   is checked as they pass (only bytes the source hashed into a private
+///   copy of its own when it made it — an archive's spool — are not hashed
+///   twice); a wrong size or digest ends the stream in an error that names
+///   where the bytes came from (a registry, a store file, an archive
+///   member) and whether trying again can help. A stream that ends cleanly
+///   has delivered the blob.
 /// - `blob_from` (only where `resumes` is true: a registry) continues a
 ///   blob from `offset` with the size checked; its digest is the caller's
 ///   to check, since only the caller has hashed the bytes before `offset`.
