@@ -8,7 +8,7 @@
 use super::state::JobState;
 use super::{ImageResult, JobContext, JobError, JobReport, Stop};
 use crate::config::jobs::PruneSpec;
-use crate::engine::{plan_deletions, Deletion, TaggedDigest};
+use crate::engine::{plan_deletions, Deletion, Repository, TaggedDigest};
 use crate::policy::TagVersion;
 use crate::types::time::now_unix;
 use crate::types::Digest;
@@ -43,17 +43,14 @@ fn newest_first(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     }
 }
 
-pub async fn run(
-    context: &JobContext,
-    spec: &PruneSpec,
-    dry_run: bool,
+/// Every tag with its digest and age: the store keeps first-seen times;
+/// for a registry this job remembers when it first saw each tag there
+/// (and forgets tags that are gone).
+async fn aged_tags(
+    repository: &dyn Repository,
     state: &mut JobState,
-    report: &mut JobReport,
-) -> Result<(), Stop> {
-    let now = now_unix();
-    // Every tag with its digest and age: the store keeps first-seen times;
-    // for a registry this job remembers when it first saw each tag there.
-    let repository = context.repository(&spec.repository)?;
+    now: i64,
+) -> Result<Vec<Candidate>, Stop> {
     let mut all: Vec<Candidate> = Vec::new();
     for listed in repository.tags().await? {
         let first_seen = match listed.first_seen {
@@ -77,21 +74,39 @@ pub async fn run(
     }
     let present: Vec<String> = all.iter().map(|c| c.tag.clone()).collect();
     state.first_seen.retain(|tag, _| present.contains(tag));
+    Ok(all)
+}
+
+/// The tags the rule removes (pure): those the filter takes, newest
+/// `keep_latest` kept, the rest when older than `older_than`.
+fn select_doomed<'a>(all: &'a [Candidate], spec: &PruneSpec, now: i64) -> Vec<&'a Candidate> {
     let mut candidates: Vec<&Candidate> = all
         .iter()
         .filter(|c| spec.filter.matches(tag_part(&c.tag)))
         .collect();
     candidates.sort_by(|a, b| newest_first(a, b));
     let keep = spec.keep_latest.unwrap_or(0);
-    let doomed: Vec<&Candidate> = candidates
-        .iter()
+    candidates
+        .into_iter()
         .skip(keep)
         .filter(|c| {
             spec.older_than
                 .is_none_or(|age| now - c.first_seen >= age as i64)
         })
-        .copied()
-        .collect();
+        .collect()
+}
+
+pub async fn run(
+    context: &JobContext,
+    spec: &PruneSpec,
+    dry_run: bool,
+    state: &mut JobState,
+    report: &mut JobReport,
+) -> Result<(), Stop> {
+    let now = now_unix();
+    let repository = context.repository(&spec.repository)?;
+    let all = aged_tags(repository.as_ref(), state, now).await?;
+    let doomed = select_doomed(&all, spec, now);
     if doomed.len() == all.len() && !all.is_empty() && !spec.allow_empty {
         return Err(Stop::Failed(JobError::Refused(format!(
             "this prune would remove every tag of the repository ({}); set allow_empty = true if that is intended",

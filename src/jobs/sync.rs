@@ -10,7 +10,7 @@ use crate::config::jobs::{SyncSource, SyncSpec};
 use crate::config::RepositoryTarget;
 use crate::engine::{
     copy_image, copy_referrers, plan_deletions, CopyOptions, Deletion, Destination, PlatformChoice,
-    Repository,
+    Repository, TagHead,
 };
 use crate::types::referrer::image_tags;
 use crate::types::time::now_unix;
@@ -364,6 +364,18 @@ fn is_unchanged(
         })
 }
 
+/// What the HEADs found for one tag, before anything is copied.
+struct Looked {
+    /// The source tag (`repository/path:tag`).
+    from: Reference,
+    head: TagHead,
+    /// What the target's tag points at now.
+    current: Option<Digest>,
+    /// What refers to the source image now, when it could be told cheaply.
+    fingerprint: Option<String>,
+    destination: Box<dyn Destination>,
+}
+
 /// Bring one tag up to date: HEADs to see whether it changed (and whether
 /// its referrers did), then the copy.
 async fn sync_one(
@@ -372,39 +384,30 @@ async fn sync_one(
     options: &CopyOptions,
     dry_run: bool,
 ) -> Result<Done, Stop> {
-    let Item {
-        from: repository,
-        source,
-        tag,
-        target,
-        tags,
-        remembered,
-    } = item;
-    let Some(head) = repository.head(tag).await? else {
+    let Some(head) = item.from.head(&item.tag).await? else {
         return Ok(Done::Gone);
     };
     if let Some(remaining) = head.rate_limit_remaining {
         if remaining < spec.rate_limit_floor {
             return Ok(Done::Deferred(format!(
                 "{}: rate limit has {remaining} pulls left, below the floor of {}; deferred",
-                source.registry(),
+                item.source.registry(),
                 spec.rate_limit_floor
             )));
         }
     }
-    let source_digest = head.digest.clone();
-    let from = source.with_tag(tag);
-    let current = target.digest(tag).await?;
-    let destination = target.destination(tag)?;
+    let from = item.source.with_tag(&item.tag);
+    let current = item.target.digest(&item.tag).await?;
+    let destination = item.target.destination(&item.tag)?;
     let unchanged = is_unchanged(
         spec.platforms.is_some(),
-        source_digest.as_ref(),
+        head.digest.as_ref(),
         current.as_ref(),
-        remembered.as_ref(),
+        item.remembered.as_ref(),
     );
-    let fingerprint = match (&source_digest, spec.referrers.enabled()) {
+    let fingerprint = match (&head.digest, spec.referrers.enabled()) {
         // A broken referrers listing never stops the image itself.
-        (Some(digest), true) => match repository.referrers_fingerprint(digest, tags).await {
+        (Some(digest), true) => match item.from.referrers_fingerprint(digest, &item.tags).await {
             Ok(fingerprint) => fingerprint,
             Err(error) => {
                 tracing::warn!("referrers of {from} not checked: {error}");
@@ -413,42 +416,89 @@ async fn sync_one(
         },
         _ => None,
     };
-    if unchanged {
-        let seen_referrers = remembered.as_ref().and_then(|seen| seen.referrers.clone());
-        if fingerprint.is_none() || fingerprint == seen_referrers {
-            return Ok(Done::Unchanged {
-                seen: None,
-                changes: Vec::new(),
-            });
-        }
-        // The image is unchanged but what refers to it is not.
-        if dry_run {
-            return Ok(Done::Unchanged {
-                seen: None,
-                changes: vec![format!("would copy new signatures or SBOMs of {from}")],
-            });
-        }
-        let copied = copy_new_referrers(
-            repository.as_ref(),
-            destination.as_ref(),
-            source_digest.as_ref(),
-            head.media_type.as_deref(),
-            options,
-        )
-        .await?;
-        let mut seen = remembered.clone().unwrap_or(SeenTag {
-            source: source_digest.clone(),
-            target: current.clone(),
-            referrers: None,
-        });
-        seen.referrers = fingerprint;
+    let looked = Looked {
+        from,
+        head,
+        current,
+        fingerprint,
+        destination,
+    };
+    match unchanged {
+        true => refresh_referrers(item, looked, options, dry_run).await,
+        false => copy_tag(item, spec, looked, options, dry_run).await,
+    }
+}
+
+/// An image already at the target: copy its referrers when what refers to
+/// it changed since the last run.
+async fn refresh_referrers(
+    item: &Item,
+    looked: Looked,
+    options: &CopyOptions,
+    dry_run: bool,
+) -> Result<Done, Stop> {
+    let Looked {
+        from,
+        head,
+        current,
+        fingerprint,
+        destination,
+    } = looked;
+    let seen_referrers = item
+        .remembered
+        .as_ref()
+        .and_then(|seen| seen.referrers.clone());
+    if fingerprint.is_none() || fingerprint == seen_referrers {
         return Ok(Done::Unchanged {
-            seen: Some(seen),
-            changes: vec![format!(
-                "copied {copied} referrers (signatures, attestations, SBOMs) of {from}"
-            )],
+            seen: None,
+            changes: Vec::new(),
         });
     }
+    if dry_run {
+        return Ok(Done::Unchanged {
+            seen: None,
+            changes: vec![format!("would copy new signatures or SBOMs of {from}")],
+        });
+    }
+    let copied = copy_new_referrers(
+        item.from.as_ref(),
+        destination.as_ref(),
+        head.digest.as_ref(),
+        head.media_type.as_deref(),
+        options,
+    )
+    .await?;
+    let mut seen = item.remembered.clone().unwrap_or(SeenTag {
+        source: head.digest.clone(),
+        target: current,
+        referrers: None,
+    });
+    seen.referrers = fingerprint;
+    Ok(Done::Unchanged {
+        seen: Some(seen),
+        changes: vec![format!(
+            "copied {copied} referrers (signatures, attestations, SBOMs) of {from}"
+        )],
+    })
+}
+
+/// Copy a changed tag (keeping the old image under the backup tag first,
+/// when configured).
+async fn copy_tag(
+    item: &Item,
+    spec: &SyncSpec,
+    looked: Looked,
+    options: &CopyOptions,
+    dry_run: bool,
+) -> Result<Done, Stop> {
+    let Looked {
+        from,
+        head,
+        current,
+        fingerprint,
+        destination,
+    } = looked;
+    let (tag, target) = (&item.tag, &item.target);
     let shown = destination.describe();
     if dry_run {
         return Ok(Done::Unchanged {
@@ -468,7 +518,7 @@ async fn sync_one(
         backup_tag_kept = Some(backup);
     }
     let outcome = copy_image(
-        repository.source(tag)?.as_ref(),
+        item.from.source(tag)?.as_ref(),
         destination.as_ref(),
         options,
     )
@@ -479,7 +529,7 @@ async fn sync_one(
     ));
     Ok(Done::Copied {
         seen: SeenTag {
-            source: source_digest,
+            source: head.digest,
             target: Some(outcome.digest.clone()),
             referrers: fingerprint,
         },
