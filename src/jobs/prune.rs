@@ -178,7 +178,38 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::tag_part;
+    use super::{select_doomed, tag_part, Candidate};
+    use crate::config::jobs::PruneSpec;
+    use crate::config::RepositoryTarget;
+
+    #[test]
+    fn the_rule_keeps_the_newest_and_takes_only_what_is_old_enough() {
+        let tag = |tag: &str, first_seen: i64| Candidate {
+            tag: tag.into(),
+            digest: crate::types::Digest::sha256_of(tag.as_bytes()),
+            first_seen,
+        };
+        // Versions sort by version, the others by age.
+        let all = [
+            tag("1.0.0", 100),
+            tag("1.2.0", 50),
+            tag("1.1.0", 900),
+            tag("dev", 10),
+        ];
+        let spec = PruneSpec {
+            repository: RepositoryTarget::Store(None),
+            filter: Default::default(),
+            older_than: Some(500),
+            keep_latest: Some(1),
+            allow_empty: false,
+        };
+        let doomed: Vec<&str> = select_doomed(&all, &spec, 1000)
+            .into_iter()
+            .map(|c| c.tag.as_str())
+            .collect();
+        // 1.2.0 is the newest version (kept); 1.1.0 is too young.
+        assert_eq!(doomed, ["1.0.0", "dev"]);
+    }
 
     #[test]
     fn the_tag_of_a_full_reference_is_after_its_name() {
