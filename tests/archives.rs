@@ -317,6 +317,23 @@ fn delta_archive_needs_the_older_blobs() {
         refused.stderr
     );
     assert!(empty.blob_files().is_empty());
+    // Onto a store whose copy of the left-out layer is corrupt: refused,
+    // naming it, never loaded on top of the bad copy.
+    let rotten = Ferry::new();
+    rotten.run(&["load", "-i", full.to_str().unwrap()]).ok();
+    let layer = rotten.store.join("blobs/sha256").join(base);
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[10] ^= 1;
+    let mut permissions = std::fs::metadata(&layer).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&layer, permissions).unwrap();
+    std::fs::write(&layer, &bytes).unwrap();
+    let refused = rotten
+        .run(&["load", "-i", delta.to_str().unwrap()])
+        .expect_code(1);
+    assert!(refused.stderr.contains(base), "{}", refused.stderr);
+    assert!(!rotten.index_json().contains("team/app:2.0"));
     // After the full archive, the delta loads.
     empty.run(&["load", "-i", full.to_str().unwrap()]).ok();
     empty.run(&["load", "-i", delta.to_str().unwrap()]).ok();
@@ -396,6 +413,11 @@ fn bad_archives_change_nothing() {
             "2 layers but its config lists 1",
         ),
         ("dotdot", vec![("../escape", b"x")], ".."),
+        (
+            "control characters",
+            vec![("evil\u{1b}[31m", b"x")],
+            "control characters",
+        ),
         ("absolute", vec![("/etc/passwd", b"x")], "absolute"),
         ("traversal", vec![("blobs/sha256/../../x", b"x")], ".."),
         (
@@ -443,6 +465,11 @@ fn bad_archives_change_nothing() {
             .run(&["load", "-i", path.to_str().unwrap()])
             .expect_code(1);
         assert!(run.stderr.contains(expected), "{label}: {}", run.stderr);
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "{label}: a control character reached stderr: {:?}",
+            run.stderr
+        );
         // Read in place, a blob's name is checked when an image uses it;
         // this archive has no image, and is refused for that.
         let expected_by_copy = match label {

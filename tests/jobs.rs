@@ -362,6 +362,24 @@ fn daemon_catches_up_once_and_stops_on_sigterm() {
 }
 
 #[test]
+fn a_sync_or_backup_of_a_repository_that_is_not_there_fails_naming_it() {
+    let registry = Registry::start();
+    seed_tags(&registry, "team/app", &["1.0"]);
+    let out = tempfile::tempdir().unwrap();
+    let ferry = Ferry::new().with_config(&format!(
+        "version = 1\n[[sync]]\nname = \"gone\"\nsource = \"{host}/team/nothere\"\ntarget = \"store\"\n[[backup]]\nname = \"lost\"\nimages = [\"{host}/team/nothere:*\"]\noutput = \"{}/b.tar\"\n",
+        out.path().display(),
+        host = registry.host
+    ));
+    for job in ["gone", "lost"] {
+        let run = ferry.run(&["run", job]).expect_code(1);
+        let text = format!("{}{}", run.stdout, run.stderr);
+        assert!(text.contains("team/nothere"), "{job}: {text}");
+        assert!(!text.contains(": ok"), "{job}: {text}");
+    }
+}
+
+#[test]
 fn a_job_never_overlaps_itself() {
     let registry = Registry::start();
     seed_tags(&registry, "team/app", &["1.0"]);

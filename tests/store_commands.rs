@@ -374,7 +374,8 @@ fn a_corrupt_store_blob_is_named_not_retried_and_repaired_by_pull_and_load() {
         .run(&["push", &image, &format!("{}/other/app:1.0", registry.host)])
         .expect_code(1);
     assert!(
-        push.stderr.contains(path.to_str().unwrap()) && push.stderr.contains("nothing was sent"),
+        push.stderr.contains(path.to_str().unwrap())
+            && push.stderr.contains("its copy stopped there"),
         "{}",
         push.stderr
     );

@@ -306,10 +306,17 @@ fn collect<R: Read>(
     };
     let mut metadata_total = 0u64;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| contents.invalid(format!("broken tar entry (truncated?): {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            let e = e.to_string().escape_debug().to_string();
+            contents.invalid(format!("broken tar entry (truncated?): {e}"))
+        })?;
         let raw = entry.path_bytes().into_owned();
         let name = clean(&raw).map_err(|why| contents.invalid(format!("holds {why}")))?;
+        // No format ferry reads names a member with control characters;
+        // and every message names the entry, so none reaches a terminal.
+        if name.chars().any(char::is_control) {
+            return Err(contents.invalid(format!("holds the name {name:?} (control characters)")));
+        }
         if name.is_empty() {
             continue;
         }

@@ -161,7 +161,10 @@ pub async fn write_output(
             });
             match cut {
                 true => anyhow::Error::new(OutputCut),
-                false => error,
+                // Some of the archive may already be out: say so.
+                false => error.context(
+                    "the archive on standard output is incomplete: discard what was received",
+                ),
             }
         })?;
         return Ok(None);

@@ -191,7 +191,31 @@ impl ArchiveTarget {
                     })
                     .collect())
             }
-            ArchiveTarget::Prefix(prefix) => images
+            ArchiveTarget::Prefix(prefix) => {
+                let all = self.rebased(prefix, images)?;
+                // Two images rebased onto one name: the second would
+                // silently replace the first. Refused before any copy.
+                let mut seen = std::collections::BTreeMap::new();
+                for (image, targets) in images.iter().zip(&all) {
+                    for target in targets {
+                        if let Some(other) = seen.insert(target.to_string(), &image.digest) {
+                            if other != &image.digest {
+                                return Err(format!(
+                                    "two images of the archive ({other} and {}) would both be copied to {target}; copy them one at a time, each to a full reference",
+                                    image.digest
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// Every image's names rebased under `prefix`.
+    fn rebased(&self, prefix: &str, images: &[LoadedImage]) -> Result<Vec<Vec<Reference>>, String> {
+        images
                 .iter()
                 .map(|image| {
                     if image.link.is_some() {
@@ -216,8 +240,7 @@ impl ArchiveTarget {
                         })
                         .collect()
                 })
-                .collect(),
-        }
+                .collect()
     }
 }
 
@@ -348,5 +371,11 @@ mod tests {
             "mirror:5000/one/app:7"
         );
         assert!(host.destinations(&[image(&[])]).is_err());
+        // Two images that rebase onto one name are refused, not overwritten.
+        let mut other = image(&["b.example.com:8443/team/coll:1"]);
+        other.digest = crate::types::Digest::sha256_of(b"other");
+        let colliding = [image(&["a.example.com/team/coll:1"]), other];
+        let refused = host.destinations(&colliding).unwrap_err();
+        assert!(refused.contains("mirror:5000/team/coll:1"), "{refused}");
     }
 }

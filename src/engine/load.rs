@@ -18,9 +18,11 @@ use std::io::{Read, Write};
 /// The store holds a delta archive's left-out blobs when it is what the
 /// load commits to.
 impl KnownBlobs for Store {
+    /// Re-hashed: a delta never builds on a corrupt copy (it is then
+    /// missing, and the load says which blobs it needs). Protected from gc
+    /// until the load's tags commit.
     fn has(&self, _image: &str, digest: &Digest) -> bool {
-        // Protected from gc until the load's tags commit.
-        self.claim(digest, None).ok().flatten().is_some()
+        self.claim_verified(digest, None).ok().flatten().is_some()
     }
 
     fn read(

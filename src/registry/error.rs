@@ -82,7 +82,7 @@ pub enum RegistryError {
     },
     /// Local bytes (the store's, an archive's) that fail their digest or
     /// size: not the registry's fault, and no retry can fix them.
-    #[error("{what} at {path} is corrupt: {problem}; nothing was sent. {hint}")]
+    #[error("{what} at {path} is corrupt: {problem}; its copy stopped there, before the bad bytes could be taken as good. {hint}")]
     LocalCorrupt {
         what: String,
         path: String,

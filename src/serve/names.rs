@@ -12,8 +12,9 @@
 //!   that path; the full name (`/v2/docker.io/library/nginx/…` for
 //!   `docker.io/library/nginx`; a port's `:`, which no repository path may
 //!   hold, is written `_`: `/v2/harbor.corp_8443/team/app/…` for
-//!   `harbor.corp:8443/team/app`); the one other registry that holds the
-//!   path (`/v2/library/nginx/…`). When two
+//!   `harbor.corp:8443/team/app`, `/v2/registry_5000/…` for
+//!   `registry:5000/…`); the one other registry that holds the path
+//!   (`/v2/library/nginx/…`). When two
 //!   or more other registries hold the same path, the short path is
 //!   refused as ambiguous and the answer names the full paths.
 //! - A repository shows only what it references: the manifests and blobs
@@ -76,22 +77,32 @@ pub fn valid_own_name(name: &str) -> Result<(), String> {
 }
 
 /// The registry a path's first component names by docker's rule (it has a
-/// dot, or is `localhost`), with a port written `_PORT` (a host name has
-/// no `_`, so the form is unambiguous): `harbor.corp_8443` is
-/// `harbor.corp:8443`.
+/// dot or a port, or is `localhost`), with the port written `_PORT` (a host
+/// name has no `_`, so the form is unambiguous): `harbor.corp_8443` is
+/// `harbor.corp:8443`, `registry_5000` is `registry:5000`.
 fn registry_component(first: &str) -> Option<String> {
-    let names_host = |host: &str| host.contains('.') || host == "localhost";
     if let Some((host, port)) = first.rsplit_once('_') {
-        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && names_host(host) {
+        let is_host = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        let is_port =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        if is_host && is_port {
             return Some(format!("{host}:{port}"));
         }
     }
-    names_host(first).then(|| first.to_owned())
+    (first.contains('.') || first == "localhost").then(|| first.to_owned())
 }
 
-/// The first path component that names `registry` (see [`registry_component`]).
-fn registry_path(registry: &str) -> String {
-    registry.replacen(':', "_", 1)
+/// The full path that names `path` held from `registry`, when one can
+/// (a host with upper-case letters or an IPv6 address has none: paths are
+/// lower case and have no brackets).
+fn full_path(registry: &str, path: &str) -> Option<String> {
+    let full = format!("{}/{path}", registry.replacen(':', "_", 1));
+    let first = full.split('/').next().unwrap_or_default();
+    (super::routes::valid_name(&full) && registry_component(first).as_deref() == Some(registry))
+        .then_some(full)
 }
 
 /// Which stored repository a read of `path` means (see the module rules).
@@ -121,9 +132,16 @@ fn resolve(
             StatusCode::NOT_FOUND,
             "NAME_UNKNOWN",
             format!(
-                "{path} is held from several registries ({}); ask for one by its full path, e.g. {}/{path}",
-                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                registry_path(others[0])
+                "{path} is held from several registries ({}); ask for one by its full path{}",
+                others
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                others
+                    .iter()
+                    .find_map(|r| full_path(r, path))
+                    .map_or_else(String::new, |p| format!(", e.g. {p}"))
             ),
         )),
         None => Ok(repo(own, path)),
@@ -166,7 +184,7 @@ fn served_paths(own: &str, holders: &HashMap<String, BTreeSet<String>>) -> BTree
         let registries: &BTreeSet<String> = registries;
         if registries.len() > 1 {
             for registry in others {
-                paths.insert(format!("{}/{path}", registry_path(registry)));
+                paths.extend(full_path(registry, path));
             }
         }
     }
@@ -403,6 +421,8 @@ mod tests {
         let entries = [
             entry("harbor.corp:8443/team/app:1"),
             entry("localhost:5001/team/app:1"),
+            entry("registry:5000/team/app:1"),
+            entry("Harbor.Corp:8443/team/app:1"),
         ];
         let view = IndexView::new(entries.to_vec(), None);
         let found = |path: &str| view.resolve(own, path).map(|r| r.full());
@@ -422,7 +442,16 @@ mod tests {
             registry_component("registry.corp_x").unwrap(),
             "registry.corp_x"
         );
-        assert_eq!(registry_component("team_8443"), None);
+        // A port makes any host a registry, as docker's rule has it.
+        assert_eq!(registry_component("team_8443").unwrap(), "team:8443");
+        assert_eq!(registry_component("team"), None);
+        // A host a path cannot name has no full path (and is not listed).
+        assert_eq!(full_path("Harbor.Corp:8443", "team/app"), None);
+        assert_eq!(full_path("[::1]:5000", "team/app"), None);
+        assert_eq!(
+            found("registry_5000/team/app").unwrap(),
+            "registry:5000/team/app"
+        );
         // The catalog lists each by a path that resolves to it.
         let paths = view.served_paths(own);
         for path in &paths {
@@ -431,7 +460,11 @@ mod tests {
         assert!(paths.contains("harbor.corp_8443/team/app"), "{paths:?}");
         assert!(paths.contains("localhost_5001/team/app"), "{paths:?}");
         // And no push can take such a path.
-        for shadowing in ["harbor.corp_8443/team/app", "localhost_5001/x"] {
+        for shadowing in [
+            "harbor.corp_8443/team/app",
+            "localhost_5001/x",
+            "registry_5000/x",
+        ] {
             assert_eq!(
                 view.push_target(own, shadowing).unwrap_err().status,
                 StatusCode::FORBIDDEN,

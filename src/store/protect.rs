@@ -107,25 +107,33 @@ impl Store {
         size: u64,
     ) -> Result<Option<u64>, StoreError> {
         let (store, digest) = (self.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            let Some(found) = store.claim(&digest, Some(size))? else {
-                return Ok(None);
-            };
-            let path = store.blob_path(&digest);
-            match super::maintenance::hash_file(&path, &digest) {
-                Ok((actual, _)) if actual == digest => Ok(Some(found)),
-                Ok((actual, _)) => {
-                    tracing::warn!(
-                        "the store's blob {digest} ({}) is corrupt: its content hashes to {actual}; fetching it again to replace it",
-                        path.display()
-                    );
-                    Ok(None)
-                }
-                Err(error) => Err(StoreError::io(&path, error)),
+        tokio::task::spawn_blocking(move || store.claim_verified(&digest, Some(size)))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Conflict(format!("claim stopped: {e}"))))
+    }
+
+    /// [`Store::claim`] that re-hashes the blob it finds (blocking): a copy
+    /// that fails its digest counts as absent, with a warning naming it.
+    pub fn claim_verified(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(found) = self.claim(digest, size)? else {
+            return Ok(None);
+        };
+        let path = self.blob_path(digest);
+        match super::maintenance::hash_file(&path, digest) {
+            Ok((actual, _)) if &actual == digest => Ok(Some(found)),
+            Ok((actual, _)) => {
+                tracing::warn!(
+                    "the store's blob {digest} ({}) is corrupt: its content hashes to {actual}; fetching it again replaces it",
+                    path.display()
+                );
+                Ok(None)
             }
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Conflict(format!("claim stopped: {e}"))))
+            Err(error) => Err(StoreError::io(&path, error)),
+        }
     }
 
     /// Everything `digest` reaches, each blob present with its declared

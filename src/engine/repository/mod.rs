@@ -43,7 +43,9 @@ pub struct TagHead {
 /// Contract (every implementation keeps it; `tests/endpoints.rs` checks it
 /// against each):
 /// - `listed_tags` is every tag the repository lists, referrer tags too (a
-///   missing repository lists none); `tags` lists every *image* tag with
+///   missing repository is an error: a source that is not there fails);
+///   `tags` (a missing repository has none: a target not yet made) lists
+///   every *image* tag with
 ///   the digest it points at, in one consistent view (a registry: the tag
 ///   list, then a manifest HEAD per tag, which Docker Hub does not count;
 ///   the store: its index). Referrer tags (cosign `sha256-….sig`, fallback

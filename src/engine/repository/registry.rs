@@ -32,16 +32,20 @@ impl Repository for RegistryRepository {
         true
     }
 
+    /// A missing repository is an error here (a source that is not there
+    /// must fail its job, never look empty).
     async fn listed_tags(&self) -> Result<Vec<String>, EngineError> {
-        match self.client.list_tags(self.name.repository()).await {
-            Ok(tags) => Ok(tags),
-            Err(error) if error.is_not_found() => Ok(Vec::new()),
-            Err(error) => Err(error.into()),
-        }
+        Ok(self.client.list_tags(self.name.repository()).await?)
     }
 
+    /// A missing repository has no tags (a target a first sync creates).
     async fn tags(&self) -> Result<Vec<TaggedDigest>, EngineError> {
-        let tags = crate::types::referrer::image_tags(self.listed_tags().await?);
+        let listed = match self.client.list_tags(self.name.repository()).await {
+            Ok(tags) => tags,
+            Err(error) if error.is_not_found() => Vec::new(),
+            Err(error) => return Err(error.into()),
+        };
+        let tags = crate::types::referrer::image_tags(listed);
         let mut out = Vec::new();
         for tag in tags {
             if let Some(digest) = self.digest(&tag).await? {
