@@ -27,6 +27,10 @@ pub enum ArchiveError {
     /// Where the archive stages its blobs could not take them.
     #[error(transparent)]
     Staging(#[from] StageError),
+    /// Where a delta's left-out blobs are looked up (the store, a
+    /// registry) failed: its own error, not the archive's.
+    #[error(transparent)]
+    Known(Box<dyn std::error::Error + Send + Sync>),
     #[error("{archive}: {message}")]
     Invalid { archive: String, message: String },
     #[error("{archive}: {source}")]

@@ -224,7 +224,7 @@ pub fn import(
 }
 
 /// Opens a layer blob by digest and size: a reader of exactly its bytes,
-/// verified against its digest as they are read (the store's blob files).
+/// whose digest the opener has checked (the store's blob files).
 pub type OpenLayer<'a> = &'a dyn Fn(&Digest, u64) -> std::io::Result<Box<dyn Read>>;
 
 fn open_layer(open: OpenLayer<'_>, digest: &Digest, size: u64) -> std::io::Result<Box<dyn Read>> {

@@ -35,10 +35,7 @@ impl KnownBlobs for Store {
         match self.read_blob(digest, limit) {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(StoreError::MissingBlob(_)) => Ok(None),
-            Err(e) => Err(ArchiveError::Invalid {
-                archive: format!("blob {digest}"),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(ArchiveError::Known(Box::new(e))),
         }
     }
 
@@ -137,8 +134,17 @@ pub fn export(
     manifest: &ParsedManifest,
     out: &mut dyn Write,
 ) -> Result<(), EngineError> {
+    // Export reads each layer twice (which entries survive, then the
+    // tar): each is re-hashed the first time only.
+    let verified = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let open = |digest: &Digest, size: u64| -> std::io::Result<Box<dyn Read>> {
-        Ok(Box::new(store.open_verified(digest, size)?))
+        let mut checked = verified.lock().expect("verified layers");
+        if checked.contains(digest) {
+            return Ok(Box::new(std::fs::File::open(store.blob_path(digest))?));
+        }
+        let file = store.open_verified(digest, size)?;
+        checked.insert(digest.clone());
+        Ok(Box::new(file))
     };
     Ok(rootfs::export(&open, image, manifest, out)?)
 }

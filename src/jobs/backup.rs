@@ -111,7 +111,7 @@ pub async fn run(
     };
     let all_failed = || {
         Stop::Failed(JobError::NoneReadable {
-            count: failed.len(),
+            images: crate::types::count(failed.len(), "image"),
             list: failed.join("; "),
         })
     };
@@ -503,11 +503,10 @@ async fn source_for(
         Err(error) => Some(error),
     };
     let Some(entry) = context.store.lookup_tag(image)? else {
-        let cause = error.map_or(JobError::NotInStore, JobError::from);
-        return Err(Stop::Failed(JobError::Image {
-            image: format!("backup of {image}"),
-            cause: Box::new(cause),
-        }));
+        // The caller names the image.
+        return Err(Stop::Failed(
+            error.map_or(JobError::NotInStore, JobError::from),
+        ));
     };
     if let Some(error) = error {
         report

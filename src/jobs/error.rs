@@ -39,8 +39,8 @@ pub enum JobError {
     #[error("not in the store")]
     NotInStore,
     /// None of the images could be read.
-    #[error("{count} images could not be backed up: {list}")]
-    NoneReadable { count: usize, list: String },
+    #[error("{images} could not be backed up: {list}")]
+    NoneReadable { images: String, list: String },
     /// Some of the job's images failed; the others were done.
     #[error("{failed} of {total} {what} failed ({others}): {list}")]
     SomeFailed {
@@ -52,9 +52,6 @@ pub enum JobError {
         /// Each failed image, with its reason.
         list: String,
     },
-    /// One image could not be read.
-    #[error("{image}: {cause}")]
-    Image { image: String, cause: Box<JobError> },
 }
 
 impl JobError {

@@ -109,7 +109,8 @@ pub async fn run(
     let doomed = select_doomed(&all, spec, now);
     if doomed.len() == all.len() && !all.is_empty() && !spec.allow_empty {
         return Err(Stop::Failed(JobError::Refused(format!(
-            "this prune would remove every tag of the repository ({}); set allow_empty = true if that is intended",
+            "this prune would remove every tag of {} ({}); set allow_empty = true if that is intended",
+            repository.describe(),
             all.len()
         ))));
     }

@@ -55,22 +55,27 @@ pub struct DescriptorBudget {
 }
 
 impl Limits {
-    /// Raise the soft `RLIMIT_NOFILE` to the hard limit (as Go servers do
-    /// at start), so the default bounds fit the descriptors they need, and
-    /// say what the budget is; a warning is the caller's when it is short.
+    /// Raise the soft `RLIMIT_NOFILE` towards the hard limit (as Go servers
+    /// do at start; here to 4× what the bounds need, at least 65536), so
+    /// the default bounds fit the descriptors they need, and say what the
+    /// budget is; a warning is the caller's when it is short.
     pub fn descriptor_budget(&self) -> DescriptorBudget {
         let needed = self.max_connections as u64 + self.max_uploads as u64 + DESCRIPTOR_SLACK;
         use rustix::process::{getrlimit, setrlimit, Resource};
         let mut limit = getrlimit(Resource::Nofile);
-        if let (Some(soft), Some(hard)) = (limit.current, limit.maximum) {
-            if soft < hard {
-                let raised = rustix::process::Rlimit {
-                    current: Some(hard),
-                    maximum: Some(hard),
-                };
-                if setrlimit(Resource::Nofile, raised).is_ok() {
-                    limit.current = Some(hard);
-                }
+        // Enough for the bounds with room to spare, never more than the
+        // hard limit (which containers may set near a billion).
+        let wanted = needed.saturating_mul(4).max(1 << 16);
+        let hard = limit.maximum.unwrap_or(u64::MAX);
+        if let Some(soft) = limit.current.filter(|&soft| soft < wanted.min(hard)) {
+            let raised = rustix::process::Rlimit {
+                current: Some(wanted.min(hard)),
+                maximum: limit.maximum,
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                limit.current = Some(wanted.min(hard));
+            } else {
+                limit.current = Some(soft);
             }
         }
         DescriptorBudget {

@@ -42,8 +42,10 @@ pub struct TagHead {
 ///
 /// Contract (every implementation keeps it; `tests/endpoints.rs` checks it
 /// against each):
-/// - `listed_tags` is every tag the repository lists, referrer tags too (a
-///   missing repository is an error: a source that is not there fails);
+/// - `listed_tags` is every tag the repository lists, referrer tags too
+///   where it lists them (a registry; the store keeps referrers with their
+///   subjects, not as tags); a missing repository is an error (a source
+///   that is not there fails);
 ///   `tags` (a missing repository has none: a target not yet made) lists
 ///   every *image* tag with
 ///   the digest it points at, in one consistent view (a registry: the tag

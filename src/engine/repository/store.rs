@@ -74,20 +74,20 @@ impl Repository for StoreRepository {
         }
     }
 
+    /// `tag` may be a digest (`sha256:…`).
     fn source(&self, tag: &str) -> Result<SharedSource, EngineError> {
-        let reference = self.reference(tag)?;
-        let entry = self
-            .store
-            .lookup_tag(&reference)?
-            .ok_or_else(|| EngineError::Invalid {
-                image: reference.to_string(),
-                message: "not in the store".into(),
-            })?;
-        Ok(Arc::new(StoreSource::new(
-            self.store.clone(),
-            entry,
-            reference.to_string(),
-        )))
+        let (entry, shown) = match tag.parse::<Digest>() {
+            Ok(digest) => (self.store.index_entry(&digest)?, digest.to_string()),
+            Err(_) => {
+                let reference = self.reference(tag)?;
+                (self.store.lookup_tag(&reference)?, reference.to_string())
+            }
+        };
+        let entry = entry.ok_or_else(|| EngineError::Invalid {
+            image: shown.clone(),
+            message: "not in the store".into(),
+        })?;
+        Ok(Arc::new(StoreSource::new(self.store.clone(), entry, shown)))
     }
 
     fn destination(&self, tag: &str) -> Result<Box<dyn Destination>, EngineError> {
