@@ -65,6 +65,20 @@ pub const COSIGN_SUFFIXES: [(&str, &str); 3] = [
     (".sbom", "application/vnd.dev.cosign.artifact.sbom.v1+json"),
 ];
 
+/// The cosign tags of `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`) that
+/// `tags` (a repository's tag list) holds, each with its artifact type:
+/// the one way every door finds cosign signatures without a GET.
+pub fn cosign_tags_in<'a>(
+    subject: &Digest,
+    tags: &'a std::collections::BTreeSet<String>,
+) -> impl Iterator<Item = (String, &'static str)> + 'a {
+    let base = fallback_tag(subject);
+    COSIGN_SUFFIXES
+        .iter()
+        .map(move |(suffix, kind)| (format!("{base}{suffix}"), *kind))
+        .filter(move |(tag, _)| tags.contains(tag))
+}
+
 /// The referrers fallback tag of a digest (`sha256:abc…` → `sha256-abc…`),
 /// per the distribution spec's referrers tag schema.
 pub fn fallback_tag(digest: &Digest) -> String {

@@ -5,7 +5,7 @@ use crate::engine::destination::{Destination, RegistryDestination};
 use crate::engine::source::{RegistrySource, SharedSource};
 use crate::engine::EngineError;
 use crate::registry::RegistryClient;
-use crate::types::referrer::{fallback_tag, COSIGN_SUFFIXES};
+use crate::types::referrer::cosign_tags_in;
 use crate::types::{Digest, Reference};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -84,13 +84,10 @@ impl Repository for RegistryRepository {
                 .referrers_fingerprint(repository, subject)
                 .await?,
         ];
-        for (suffix, _) in COSIGN_SUFFIXES {
-            let tag = format!("{}{suffix}", fallback_tag(subject));
-            if tags.contains(&tag) {
-                let head = self.client.head_manifest(repository, &tag).await?;
-                let digest = head.and_then(|h| h.digest).map(|d| d.to_string());
-                parts.push(format!("{tag}={}", digest.unwrap_or_default()));
-            }
+        for (tag, _) in cosign_tags_in(subject, tags) {
+            let head = self.client.head_manifest(repository, &tag).await?;
+            let digest = head.and_then(|h| h.digest).map(|d| d.to_string());
+            parts.push(format!("{tag}={}", digest.unwrap_or_default()));
         }
         Ok(Some(parts.join(";")))
     }

@@ -5,7 +5,7 @@ use crate::engine::EngineError;
 use crate::registry::blobs::BlobStream;
 use crate::registry::referrers::Referrer;
 use crate::registry::RegistryClient;
-use crate::types::referrer::{fallback_tag, COSIGN_SUFFIXES};
+use crate::types::referrer::cosign_tags_in;
 use crate::types::{Digest, ParsedManifest, Reference, ReferrerLink};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -118,18 +118,15 @@ impl Source for RegistrySource {
                 from.name()
             )),
         }
-        for (suffix, kind) in COSIGN_SUFFIXES {
-            let tag = format!("{}{suffix}", fallback_tag(subject));
-            if tags.contains(&tag) {
-                found.push(ReferrerCandidate {
-                    link: ReferrerLink {
-                        subject: subject.clone(),
-                        tag: Some(tag.clone()),
-                    },
-                    source: self.at(from.with_tag(&tag)),
-                    artifact_type: Some(kind.to_owned()),
-                });
-            }
+        for (tag, kind) in cosign_tags_in(subject, &tags) {
+            found.push(ReferrerCandidate {
+                source: self.at(from.with_tag(&tag)),
+                link: ReferrerLink {
+                    subject: subject.clone(),
+                    tag: Some(tag),
+                },
+                artifact_type: Some(kind.to_owned()),
+            });
         }
         found
     }
