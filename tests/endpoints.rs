@@ -35,9 +35,20 @@ fn stream_of(bytes: &[u8]) -> BlobStream {
 }
 
 /// A source that serves whatever bytes it is given for any blob, as a
-/// source that lies would: what a destination writes must not depend on
-/// the source being honest.
-struct BytesSource(Vec<u8>);
+/// source that lies would (what a destination writes must not depend on
+/// the source being honest), or (`broken`) only their first half and then
+/// an error, as a dropped connection does.
+struct BytesSource {
+    bytes: Vec<u8>,
+    broken: bool,
+}
+
+fn serving(bytes: Vec<u8>) -> BytesSource {
+    BytesSource {
+        bytes,
+        broken: false,
+    }
+}
 
 #[async_trait::async_trait]
 impl Source for BytesSource {
@@ -51,7 +62,16 @@ impl Source for BytesSource {
         unreachable!("blob-only source")
     }
     fn blob(&self, _: &Digest, _: u64) -> BlobStream {
-        stream_of(&self.0)
+        if !self.broken {
+            return stream_of(&self.bytes);
+        }
+        let half = Bytes::copy_from_slice(&self.bytes[..self.bytes.len() / 2]);
+        let broken = ferry::registry::RegistryError::StreamBroken {
+            registry: "test".into(),
+            what: "test blob".into(),
+            reason: "connection reset".into(),
+        };
+        futures_util::stream::iter([Ok(half), Err(broken)]).boxed()
     }
     async fn referrers(&self, _: &Digest, _: &mut Vec<String>) -> Vec<ReferrerCandidate> {
         Vec::new()
@@ -104,7 +124,7 @@ fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
             let mut wrong = good.clone();
             wrong[1000] ^= 1;
             let refused = destination
-                .write_blob(&BytesSource(wrong), &digest, size, Arc::new(|_| {}))
+                .write_blob(&serving(wrong), &digest, size, Arc::new(|_| {}))
                 .await;
             assert!(refused.is_err(), "{name}: a corrupt write succeeded");
             assert!(
@@ -112,7 +132,7 @@ fn every_destination_verifies_what_it_writes_and_takes_what_it_has() {
                 "{name}: a refused write left the blob visible"
             );
             // The blob itself: written, then there.
-            let honest = BytesSource(good.clone());
+            let honest = serving(good.clone());
             destination
                 .write_blob(&honest, &digest, size, Arc::new(|_| {}))
                 .await
@@ -282,34 +302,6 @@ fn every_source_refuses_bytes_that_fail_their_digest() {
     );
 }
 
-/// A source whose blob stream breaks half way, as a dropped connection does.
-struct BrokenSource(Vec<u8>);
-
-#[async_trait::async_trait]
-impl Source for BrokenSource {
-    fn describe(&self) -> String {
-        "a broken stream".into()
-    }
-    async fn root(&self) -> Result<ParsedManifest, EngineError> {
-        unreachable!("blob-only source")
-    }
-    async fn manifest(&self, _: &Digest, _: &str) -> Result<ParsedManifest, EngineError> {
-        unreachable!("blob-only source")
-    }
-    fn blob(&self, _: &Digest, _: u64) -> BlobStream {
-        let half = Bytes::copy_from_slice(&self.0[..self.0.len() / 2]);
-        let broken = ferry::registry::RegistryError::StreamBroken {
-            registry: "test".into(),
-            what: "test blob".into(),
-            reason: "connection reset".into(),
-        };
-        futures_util::stream::iter([Ok(half), Err(broken)]).boxed()
-    }
-    async fn referrers(&self, _: &Digest, _: &mut Vec<String>) -> Vec<ReferrerCandidate> {
-        Vec::new()
-    }
-}
-
 #[test]
 fn an_interrupted_write_leaves_nothing_at_any_destination() {
     let registry = Registry::start();
@@ -323,7 +315,15 @@ fn an_interrupted_write_leaves_nothing_at_any_destination() {
             let digest: Digest = sha256(&bytes).parse().unwrap();
             let size = bytes.len() as u64;
             let written = destination
-                .write_blob(&BrokenSource(bytes), &digest, size, Arc::new(|_| {}))
+                .write_blob(
+                    &BytesSource {
+                        bytes,
+                        broken: true,
+                    },
+                    &digest,
+                    size,
+                    Arc::new(|_| {}),
+                )
                 .await;
             let error = written.expect_err("an interrupted write succeeded");
             assert!(error.is_retryable(), "{name}: {error} is not worth a retry");
