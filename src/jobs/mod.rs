@@ -6,6 +6,7 @@
 //! lease is lost, and returns a report of what it changed. Jobs never print.
 
 mod backup;
+mod backup_chain;
 mod backup_place;
 mod catalog;
 mod error;
@@ -16,6 +17,7 @@ mod retag;
 pub mod scheduler;
 mod state;
 mod sync;
+mod sync_tag;
 
 pub use error::JobError;
 pub use state::{JobState, StateStore};
